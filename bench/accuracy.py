@@ -1,0 +1,71 @@
+"""Issue 2 accuracy figures: hymenoptera, elpv and SMS spam with the embedded backbones.
+
+Usage: python bench/accuracy.py CONFIG [CONFIG ...]   (configs listed in CONFIGS below)
+Each result is appended as one JSON line to bench/results/accuracy.jsonl, with the exact settings.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import headstart
+from headstart.api import fit
+from headstart.data import load_dataset, load_elpv
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+CONFIGS = {
+    "hym-fe": dict(data="hymenoptera", backbone="efficientnet_lite0", strategy="feature-extraction"),
+    "hym-ft": dict(data="hymenoptera", backbone="efficientnet_lite0", strategy="fine-tune"),
+    "hym-scratch": dict(data="hymenoptera", backbone="efficientnet_lite0", strategy="scratch", epochs=30),
+    "elpv-ft": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20),
+    "elpv-fe": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="feature-extraction"),
+    "elpv4-ft": dict(data="elpv-4class", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20),
+    "sms-fe": dict(data="sms_spam", backbone="minilm", strategy="feature-extraction"),
+    "sms-ft": dict(data="sms_spam", backbone="minilm", strategy="fine-tune", epochs=4),
+}
+
+
+def dataset(name: str):
+    if name.startswith("elpv-"):
+        return load_elpv(task=name.split("-", 1)[1], seed=0)
+    if name == "sms_spam":
+        return load_dataset(SHARED / "sms_spam" / "data.csv", seed=0)
+    return load_dataset(SHARED / name, seed=0)
+
+
+def main(names: list[str]) -> None:
+    out = Path(__file__).parent / "results" / "accuracy.jsonl"
+    for name in names:
+        settings = dict(CONFIGS[name])
+        data = dataset(settings.pop("data"))
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            run = fit(data, out=Path(tmp) / "run", quiet=True, **settings)
+        test = run.metrics["test"]
+        row = {
+            "config": name,
+            **CONFIGS[name],
+            "test_accuracy": test["accuracy"],
+            "balanced_accuracy": test["balanced_accuracy"],
+            "macro_f1": test["macro_f1"],
+            "n_test": test["n"],
+            "epochs_run": len(run.history.epochs),
+            "seconds": time.perf_counter() - started,
+            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "headstart": headstart.__version__,
+        }
+        print(json.dumps(row), flush=True)
+        with out.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(CONFIGS))

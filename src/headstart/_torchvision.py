@@ -1,0 +1,67 @@
+"""Make ``import torchvision`` (and therefore ``import timm``) work beside a CPU-only torch.
+
+Why this exists
+---------------
+PyPI's ``torchvision`` wheel is a CUDA build. Installed beside a CPU build of torch its compiled
+extension (``torchvision/_C.so``) fails to load. torchvision tolerates that for most of its ops,
+but ``torchvision/_meta_registrations.py`` registers fake kernels for ``torchvision::nms`` and
+``torchvision::qnms`` unconditionally, and ``torch.library.register_fake`` raises
+``RuntimeError: operator torchvision::nms does not exist``. That aborts ``import torchvision``,
+and timm imports torchvision, so every timm model becomes unusable.
+
+What we do
+----------
+We first import torchvision normally. Only if that fails with exactly this error do we declare the
+two operator *schemas* (no kernels) and import again. Everything pure-Python in torchvision
+(transforms, model definitions) then works; calling ``torchvision.ops.nms`` still raises
+torchvision's own "Couldn't load custom C++ ops" error, which is the truth on such a machine.
+Where torchvision loads normally nothing here runs, so a correct install is left untouched.
+
+This is the only place in headstart that knows about the problem; ``headstart/__init__.py`` calls
+:func:`import_torchvision` before anything imports timm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from types import ModuleType
+
+import torch
+
+# Schemas of the operators torchvision's meta registrations refer to without checking that its
+# compiled extension loaded (torchvision/csrc/ops/nms.cpp and quantized/cpu/qnms_kernel.cpp).
+_UNGUARDED_OPS = {
+    "nms": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+}
+
+#: Set to True when the workaround had to be applied (reported by ``headstart env``/tests).
+patched: bool = False
+
+
+def _is_missing_op_error(error: BaseException) -> bool:
+    return isinstance(error, RuntimeError) and "operator torchvision::" in str(error) and "does not exist" in str(error)
+
+
+def _forget_torchvision() -> None:
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+
+
+def import_torchvision() -> ModuleType:
+    """Import torchvision, declaring its unguarded operator schemas only if the plain import fails."""
+    global patched
+    try:
+        import torchvision
+    except RuntimeError as error:
+        if not _is_missing_op_error(error):
+            raise
+        _forget_torchvision()
+        for op, schema in _UNGUARDED_OPS.items():
+            with contextlib.suppress(RuntimeError):  # already declared by an earlier call
+                torch.library.define(f"torchvision::{op}", schema)
+        import torchvision
+
+        patched = True
+    return torchvision

@@ -1,0 +1,214 @@
+"""The Python API: ``fit``, ``evaluate``, ``predict`` and ``from_pretrained``; the CLI calls these.
+
+>>> import headstart
+>>> run = headstart.fit("data/pets", backbone="efficientnet_lite0", strategy="feature-extraction")
+>>> run.metrics["test"]["accuracy"]
+>>> headstart.predict(run.directory, ["cat.jpg"])
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from headstart import __version__
+from headstart.data import Dataset, load_dataset, make_loader
+from headstart.features import EmbeddingCache
+from headstart.io import atomic_write_text
+from headstart.metrics import classification_metrics
+from headstart.model import TransferModel
+from headstart.progress import Progress
+from headstart.strategies import FitContext, Strategy, make_strategy
+from headstart.training import History, evaluate_loader, seed_everything
+
+METRICS_NAME = "metrics.json"
+HISTORY_NAME = "history.json"
+LOG_NAME = "log.txt"
+
+
+@dataclass
+class Run:
+    """The result of :func:`fit`: the trained model, its curves and held-out metrics, and where it was saved."""
+
+    model: TransferModel
+    history: History
+    metrics: dict[str, Any]
+    directory: Path | None
+    dataset: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class Prediction:
+    item: str
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+def _default_run_dir(data: str | Path | Dataset, strategy: str) -> Path:
+    name = Path(data.source if isinstance(data, Dataset) else data).stem or "data"
+    return Path("runs") / f"{name}-{strategy}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_run_dir(directory: Path, overwrite: bool) -> None:
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        raise FileExistsError(f"{directory}: already exists and is not empty; choose another --out or pass --overwrite")
+
+
+def fit(
+    data: str | Path | Dataset,
+    *,
+    backbone: str = "efficientnet_lite0",
+    weights: str | Path | None = None,
+    strategy: str | Strategy = "feature-extraction",
+    out: str | Path | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    body_lr: float | None = None,
+    patience: int | None | str = "default",
+    trainable_blocks: int | None = None,
+    freeze: float | None = None,
+    cut: str | int | None = None,
+    hidden: int | None = None,
+    dropout: float = 0.0,
+    augment: str | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+    overwrite: bool = False,
+    save: bool = True,
+    quiet: bool = False,
+    cache_dir: str | Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> Run:
+    """Train a classifier on ``data`` by transfer from ``backbone`` and (by default) save the run.
+
+    Parameters
+    ----------
+    data : path or Dataset
+        An image folder (class sub-folders, optional train/val/test) or a CSV/TSV/JSONL file.
+    backbone : str, default="efficientnet_lite0"
+        See :func:`headstart.backbones.create_backbone`.
+    weights : path, optional
+        Local weights file for a ``timm:`` backbone.
+    strategy : {"feature-extraction", "fine-tune", "full", "scratch"} or Strategy
+    out : path, optional
+        Run directory; default ``runs/<data>-<strategy>-<time>``. Never overwritten unless ``overwrite``.
+    trainable_blocks, freeze :
+        For ``fine-tune``: how many top blocks train, or which fraction of blocks stays frozen.
+    cut : block name or index, optional
+        Use the pooled output of this block instead of the last one.
+    seed : int, default=0
+        Same data, seed and settings give identical results on CPU.
+    """
+    started = time.perf_counter()
+    directory = Path(out) if out is not None else (_default_run_dir(data, strategy if isinstance(strategy, str) else strategy.name) if save else None)
+    if directory is not None:
+        _check_run_dir(directory, overwrite)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
+    chosen = strategy if isinstance(strategy, Strategy) else make_strategy(
+        strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, trainable_blocks=trainable_blocks, freeze=freeze
+    )
+    seed_everything(seed)
+    model = TransferModel.from_backbone(backbone, dataset.classes, cut=cut, hidden=hidden, dropout=dropout, pretrained=chosen.pretrained, weights=weights)
+    if model.modality != dataset.modality:
+        raise ValueError(f"{backbone!r} is a {model.modality} backbone but {dataset.source} holds {dataset.modality} data; see `headstart list`")
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    with Progress(quiet=quiet) as progress:
+        summary = dataset.summary()
+        progress.log(f"data: {dataset.source}: {', '.join(f'{s} {sum(c.values())}' for s, c in summary['counts'].items())}; classes {dataset.classes}")
+        for note in dataset.notes:
+            progress.log(f"data: {note}")
+        if dataset.skipped:
+            progress.log(f"data: skipped {len(dataset.skipped)} files: " + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else ""))
+        ctx = FitContext(progress=progress, cache=EmbeddingCache(cache_dir), batch_size=batch_size, seed=seed, augment=augment)
+        history = chosen.run(model, dataset, ctx)
+        overfit = history.overfitting()
+        if overfit["detected"]:
+            progress.log(f"warning: {overfit['message']}")
+        metrics = {split: evaluate(model, dataset, split=split) for split in ("val", "test") if dataset.items(split)}
+        seconds = time.perf_counter() - started
+        if "test" in metrics:
+            progress.log(f"test: accuracy {metrics['test']['accuracy']:.4f}, balanced {metrics['test']['balanced_accuracy']:.4f}, macro F1 {metrics['test']['macro_f1']:.4f} (n={metrics['test']['n']}) in {seconds:.0f}s")
+        log_lines = list(progress.lines)
+    run = Run(model.eval(), history, metrics, directory, summary, seconds)
+    if directory is not None:
+        _save_run(run, chosen, backbone=backbone, seed=seed, batch_size=batch_size, log_lines=log_lines)
+    return run
+
+
+def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_size: int, log_lines: list[str]) -> None:
+    assert run.directory is not None
+    training = {
+        "backbone": backbone,
+        "strategy": strategy.describe(),
+        "seed": seed,
+        "batch_size": batch_size,
+        "seconds": run.seconds,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "headstart": __version__, "device": str(run.model.backbone.device)},
+    }
+    run.model.save_pretrained(run.directory, extra={"training": training, "dataset": {k: v for k, v in run.dataset.items() if k != "skipped_files"}})
+    atomic_write_text(run.directory / METRICS_NAME, json.dumps({**run.metrics, "seconds": run.seconds}, indent=2))
+    atomic_write_text(run.directory / HISTORY_NAME, json.dumps(run.history.to_dict(), indent=2))
+    atomic_write_text(run.directory / LOG_NAME, "\n".join(log_lines + [f"skipped: {f} ({r})" for f, r in ((d["file"], d["reason"]) for d in run.dataset["skipped_files"])]) + "\n")
+
+
+def from_pretrained(directory: str | Path) -> TransferModel:
+    """Reload a saved run's model with its preprocessing (inverse of ``TransferModel.save_pretrained``)."""
+    return TransferModel.from_pretrained(directory)
+
+
+def _as_model(model: TransferModel | str | Path) -> TransferModel:
+    return model if isinstance(model, TransferModel) else TransferModel.from_pretrained(model)
+
+
+def predict_proba(model: TransferModel | str | Path, items: list[Any], *, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities ``(len(items), n_classes)`` for image paths, PIL images or texts."""
+    model = _as_model(model)
+    loader = make_loader(items, None, model.preprocessing, batch_size=batch_size)
+    _, probs, _ = evaluate_loader(model, loader)
+    return probs
+
+
+def predict(model: TransferModel | str | Path, items: list[Any], *, batch_size: int = 64) -> list[Prediction]:
+    """Label and probability for each item (paths are read with the run's own preprocessing)."""
+    model = _as_model(model)
+    if model.modality == "image":
+        items = [Path(x) if isinstance(x, str) else x for x in items]
+    probs = predict_proba(model, items, batch_size=batch_size)
+    out = []
+    for item, row in zip(items, probs):
+        k = int(row.argmax())
+        out.append(Prediction(str(item)[:200], model.classes[k], float(row[k]), {c: float(p) for c, p in zip(model.classes, row)}))
+    return out
+
+
+def evaluate(model: TransferModel | str | Path, data: str | Path | Dataset, *, split: str = "test", batch_size: int = 64) -> dict[str, Any]:
+    """Held-out metrics of a model (or run directory) on a split of ``data``.
+
+    Class names are matched by name, so ``data`` may list its classes in any order.
+    """
+    model = _as_model(model)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    if not dataset.items(split):
+        split = next(s for s in ("test", "val", "train") if dataset.items(s))
+    unknown = sorted(set(dataset.classes) - set(model.classes))
+    if unknown:
+        raise ValueError(f"{dataset.source}: classes {unknown[:5]} are unknown to the model (it knows {model.classes})")
+    remap = np.array([model.classes.index(c) for c in dataset.classes])
+    labels = remap[dataset.labels(split)]
+    probs = predict_proba(model, dataset.items(split), batch_size=batch_size)
+    result = classification_metrics(labels, probs.argmax(1), model.classes)
+    result["split"] = split
+    result["loss"] = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean()) if len(labels) else float("nan")
+    return result

@@ -1,0 +1,245 @@
+"""``headstart`` command line: each command parses options, calls one library function, prints its result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, OSError, ImportError, FloatingPointError)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right" if col != "class" else "left")
+    for name, row in metrics["per_class"].items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    table.caption = (
+        f"accuracy {metrics['accuracy']:.4f} · balanced {metrics['balanced_accuracy']:.4f} · "
+        f"macro F1 {metrics['macro_f1']:.4f} · n={metrics['n']}"
+    )
+    return table
+
+
+def _confusion_table(metrics: dict[str, Any]) -> Table:
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in metrics["classes"]:
+        table.add_column(name, justify="right")
+    for name, row in zip(metrics["classes"], metrics["confusion_matrix"]):
+        table.add_row(name, *map(str, row))
+    return table
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    from headstart.api import fit
+
+    run = fit(
+        args.data,
+        backbone=args.backbone,
+        weights=args.weights,
+        strategy=args.strategy,
+        out=args.out,
+        epochs=args.epochs,
+        lr=args.lr,
+        body_lr=args.body_lr,
+        trainable_blocks=args.trainable_blocks,
+        freeze=args.freeze,
+        cut=args.cut,
+        hidden=args.hidden,
+        dropout=args.dropout,
+        augment=args.augment,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        quiet=args.quiet or args.json,
+        cache_dir=args.cache_dir,
+        text_column=args.text_column,
+        label_column=args.label_column,
+    )
+    if args.json:
+        _print_json({"directory": str(run.directory), "metrics": run.metrics, "overfitting": run.history.overfitting(), "seconds": run.seconds})
+        return
+    console = Console()
+    if "test" in run.metrics:
+        console.print(_metrics_table("test", run.metrics["test"]))
+    console.print(f"saved to {run.directory}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from headstart.api import evaluate
+
+    metrics = evaluate(args.run, args.data, split=args.split)
+    if args.json:
+        _print_json(metrics)
+        return
+    console = Console()
+    console.print(_metrics_table(f"{args.run} on {args.data} ({metrics['split']})", metrics))
+    console.print(_confusion_table(metrics))
+
+
+def _predict_inputs(model_modality: str, values: list[str]) -> list[Any]:
+    if model_modality == "image":
+        return [Path(v) for v in values]
+    texts: list[str] = []
+    for value in values:
+        path = Path(value)
+        if path.is_file():
+            texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            texts.append(value)
+    return texts
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from headstart.api import from_pretrained, predict
+
+    model = from_pretrained(args.run)
+    items = _predict_inputs(model.modality, args.inputs)
+    if model.modality == "image":
+        missing = [str(p) for p in items if not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]}: no such image file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    results = predict(model, items)
+    if args.json:
+        _print_json([r.__dict__ for r in results])
+        return
+    table = Table()
+    for col in ("input", "label", "probability"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.item, r.label, f"{r.probability:.3f}")
+    Console().print(table)
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from headstart.backbones import create_backbone
+    from headstart.freezing import freeze_report
+    from headstart.model import TransferModel
+
+    target = args.model
+    model: Any = TransferModel.from_pretrained(target) if (Path(target) / "config.json").is_file() else create_backbone(target, pretrained=False)
+    model.train()  # show the modes training would use: frozen blocks' BatchNorm stays in eval
+    report = freeze_report(model)
+    if args.json:
+        _print_json({"model": target, "blocks": report.to_rows(), "trainable": report.trainable, "frozen": report.frozen})
+        return
+    table = Table(title=f"{target}: {len(report.blocks)} blocks")
+    for col in ("#", "block", "parameters", "trainable", "BatchNorm layers", "BN mode"):
+        table.add_column(col, justify="right" if col in ("#", "parameters", "BatchNorm layers") else "left")
+    for i, b in enumerate(report.blocks):
+        table.add_row(str(i), b.name, f"{b.parameters:,}", "yes" if b.trainable else "frozen", str(b.batchnorm_layers), b.batchnorm_mode)
+    table.caption = str(report)
+    Console().print(table)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from headstart.backbones import list_backbones
+
+    specs = list_backbones()
+    if args.json:
+        _print_json([s.__dict__ for s in specs])
+        return
+    table = Table(title="embedded backbones (offline); also timm:<arch>, hf:<id or folder>, <run dir>")
+    for col in ("name", "modality", "architecture", "description"):
+        table.add_column(col)
+    for s in specs:
+        table.add_row(s.name, s.modality, s.architecture, s.description)
+    Console().print(table)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from headstart.demo import run_demo
+
+    run_demo(limit=args.limit, epochs=args.epochs, quiet=args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headstart", description="Transfer learning for small labelled datasets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="train a classifier on DATA by transfer from a pretrained backbone")
+    p.add_argument("data", help="image folder (class sub-folders, optional train/val/test) or CSV/TSV/JSONL with text and label columns")
+    p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default; timm:ARCH, hf:ID_OR_DIR or a run dir")
+    p.add_argument("--weights", default=None, help="local weights file for a timm: backbone")
+    p.add_argument("--strategy", default="feature-extraction", choices=["feature-extraction", "fine-tune", "full", "scratch"])
+    p.add_argument("--out", default=None, help="run directory (default runs/<data>-<strategy>-<time>)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="head learning rate")
+    p.add_argument("--body-lr", type=float, default=None, help="learning rate of trainable backbone blocks (default lr/10)")
+    p.add_argument("--trainable-blocks", type=int, default=None, help="fine-tune: number of top backbone blocks that train")
+    p.add_argument("--freeze", type=float, default=None, help="fine-tune: fraction of backbone blocks frozen from the input (default 0.5)")
+    p.add_argument("--cut", default=None, help="use the pooled output of this block (name or index)")
+    p.add_argument("--hidden", type=int, default=None, help="hidden layer width of the new head")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--augment", default=None, choices=["none", "light", "strong"], help="image augmentation (default light when fine-tuning)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")
+    p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache/headstart or $HEADSTART_CACHE)")
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (implies --quiet)")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("evaluate", help="metrics of a saved run on a dataset")
+    p.add_argument("run")
+    p.add_argument("data")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label and probability for images (paths) or texts (strings or files of lines)")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("summary", help="blocks, parameter counts, trainable/frozen and BatchNorm mode of a backbone or run")
+    p.add_argument("model", help="backbone name or run directory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("list", help="embedded backbones")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("demo", help="offline demo on the ELPV solar-cell images: transfer vs scratch")
+    p.add_argument("--limit", type=int, default=800, help="number of ELPV images used (default 800)")
+    p.add_argument("--epochs", type=int, default=6, help="epochs for fine-tune and scratch")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) == "fit" and args.backbone is None:
+        args.backbone = "minilm" if Path(args.data).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json") else "efficientnet_lite0"
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except _USER_ERRORS as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: {message.strip(chr(34)).strip(chr(39))}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""Datasets: image folders and text tables, split, validated, with bad files skipped and counted.
+
+``load_dataset(path)`` accepts
+
+* an image folder with one sub-folder per class, optionally inside ``train/``, ``val/`` and
+  ``test/`` (any of the last two may be missing);
+* a CSV, TSV or JSONL file with a text column and a label column (and optionally ``split``).
+
+Files that cannot be used are never a traceback: they are skipped and listed with the reason in
+:attr:`Dataset.skipped`. Problems only the user can fix (a class with one example, no label column)
+raise ``ValueError`` with one line naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl", ".json"})
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+TEXT_COLUMNS = ("text", "sentence", "message", "content", "review", "document", "question")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "y")
+
+Item = Union[Path, str, Image.Image]
+
+
+@dataclass
+class Dataset:
+    """Examples split into ``train``/``val``/``test``, with class names and what was skipped.
+
+    Attributes
+    ----------
+    modality : {"image", "text"}
+    classes : list of str
+        Sorted class names; labels are indices into it.
+    splits : dict
+        ``split name -> (items, labels)``; items are paths (images) or strings (texts).
+    skipped : list of (str, str)
+        ``(file or row, reason)`` for everything left out.
+    notes : list of str
+        How the splits were formed (e.g. "val/ folder used as test split").
+    """
+
+    modality: str
+    classes: list[str]
+    splits: dict[str, tuple[list[Any], list[int]]]
+    source: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def items(self, split: str) -> list[Any]:
+        return self.splits[split][0]
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.asarray(self.splits[split][1], dtype=np.int64)
+
+    def summary(self) -> dict[str, Any]:
+        counts = {
+            split: {self.classes[k]: int(v) for k, v in sorted(Counter(labels).items())}
+            for split, (_, labels) in self.splits.items()
+        }
+        reasons = Counter(reason for _, reason in self.skipped)
+        return {
+            "source": self.source,
+            "modality": self.modality,
+            "classes": self.classes,
+            "counts": counts,
+            "skipped": len(self.skipped),
+            "skipped_reasons": dict(reasons),
+            "skipped_files": [{"file": f, "reason": r} for f, r in self.skipped],
+            "notes": self.notes,
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# Images
+# ------------------------------------------------------------------------------------------------
+
+
+def load_image(source: Item) -> Image.Image:
+    """Decode an image to 8-bit RGB: EXIF rotation applied; palette, RGBA, CMYK, 16-bit and grey converted."""
+    image = source if isinstance(source, Image.Image) else Image.open(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image.seek(0) if getattr(image, "n_frames", 1) > 1 else None
+        image = ImageOps.exif_transpose(image) or image
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            array = np.asarray(image, dtype=np.float64)
+            high = array.max() or 1.0
+            image = Image.fromarray((array * (255.0 / (65535.0 if high > 255 else 255.0))).clip(0, 255).astype(np.uint8))
+        if image.mode in ("P", "PA", "LA", "RGBA", "La"):
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image)
+        return image.convert("RGB")
+
+
+def check_image(path: Path) -> str | None:
+    """Fully decode ``path`` (at reduced scale for JPEG); return why it is unusable, or None."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.draft("RGB", (64, 64))
+                image.load()
+        return None
+    except Image.DecompressionBombError:
+        return "decompression bomb (too many pixels)"
+    except (OSError, SyntaxError, ValueError) as error:
+        text = str(error).split("\n")[0]
+        if "cannot identify image file" in text:
+            return "not an image (cannot identify format)"
+        return f"cannot decode image ({text[:80]})"
+
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan_class_folders(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[Path], list[str]]:
+    paths: list[Path] = []
+    names: list[str] = []
+    for folder in _class_folders(root):
+        for path in sorted(folder.rglob("*")):
+            if path.is_dir() or any(part.startswith(".") for part in path.relative_to(folder).parts):
+                continue
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append((str(path), f"not an image file ({path.suffix or 'no extension'})"))
+                continue
+            paths.append(path)
+            names.append(folder.name)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        problems = list(pool.map(check_image, paths))
+    kept = [(p, n) for p, n, problem in zip(paths, names, problems) if problem is None]
+    skipped.extend((str(p), problem) for p, problem in zip(paths, problems) if problem is not None)
+    return [p for p, _ in kept], [n for _, n in kept]
+
+
+def _load_image_folder(root: Path, *, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+    skipped: list[tuple[str, str]] = []
+    notes: list[str] = []
+    split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in _class_folders(root) if p.name.lower() in SPLIT_NAMES}
+    raw: dict[str, tuple[list[Path], list[str]]] = {}
+    if "train" in split_dirs:
+        for split, folder in split_dirs.items():
+            raw[split] = _scan_class_folders(folder, skipped)
+        if "test" not in raw and "val" in raw:
+            raw["test"] = raw.pop("val")
+            notes.append(f"{split_dirs['val'].name}/ is the held-out evaluation split; validation was carved from train/")
+    else:
+        raw["all"] = _scan_class_folders(root, skipped)
+    return _finish(root, "image", raw, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# Text tables
+# ------------------------------------------------------------------------------------------------
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 (invalid byte at offset {error.start}); re-save the file as UTF-8"
+        ) from None
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise ValueError(f"{path}:{number}: not a JSON object per line; write one JSON object per line (JSONL)") from None
+        return rows
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    csv.field_size_limit(10_000_000)
+    return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+
+
+def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path, flag: str) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(f"{path}: no column {wanted!r} (columns: {list(columns)}); pass {flag} with one of them")
+        return wanted
+    lowered = {c.lower(): c for c in columns}
+    for name in candidates:
+        if name in lowered:
+            return lowered[name]
+    raise ValueError(f"{path}: cannot tell which column holds the {what} (columns: {list(columns)}); pass {flag} NAME")
+
+
+def _load_table(path: Path, *, text_column: str | None, label_column: str | None, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+    rows = _read_rows(path)
+    if not rows:
+        raise ValueError(f"{path}: no rows; the file needs a header and at least one row per class")
+    columns = list(rows[0].keys())
+    text_col = _pick_column(columns, text_column, TEXT_COLUMNS, "text", path, "--text-column")
+    label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
+    split_col = next((c for c in columns if c.lower() == "split"), None)
+    skipped: list[tuple[str, str]] = []
+    raw: dict[str, tuple[list[str], list[str]]] = {}
+    for number, row in enumerate(rows, start=2 if path.suffix.lower() in (".csv", ".tsv") else 1):
+        text, label = row.get(text_col), row.get(label_col)
+        where = f"{path.name}:{number}"
+        if text is None or str(text).strip() == "":
+            skipped.append((where, "missing text"))
+            continue
+        if label is None or str(label).strip() == "":
+            skipped.append((where, "missing label"))
+            continue
+        split = "all"
+        if split_col is not None:
+            split = SPLIT_NAMES.get(str(row.get(split_col, "")).strip().lower(), "")
+            if not split:
+                skipped.append((where, f"unknown split {row.get(split_col)!r}"))
+                continue
+        items, labels = raw.setdefault(split, ([], []))
+        items.append(str(text))
+        labels.append(str(label).strip())
+    notes = []
+    if "train" in raw and "test" not in raw and "val" in raw:
+        raw["test"] = raw.pop("val")
+        notes.append("the 'val' rows are the held-out evaluation split; validation was carved from train")
+    return _finish(path, "text", raw, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# Splitting
+# ------------------------------------------------------------------------------------------------
+
+
+def stratified_split(labels: Sequence[Any], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, taken) with ``fraction`` of each class taken, at least one per class."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    kept, taken = [], []
+    for value in sorted(set(labels.tolist())):
+        index = np.flatnonzero(labels == value)
+        rng.shuffle(index)
+        n_take = min(len(index) - 1, max(1, int(round(fraction * len(index))))) if fraction > 0 else 0
+        taken.extend(index[:n_take])
+        kept.extend(index[n_take:])
+    return np.sort(np.asarray(kept, dtype=np.int64)), np.sort(np.asarray(taken, dtype=np.int64))
+
+
+def _take(pair: tuple[list[Any], list[str]], index: np.ndarray) -> tuple[list[Any], list[str]]:
+    return [pair[0][i] for i in index], [pair[1][i] for i in index]
+
+
+def _finish(
+    source: Path,
+    modality: str,
+    raw: dict[str, tuple[list[Any], list[str]]],
+    skipped: list[tuple[str, str]],
+    notes: list[str],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> Dataset:
+    if "all" in raw:
+        pool = raw.pop("all")
+        _check_classes(source, pool[1])
+        rest, test = stratified_split(pool[1], test_fraction, seed)
+        raw["test"] = _take(pool, test)
+        raw["train"] = _take(pool, rest)
+        notes.append(f"no split given: stratified {1 - test_fraction:.0%}/{test_fraction:.0%} train/test split (seed {seed})")
+    if "train" not in raw:
+        raise ValueError(f"{source}: no training examples found; add a train/ folder or a 'train' split")
+    _check_classes(source, raw["train"][1])
+    if "val" not in raw:
+        keep, val = stratified_split(raw["train"][1], val_fraction, seed + 1)
+        raw["val"] = _take(raw["train"], val)
+        raw["train"] = _take(raw["train"], keep)
+        notes.append(f"validation: stratified {val_fraction:.0%} of train (seed {seed + 1})")
+    classes = sorted(set(raw["train"][1]))
+    index = {name: i for i, name in enumerate(classes)}
+    splits: dict[str, tuple[list[Any], list[int]]] = {}
+    for split in ("train", "val", "test"):
+        items, names = raw.get(split, ([], []))
+        unknown = sorted(set(names) - set(index))
+        if unknown:
+            raise ValueError(f"{source}: labels {unknown[:5]} appear in {split} but not in train; add training examples for them or remove them")
+        splits[split] = (items, [index[n] for n in names])
+    return Dataset(modality, classes, splits, str(source), skipped, notes)
+
+
+def _check_classes(source: Path, labels: Sequence[str]) -> None:
+    counts = Counter(labels)
+    if len(counts) < 2:
+        found = f"only the class {next(iter(counts))!r}" if counts else "no usable examples"
+        raise ValueError(f"{source}: found {found}; a classifier needs at least 2 classes with examples")
+    small = sorted(name for name, n in counts.items() if n < 2)
+    if small:
+        raise ValueError(f"{source}: classes {small[:5]} have fewer than 2 examples; add examples or remove those classes")
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """Read an image folder or a text table into a split :class:`Dataset` (see module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder; pass an image folder or a CSV/TSV/JSONL file")
+    if path.is_dir():
+        return _load_image_folder(path, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if path.suffix.lower() in TABLE_EXTENSIONS:
+        return _load_table(path, text_column=text_column, label_column=label_column, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    raise ValueError(f"{path}: unsupported dataset; pass a folder of class sub-folders or a .csv/.tsv/.jsonl file")
+
+
+def from_examples(items: Sequence[Any], labels: Sequence[Any], *, val_fraction: float = 0.15, seed: int = 0, source: str = "<in memory>") -> Dataset:
+    """A training :class:`Dataset` from in-memory examples (paths, PIL images or texts)."""
+    if len(items) != len(labels):
+        raise ValueError(f"{len(items)} examples but {len(labels)} labels")
+    modality = "text" if items and isinstance(items[0], str) and Path(items[0]).suffix.lower() not in IMAGE_EXTENSIONS else "image"
+    items = [Path(x) if modality == "image" and isinstance(x, str) else x for x in items]
+    raw = {"train": (list(items), [str(y) for y in labels])}
+    return _finish(Path(source), modality, raw, [], [], val_fraction=val_fraction, test_fraction=0.0, seed=seed)
+
+
+def content_key(item: Item) -> str:
+    """Hash of what an example *contains* (file bytes, pixels or text): the embedding-cache key."""
+    digest = hashlib.sha256()
+    if isinstance(item, Image.Image):
+        digest.update(f"{item.mode}{item.size}".encode())
+        digest.update(item.tobytes())
+    elif isinstance(item, Path):
+        digest.update(item.read_bytes())
+    else:
+        digest.update(str(item).encode("utf-8"))
+    return digest.hexdigest()[:32]
+
+
+# ------------------------------------------------------------------------------------------------
+# Torch loading
+# ------------------------------------------------------------------------------------------------
+
+
+class ExampleDataset:
+    """A torch-style dataset of (input, label); images are decoded and transformed per access."""
+
+    def __init__(self, items: Sequence[Any], labels: Sequence[int] | None, transform: Any = None) -> None:
+        self.items, self.labels, self.transform = list(items), labels, transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        item = self.items[index]
+        if self.transform is not None:
+            item = self.transform(load_image(item))
+        return item, (-1 if self.labels is None else int(self.labels[index]))
+
+
+def make_loader(
+    items: Sequence[Any],
+    labels: Sequence[int] | None,
+    preprocessing: Any,
+    *,
+    batch_size: int,
+    train: bool = False,
+    augment: str = "none",
+    seed: int = 0,
+    workers: int | None = None,
+) -> Any:
+    """A DataLoader yielding ``(inputs, labels)`` batches ready for a backbone."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from headstart.preprocessing import ImagePreprocessing
+
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(preprocessing, ImagePreprocessing):
+        transform = preprocessing.train_transform(augment) if train else preprocessing.eval_transform()
+        if workers is None:
+            workers = min(2, len(items) // batch_size) if len(items) > batch_size else 0
+        return DataLoader(
+            ExampleDataset(items, labels, transform),
+            batch_size=batch_size,
+            shuffle=train,
+            num_workers=workers,
+            generator=generator,
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+
+    def collate(batch: list[tuple[str, int]]) -> tuple[dict[str, Any], Any]:
+        texts, ys = zip(*batch)
+        return preprocessing(list(texts)), torch.as_tensor(ys)
+
+    return DataLoader(ExampleDataset(items, labels), batch_size=batch_size, shuffle=train, collate_fn=collate, generator=generator)
+
+
+# ------------------------------------------------------------------------------------------------
+# Real data shipped by packages
+# ------------------------------------------------------------------------------------------------
+
+
+def load_elpv(*, task: str = "binary", test_fraction: float = 0.25, val_fraction: float = 0.15, seed: int = 0, limit: int | None = None) -> Dataset:
+    """The ELPV solar-cell set (``pip install elpv-dataset``; CC BY-NC-SA 4.0, never redistribute).
+
+    ``task="binary"``: defective when the defect probability is >= 0.5; ``task="4class"``: the four
+    probabilities {0, 1/3, 2/3, 1}. The test split is stratified by probability *and* cell type, as
+    in Deitsch et al. (2019); ``limit`` keeps a stratified subset (for demos and tests).
+    """
+    try:
+        import elpv_dataset
+    except ImportError:
+        raise ImportError("load_elpv needs the package `elpv-dataset`: pip install elpv-dataset") from None
+    root = Path(elpv_dataset.__file__).parent / "data"
+    rows = [line.split() for line in (root / "labels.csv").read_text().splitlines() if line.strip()]
+    paths = [root / r[0] for r in rows]
+    probability = np.array([float(r[1]) for r in rows])
+    kind = [r[2] for r in rows]
+    if task == "binary":
+        names = ["defective" if p >= 0.5 else "functional" for p in probability]
+    elif task == "4class":
+        names = [f"p={round(p * 3)}/3" for p in probability]
+    else:
+        raise ValueError(f"task={task!r}; use 'binary' or '4class'")
+    strata = [f"{p:.2f}-{k}" for p, k in zip(probability, kind)]
+    if limit is not None and limit < len(paths):
+        _, taken = stratified_split(strata, limit / len(paths), seed + 7)
+        paths, names, strata = [paths[i] for i in taken], [names[i] for i in taken], [strata[i] for i in taken]
+    train_index, test_index = stratified_split(strata, test_fraction, seed)
+    raw = {"train": ([paths[i] for i in train_index], [names[i] for i in train_index]), "test": ([paths[i] for i in test_index], [names[i] for i in test_index])}
+    notes = [f"elpv {task}: stratified {1 - test_fraction:.0%}/{test_fraction:.0%} split by defect probability and cell type (seed {seed})"]
+    return _finish(root, "image", raw, [], notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)

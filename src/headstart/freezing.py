@@ -1,0 +1,203 @@
+"""Freezing by block: no gradient, not in the optimizer, statistics layers in inference mode.
+
+A block is *frozen* when it has parameters and none of them requires a gradient; that is the only
+state, so it cannot drift from the truth. Models that own blocks (:class:`~headstart.backbones.Backbone`,
+:class:`~headstart.model.TransferModel`) use :class:`FreezableMixin`, whose ``train()`` puts every
+frozen block back in eval mode, so BatchNorm running statistics in frozen blocks never move (the
+pitfall the Keras transfer-learning guide warns about) and dropout there is off. A freeze takes
+effect at once: nothing needs re-compiling, and the trainer builds its optimizer from the
+parameters that still require gradients.
+
+>>> report = freeze(model, model.blocks[:-3])        # like Keras' model.layers[:-3]
+>>> report = freeze(model, until="stage4")           # everything up to and including stage4
+>>> report = freeze(model, fraction=0.75)            # the first 75% of blocks
+>>> report = freeze(model, ["stem", "stage*"])       # names and globs
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol, Union
+
+from torch import nn
+
+from headstart.layers import Block, BlockList
+
+BlockSelector = Union[Block, str, int]
+
+
+class HasBlocks(Protocol):
+    @property
+    def blocks(self) -> BlockList: ...
+
+
+class FreezableMixin:
+    """Keeps frozen blocks in eval mode whenever ``train()`` is called on the owning module."""
+
+    def train(self, mode: bool = True):  # type: ignore[no-untyped-def]
+        super().train(mode)  # type: ignore[misc]
+        if mode:
+            for block in self.blocks:  # type: ignore[attr-defined]
+                if is_frozen(block):
+                    block.module.eval()
+        return self
+
+
+def is_frozen(block: Block) -> bool:
+    params = list(block.module.parameters())
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
+_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def _stat_layers(module: nn.Module) -> list[nn.Module]:
+    """Layers that keep running statistics (BatchNorm): these must stay in eval mode when frozen."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def select_blocks(
+    model: HasBlocks,
+    blocks: Iterable[BlockSelector] | BlockSelector | slice | None = None,
+    *,
+    until: str | int | None = None,
+    fraction: float | None = None,
+) -> list[Block]:
+    """Resolve one way of naming blocks (selectors, ``until`` or ``fraction``) into blocks."""
+    all_blocks = model.blocks
+    given = [x is not None for x in (blocks, until, fraction)]
+    if sum(given) > 1:
+        raise ValueError("Pass only one of blocks, until= and fraction=")
+    if until is not None:
+        return list(all_blocks[: all_blocks.index_of(until) + 1])
+    if fraction is not None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction={fraction} must be between 0 and 1")
+        return list(all_blocks[: math.floor(fraction * len(all_blocks) + 1e-9)])
+    if blocks is None:
+        return list(all_blocks)
+    if isinstance(blocks, slice):
+        return list(all_blocks[blocks])
+    if isinstance(blocks, (Block, str, int)):
+        blocks = [blocks]
+    chosen: dict[int, Block] = {}
+    for selector in blocks:
+        if isinstance(selector, Block):
+            matches = [all_blocks[selector.index]] if selector.name == all_blocks[selector.index].name else []
+        elif isinstance(selector, int):
+            matches = [all_blocks[all_blocks.index_of(selector)]]
+        elif isinstance(selector, str):
+            matches = [b for b in all_blocks if fnmatch.fnmatchcase(b.name, selector)]
+        else:
+            raise TypeError(f"Cannot select a block with {selector!r}; use a Block, name, glob or index")
+        if not matches:
+            raise KeyError(f"No block matches {getattr(selector, 'name', selector)!r}; blocks are {all_blocks.names()}")
+        chosen.update({b.index: b for b in matches})
+    return [chosen[i] for i in sorted(chosen)]
+
+
+def _set_requires_grad(model: HasBlocks, chosen: list[Block], requires_grad: bool) -> None:
+    for block in chosen:
+        for param in block.module.parameters():
+            param.requires_grad_(requires_grad)
+        if not requires_grad:
+            block.module.eval()
+        elif isinstance(model, nn.Module) and model.training:
+            block.module.train()
+
+
+def freeze(
+    model: HasBlocks,
+    blocks: Iterable[BlockSelector] | BlockSelector | slice | None = None,
+    *,
+    until: str | int | None = None,
+    fraction: float | None = None,
+) -> FreezeReport:
+    """Freeze blocks (all of them by default); returns a :class:`FreezeReport` of the result.
+
+    See Also
+    --------
+    unfreeze : the inverse.
+    """
+    _set_requires_grad(model, select_blocks(model, blocks, until=until, fraction=fraction), False)
+    return freeze_report(model)
+
+
+def unfreeze(
+    model: HasBlocks,
+    blocks: Iterable[BlockSelector] | BlockSelector | slice | None = None,
+    *,
+    until: str | int | None = None,
+    fraction: float | None = None,
+) -> FreezeReport:
+    """Make blocks trainable again (all by default); the inverse of :func:`freeze`."""
+    _set_requires_grad(model, select_blocks(model, blocks, until=until, fraction=fraction), True)
+    return freeze_report(model)
+
+
+def freeze_bottom(model: HasBlocks, trainable_blocks: int) -> FreezeReport:
+    """Freeze all but the last ``trainable_blocks`` blocks and make those trainable."""
+    all_blocks = model.blocks
+    if not 0 <= trainable_blocks <= len(all_blocks):
+        raise ValueError(f"trainable_blocks={trainable_blocks} must be between 0 and {len(all_blocks)}")
+    cut = len(all_blocks) - trainable_blocks
+    unfreeze(model, slice(cut, None))
+    return freeze(model, slice(0, cut)) if cut else freeze_report(model)
+
+
+@dataclass(frozen=True)
+class BlockState:
+    name: str
+    parameters: int
+    trainable: bool
+    batchnorm_layers: int
+    batchnorm_mode: str  # "eval", "train" or "-"
+
+
+@dataclass(frozen=True)
+class FreezeReport:
+    """What is frozen: per block, and totals."""
+
+    blocks: tuple[BlockState, ...]
+
+    @property
+    def trainable(self) -> int:
+        return sum(b.parameters for b in self.blocks if b.trainable)
+
+    @property
+    def frozen(self) -> int:
+        return sum(b.parameters for b in self.blocks if not b.trainable)
+
+    @property
+    def frozen_blocks(self) -> list[str]:
+        return [b.name for b in self.blocks if not b.trainable and b.parameters]
+
+    @property
+    def bn_in_eval(self) -> int:
+        return sum(b.batchnorm_layers for b in self.blocks if b.batchnorm_mode == "eval")
+
+    def __str__(self) -> str:
+        return (
+            f"FreezeReport(trainable={_human(self.trainable)}, frozen={_human(self.frozen)}, "
+            f"frozen_blocks={len(self.frozen_blocks)}/{len(self.blocks)}, bn_in_eval={self.bn_in_eval})"
+        )
+
+    def to_rows(self) -> list[dict[str, object]]:
+        return [b.__dict__.copy() for b in self.blocks]
+
+
+def freeze_report(model: HasBlocks) -> FreezeReport:
+    """Describe the current frozen/trainable state and BatchNorm modes of every block."""
+    states = []
+    for block in model.blocks:
+        bns = _stat_layers(block.module)
+        mode = "-" if not bns else ("train" if any(m.training for m in bns) else "eval")
+        states.append(BlockState(block.name, block.num_parameters(), not is_frozen(block), len(bns), mode))
+    return FreezeReport(tuple(states))
+
+
+def _human(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)

@@ -1,0 +1,125 @@
+"""A pretrained backbone plus a new head: the model headstart trains, saves and reloads.
+
+:meth:`TransferModel.save_pretrained` and :meth:`TransferModel.from_pretrained` are exact inverses
+(the Hugging Face habit): ``config.json`` holds the architecture, cut, head, class names and
+preprocessing; ``model.safetensors`` holds every tensor; ``backbone/`` holds tokenizer or HF config
+files where the backbone needs them. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from headstart import __version__
+from headstart.backbones import Backbone, backbone_from_config, create_backbone
+from headstart.freezing import FreezableMixin
+from headstart.heads import ClassifierHead
+from headstart.io import atomic_path, atomic_write_text
+from headstart.layers import Block, BlockList
+from headstart.preprocessing import ImagePreprocessing, TextPreprocessing
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+ASSETS_DIR = "backbone"
+
+
+class TransferModel(FreezableMixin, nn.Module):
+    """``head(backbone(x))``: an ``nn.Module`` usable as a layer in a user's own model.
+
+    Its :attr:`blocks` are the backbone's blocks followed by ``classifier`` (the new head), so
+    ``freeze(model, model.blocks[:-3])`` leaves the last two backbone blocks and the head trainable.
+    """
+
+    def __init__(self, backbone: Backbone, head: ClassifierHead, classes: Sequence[str]) -> None:
+        super().__init__()
+        if len(classes) != head.num_classes:
+            raise ValueError(f"{len(classes)} class names for a head with {head.num_classes} outputs")
+        self.backbone = backbone
+        self.head = head
+        self.classes = [str(c) for c in classes]
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: Backbone | str,
+        classes: Sequence[str],
+        *,
+        cut: int | str | None = None,
+        hidden: int | None = None,
+        dropout: float = 0.0,
+        pretrained: bool = True,
+        weights: str | Path | None = None,
+    ) -> TransferModel:
+        """Replace the source head of ``backbone`` (cut at block ``cut``) with a new one for ``classes``."""
+        if isinstance(backbone, str):
+            backbone = create_backbone(backbone, pretrained=pretrained, weights=weights)
+        if cut is not None:
+            backbone = backbone.cut(cut)
+        return cls(backbone, ClassifierHead(backbone.feature_dim, len(classes), hidden=hidden, dropout=dropout), classes)
+
+    @property
+    def blocks(self) -> BlockList:
+        inner = list(self.backbone.blocks)
+        return BlockList(inner + [Block(len(inner), "classifier", self.head)])
+
+    @property
+    def preprocessing(self) -> ImagePreprocessing | TextPreprocessing:
+        return self.backbone.preprocessing
+
+    @property
+    def modality(self) -> str:
+        return self.backbone.spec.modality
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        return self.head(self.backbone(inputs))
+
+    # ---------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {
+            "headstart_version": __version__,
+            "backbone": self.backbone.architecture_config(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "head": self.head.config(),
+            "classes": self.classes,
+        }
+
+    def save_pretrained(self, directory: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+        """Write config, weights and assets to ``directory``; reload with :meth:`from_pretrained`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        assets = directory / ASSETS_DIR
+        assets.mkdir(exist_ok=True)
+        self.backbone.save_assets(assets)
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_model(self, str(tmp))
+        atomic_write_text(directory / CONFIG_NAME, json.dumps({**self.config(), **(extra or {})}, indent=2))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> TransferModel:
+        """Load a model written by :meth:`save_pretrained`, with its preprocessing."""
+        directory = Path(directory)
+        config_file = directory / CONFIG_NAME
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{directory}: not a headstart run (no {CONFIG_NAME}); pass the directory `headstart fit` wrote")
+        config = json.loads(config_file.read_text())
+        if "headstart_version" not in config:
+            raise ValueError(f"{config_file}: not written by headstart (no headstart_version)")
+        backbone = backbone_from_config(config["backbone"], directory / ASSETS_DIR)
+        saved = config["preprocessing"]
+        if saved["kind"] == "image":
+            backbone.preprocessing = ImagePreprocessing.from_dict(saved)
+        else:
+            backbone.preprocessing = TextPreprocessing.load(directory / ASSETS_DIR, saved)
+        model = cls(backbone, ClassifierHead.from_config(config["head"]), config["classes"])
+        missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{directory / WEIGHTS_NAME}: weights do not match the saved config (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+        return model.eval()

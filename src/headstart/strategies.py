@@ -1,0 +1,182 @@
+"""The four ways to reuse (or not) a pretrained network, each a few readable lines.
+
+=====================  ===========================================================================
+``feature-extraction``  whole body frozen; pooled features computed once (cached); only the head trains
+``fine-tune``           the first blocks frozen, the rest trains with a smaller rate than the head
+``full``                every block trains, body rate smaller than the head's
+``scratch``             same architecture from random initialisation: what transfer bought
+=====================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from headstart.data import Dataset, make_loader
+from headstart.features import EmbeddingCache
+from headstart.freezing import freeze, freeze_bottom, freeze_report, unfreeze
+from headstart.model import TransferModel
+from headstart.progress import Progress
+from headstart.training import History, TrainSettings, fit_model
+
+
+@dataclass
+class FitContext:
+    """What every strategy needs besides the model and the data."""
+
+    progress: Progress
+    cache: EmbeddingCache
+    batch_size: int = 32
+    seed: int = 0
+    augment: str | None = None
+    log: list[str] = field(default_factory=list)
+
+
+class Strategy:
+    """Trains a :class:`TransferModel` on a :class:`Dataset`; subclasses set ``name`` and ``pretrained``."""
+
+    name: ClassVar[str]
+    pretrained: ClassVar[bool] = True
+    settings: TrainSettings
+
+    def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "settings": self.settings.to_dict()}
+
+    def _train_end_to_end(self, model: TransferModel, data: Dataset, ctx: FitContext, default_augment: str) -> History:
+        report = freeze_report(model)
+        ctx.progress.log(f"{self.name}: {report}")
+        augment = ctx.augment or (default_augment if model.modality == "image" else "none")
+        train = make_loader(data.items("train"), data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed)
+        val = make_loader(data.items("val"), data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2)
+        return fit_model(model, train, val, self.settings, phase=self.name, progress=ctx.progress)
+
+
+@dataclass
+class FeatureExtraction(Strategy):
+    """Freeze the body, embed every example once (cached on disk), train only the head."""
+
+    name: ClassVar[str] = "feature-extraction"
+    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=100, lr=1e-3, patience=15, warmup=0.05))
+
+    def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        report = freeze(model.backbone)
+        ctx.progress.log(f"{self.name}: {report}")
+        features = {}
+        for split in ("train", "val"):
+            array, computed = ctx.cache.embed(model.backbone, data.items(split), batch_size=64, progress=ctx.progress)
+            ctx.progress.log(f"{split}: {len(array)} embeddings ({computed} computed, {len(array) - computed} from cache)")
+            features[split] = TensorDataset(torch.from_numpy(np.ascontiguousarray(array)), torch.from_numpy(data.labels(split)))
+        generator = torch.Generator().manual_seed(ctx.seed)
+        train = DataLoader(features["train"], batch_size=ctx.batch_size, shuffle=True, generator=generator)
+        val = DataLoader(features["val"], batch_size=1024)
+        model.head.train()
+        history = fit_model(model.head, train, val, self.settings, phase=self.name, progress=ctx.progress)
+        return history
+
+
+@dataclass
+class FineTune(Strategy):
+    """Freeze the first blocks of the body; train the rest (small rate) and the new head.
+
+    Parameters
+    ----------
+    trainable_blocks : int or None, default=None
+        Number of backbone blocks (counted from the top) that train.
+    freeze : float, default=0.5
+        Used when ``trainable_blocks`` is None: the fraction of backbone blocks, from the input,
+        that stay frozen. Half is a conservative default: early blocks hold the general features.
+    """
+
+    name: ClassVar[str] = "fine-tune"
+    trainable_blocks: int | None = None
+    freeze: float = 0.5
+    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=1e-4, patience=5))
+
+    def frozen_count(self, model: TransferModel) -> int:
+        n = len(model.backbone.blocks)
+        if self.trainable_blocks is not None:
+            if not 0 <= self.trainable_blocks <= n:
+                raise ValueError(f"trainable_blocks={self.trainable_blocks} must be between 0 and {n} for {model.backbone.spec.name}")
+            return n - self.trainable_blocks
+        if not 0.0 <= self.freeze <= 1.0:
+            raise ValueError(f"freeze={self.freeze} must be a fraction between 0 and 1")
+        return math.floor(self.freeze * n + 1e-9)
+
+    def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        freeze_bottom(model, len(model.blocks) - self.frozen_count(model))
+        return self._train_end_to_end(model, data, ctx, default_augment="light")
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "trainable_blocks": self.trainable_blocks, "freeze": self.freeze}
+
+
+@dataclass
+class Full(Strategy):
+    """Every block trains; the body with a smaller learning rate than the new head."""
+
+    name: ClassVar[str] = "full"
+    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=1e-4, patience=5))
+
+    def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        unfreeze(model)
+        return self._train_end_to_end(model, data, ctx, default_augment="light")
+
+
+@dataclass
+class Scratch(Strategy):
+    """The same architecture from random weights, everything at one rate: the no-transfer baseline."""
+
+    name: ClassVar[str] = "scratch"
+    pretrained: ClassVar[bool] = False
+    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=1e-3, patience=5))
+
+    def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        unfreeze(model)
+        return self._train_end_to_end(model, data, ctx, default_augment="light")
+
+
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FeatureExtraction, FineTune, Full, Scratch)}
+
+
+def make_strategy(
+    name: str,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    body_lr: float | None = None,
+    patience: int | None | str = "default",
+    trainable_blocks: int | None = None,
+    freeze: float | None = None,
+) -> Strategy:
+    """Build a strategy by name, overriding only the settings that were given."""
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; choose one of {list(STRATEGIES)}")
+    if (trainable_blocks is not None or freeze is not None) and name != "fine-tune":
+        raise ValueError("--trainable-blocks/--freeze only apply to --strategy fine-tune")
+    strategy = STRATEGIES[name]()
+    overrides: dict[str, Any] = {}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if lr is not None:
+        overrides["lr"] = lr
+        if body_lr is None and strategy.settings.body_lr is not None:
+            overrides["body_lr"] = lr * (strategy.settings.body_lr / strategy.settings.lr)
+    if body_lr is not None:
+        overrides["body_lr"] = body_lr
+    if patience != "default":
+        overrides["patience"] = patience
+    strategy.settings = replace(strategy.settings, **overrides)
+    if isinstance(strategy, FineTune):
+        strategy.trainable_blocks = trainable_blocks
+        if freeze is not None:
+            strategy.freeze = freeze
+    return strategy

@@ -1,0 +1,262 @@
+"""The training loop: AdamW, warm-up + cosine, validation every epoch, early stopping, best weights kept.
+
+Progressive disclosure, the Keras way: :func:`fit_model` does the common case in one call;
+:class:`Callback` hooks (a fixed, listed set) let users watch or stop it; a custom loop can reuse
+:func:`param_groups`, :func:`make_scheduler` and :func:`evaluate_loader`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from headstart.progress import Progress
+
+EVENTS = ("on_fit_start", "on_epoch_end", "on_fit_end")
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings of one training phase.
+
+    Parameters
+    ----------
+    epochs : int, default=10
+    lr : float, default=1e-3
+        Learning rate of the new head (and of every parameter when there is no backbone).
+    body_lr : float or None, default=None
+        Learning rate of trainable backbone blocks; ``None`` means ``lr / 10``.
+    weight_decay : float, default=0.01
+        AdamW decay, not applied to biases and normalisation weights.
+    warmup : float, default=0.1
+        Fraction of steps with a linear warm-up before the cosine decay.
+    patience : int or None, default=5
+        Stop after this many epochs without a better validation loss; ``None`` never stops early.
+    label_smoothing : float, default=0.0
+    grad_clip : float or None, default=1.0
+        Clip the gradient norm at this value.
+    """
+
+    epochs: int = 10
+    lr: float = 1e-3
+    body_lr: float | None = None
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    patience: int | None = 5
+    label_smoothing: float = 0.0
+    grad_clip: float | None = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    """Per-epoch records of every phase, and whether overfitting was seen."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+    def overfitting(self) -> dict[str, Any]:
+        """Flag epochs where validation loss rose for 2+ epochs while training loss kept falling."""
+        flagged: list[int] = []
+        rows = self.epochs
+        for i in range(2, len(rows)):
+            a, b, c = rows[i - 2], rows[i - 1], rows[i]
+            if a["phase"] == b["phase"] == c["phase"] and c["val_loss"] > b["val_loss"] > a["val_loss"] and c["train_loss"] < b["train_loss"] < a["train_loss"]:
+                flagged.append(c["epoch"])
+        best = min(rows, key=lambda r: r["val_loss"]) if rows else None
+        return {
+            "detected": bool(flagged),
+            "epochs": flagged,
+            "best_epoch": best["epoch"] if best else None,
+            "message": (
+                f"overfitting: validation loss rose while training loss fell (epochs {flagged}); "
+                f"the best weights (epoch {best['epoch']}) were kept"
+                if flagged and best
+                else ""
+            ),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "overfitting": self.overfitting()}
+
+
+class Callback:
+    """Hooks called by :func:`fit_model`. ``state`` is a dict with ``model``, ``epoch``, ``history``,
+    ``record`` (the epoch's metrics, in ``on_epoch_end``) and ``stop`` (set True to stop)."""
+
+    def on_fit_start(self, state: dict[str, Any]) -> None:
+        """Before the first epoch."""
+
+    def on_epoch_end(self, state: dict[str, Any]) -> None:
+        """After validation of each epoch; ``state['record']`` holds its metrics."""
+
+    def on_fit_end(self, state: dict[str, Any]) -> None:
+        """After the best weights were restored."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so CPU runs repeat exactly."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def param_groups(model: nn.Module, lr: float, body_lr: float | None, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups of trainable parameters only: head at ``lr``, backbone at ``body_lr``; no decay on 1-D tensors."""
+    parts: list[tuple[Iterable[nn.Parameter], float]]
+    if hasattr(model, "backbone") and hasattr(model, "head"):
+        parts = [(model.head.parameters(), lr), (model.backbone.parameters(), body_lr if body_lr is not None else lr / 10)]
+    else:
+        parts = [(model.parameters(), lr)]
+    groups = []
+    for params, rate in parts:
+        trainable = [p for p in params if p.requires_grad]
+        decay = [p for p in trainable if p.ndim > 1]
+        no_decay = [p for p in trainable if p.ndim <= 1]
+        groups += [g for g in ({"params": decay, "lr": rate, "weight_decay": weight_decay}, {"params": no_decay, "lr": rate, "weight_decay": 0.0}) if g["params"]]
+    if not groups:
+        raise ValueError("Nothing to train: every parameter is frozen; unfreeze some blocks or use feature extraction")
+    return groups
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` of the steps, then cosine decay to zero."""
+    warm = max(1, int(warmup * total_steps)) if warmup > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _to_device(inputs: Any, device: torch.device) -> Any:
+    if isinstance(inputs, dict):
+        return {k: v.to(device) for k, v in inputs.items()}
+    return inputs.to(device)
+
+
+@torch.inference_mode()
+def evaluate_loader(model: nn.Module, loader: Iterable[Any], device: torch.device | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean cross-entropy loss, class probabilities and labels over ``loader``."""
+    model.eval()
+    device = device or next(model.parameters()).device
+    losses, probs, labels = [], [], []
+    for inputs, y in loader:
+        logits = model(_to_device(inputs, device)).float()
+        y = y.to(device)
+        if (y >= 0).all():
+            losses.append(nn.functional.cross_entropy(logits, y, reduction="sum").item())
+        probs.append(logits.softmax(-1).cpu().numpy())
+        labels.append(y.cpu().numpy())
+    n = sum(len(x) for x in labels)
+    return (sum(losses) / n if losses and n else float("nan")), np.concatenate(probs), np.concatenate(labels)
+
+
+def _should_log(epoch: int, epochs: int) -> bool:
+    """Every epoch for short runs; about ten lines for long ones (e.g. head training on features)."""
+    return epochs <= 20 or epoch == 1 or epoch % math.ceil(epochs / 10) == 0
+
+
+def fit_model(
+    model: nn.Module,
+    train_loader: Sequence[Any] | Iterable[Any],
+    val_loader: Sequence[Any] | Iterable[Any] | None,
+    settings: TrainSettings,
+    *,
+    phase: str = "train",
+    history: History | None = None,
+    progress: Progress | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> History:
+    """Train the parameters of ``model`` that require gradients; restore the best validation weights.
+
+    Frozen parameters are neither given gradients nor handed to the optimizer, which is built here
+    from what is trainable at the start of the phase.
+    """
+    history = history or History()
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(param_groups(model, settings.lr, settings.body_lr, settings.weight_decay))
+    steps_per_epoch = max(1, len(train_loader))  # type: ignore[arg-type]
+    scheduler = make_scheduler(optimizer, settings.epochs * steps_per_epoch, settings.warmup)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    best_loss, best_state, best_epoch, waited = math.inf, None, 0, 0
+    state: dict[str, Any] = {"model": model, "epoch": 0, "history": history, "stop": False, "phase": phase}
+    for callback in callbacks:
+        callback.on_fit_start(state)
+    first_epoch = (history.epochs[-1]["epoch"] if history.epochs else 0) + 1
+    for epoch in range(first_epoch, first_epoch + settings.epochs):
+        started = time.perf_counter()
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        task = progress.task(f"{phase} epoch {epoch - first_epoch + 1}/{settings.epochs}", total=steps_per_epoch) if progress else None
+        for inputs, y in train_loader:
+            inputs, y = _to_device(inputs, device), y.to(device)
+            logits = model(inputs)
+            loss = loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{phase} epoch {epoch}: loss became {loss.item()}; lower the learning rate (now {settings.lr:g})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.grad_clip:
+                nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(y)
+            correct += int((logits.argmax(-1) == y).sum())
+            seen += len(y)
+            if task is not None:
+                task.advance()
+        if task is not None:
+            task.done()
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "phase": phase,
+            "train_loss": total_loss / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        if val_loader is not None:
+            val_loss, probs, labels = evaluate_loader(model, val_loader, device)
+            record.update(val_loss=val_loss, val_accuracy=float((probs.argmax(1) == labels).mean()))
+        else:
+            record.update(val_loss=record["train_loss"], val_accuracy=record["train_accuracy"])
+        record["seconds"] = time.perf_counter() - started
+        history.epochs.append(record)
+        if progress is not None and _should_log(epoch - first_epoch + 1, settings.epochs):
+            progress.log(
+                f"{phase} epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.3f} | "
+                f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f} | {record['seconds']:.1f}s"
+            )
+        if record["val_loss"] < best_loss - 1e-6:
+            best_loss, best_epoch, waited = record["val_loss"], epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+        state.update(epoch=epoch, record=record)
+        for callback in callbacks:
+            callback.on_epoch_end(state)
+        if state["stop"] or (settings.patience is not None and waited >= settings.patience):
+            if progress is not None:
+                progress.log(f"{phase}: early stop after epoch {epoch} (best epoch {best_epoch})")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    for callback in callbacks:
+        callback.on_fit_end(state)
+    return history

@@ -1,0 +1,91 @@
+"""Shared fixtures: real embedded models and small real data, built once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # a hub lookup must fail fast, never retry
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"../shared/datasets/{name} is absent (it lies beside the repository in CI); this test reads it")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("headstart-cache")
+    os.environ["HEADSTART_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    from headstart.backbones import create_backbone
+
+    return create_backbone("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from headstart.backbones import create_backbone
+
+    return create_backbone("minilm")
+
+
+@pytest.fixture(scope="session")
+def elpv_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny class-folder dataset of real ELPV solar-cell images (24 per class, not committed)."""
+    from headstart.data import load_elpv
+
+    data = load_elpv(task="binary", limit=160, seed=0)
+    root = tmp_path_factory.mktemp("elpv")
+    counts: dict[str, int] = {}
+    for split in ("train", "val", "test"):
+        for path, label in zip(data.items(split), data.labels(split)):
+            name = data.classes[label]
+            if counts.get(name, 0) >= 24:
+                continue
+            counts[name] = counts.get(name, 0) + 1
+            (root / name).mkdir(exist_ok=True)
+            shutil.copy(path, root / name / path.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def topics_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real text-classification table: chatterbot-corpus utterances labelled by topic."""
+    import csv
+
+    import chatterbot_corpus
+    import yaml
+
+    root = Path(chatterbot_corpus.__file__).parent / "data" / "english"
+    rows = []
+    for topic in ("food", "sports", "computers"):
+        conversations = yaml.safe_load((root / f"{topic}.yml").read_text(encoding="utf-8"))["conversations"]
+        texts = sorted({str(t).strip() for conv in conversations for t in conv if str(t).strip()})
+        rows += [(t, topic) for t in texts[:30]]
+    path = tmp_path_factory.mktemp("topics") / "topics.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fe_run(elpv_folder: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A saved feature-extraction run on the tiny ELPV folder."""
+    from headstart.api import fit
+
+    return fit(elpv_folder, strategy="feature-extraction", out=tmp_path_factory.mktemp("runs") / "fe", quiet=True, epochs=30)

@@ -1,0 +1,86 @@
+"""End to end on real embedded models and small real data: fit, save, reload, predict, evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from headstart.api import evaluate, fit, predict, predict_proba
+from headstart.data import load_dataset
+from headstart.model import TransferModel
+
+
+def test_feature_extraction_run_directory(fe_run):
+    files = {p.name for p in fe_run.directory.iterdir()}
+    assert {"config.json", "model.safetensors", "metrics.json", "history.json", "log.txt", "backbone"} <= files
+    assert not any(p.suffix in (".pt", ".pth", ".pkl", ".bin") for p in fe_run.directory.rglob("*"))
+    config = json.loads((fe_run.directory / "config.json").read_text())
+    assert config["classes"] == ["defective", "functional"] and config["preprocessing"]["input_size"] == 224
+    metrics = json.loads((fe_run.directory / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix"):
+        assert key in metrics["test"]
+    assert metrics["test"]["accuracy"] > 0.6  # real signal on 10 test images of real cells
+    history = json.loads((fe_run.directory / "history.json").read_text())
+    assert {"train_loss", "val_loss", "val_accuracy"} <= set(history["epochs"][0]) and "overfitting" in history
+
+
+def test_reload_gives_identical_predictions(fe_run, elpv_folder):
+    files = sorted(elpv_folder.rglob("*.png"))[:6]
+    reloaded = TransferModel.from_pretrained(fe_run.directory)
+    assert np.array_equal(predict_proba(fe_run.model, files), predict_proba(reloaded, files))
+    results = predict(fe_run.directory, [str(f) for f in files])
+    assert all(r.label in ("defective", "functional") and 0.5 <= r.probability <= 1 for r in results)
+
+
+def test_second_run_reuses_cached_embeddings(fe_run, elpv_folder, tmp_path):
+    run = fit(elpv_folder, strategy="feature-extraction", hidden=32, out=tmp_path / "again", quiet=True, epochs=5)
+    log = (run.directory / "log.txt").read_text()
+    assert "(0 computed," in log
+
+
+def test_existing_run_directory_is_never_overwritten(fe_run, elpv_folder):
+    before = (fe_run.directory / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        fit(elpv_folder, out=fe_run.directory, quiet=True)
+    assert (fe_run.directory / "model.safetensors").read_bytes() == before
+
+
+def test_evaluate_run_on_dataset(fe_run, elpv_folder):
+    metrics = evaluate(fe_run.directory, elpv_folder)
+    assert metrics["n"] == len(load_dataset(elpv_folder).items("test"))
+    assert len(metrics["confusion_matrix"]) == 2
+
+
+def test_fine_tune_is_deterministic_and_reloads(elpv_folder, tmp_path):
+    kwargs = dict(strategy="fine-tune", trainable_blocks=2, epochs=1, batch_size=8, quiet=True)
+    a = fit(elpv_folder, out=tmp_path / "a", **kwargs)
+    b = fit(elpv_folder, out=tmp_path / "b", **kwargs)
+    assert a.history.epochs[0]["train_loss"] == b.history.epochs[0]["train_loss"]
+    assert a.metrics == b.metrics
+    reloaded = TransferModel.from_pretrained(a.directory)
+    x = torch.randn(2, 3, 224, 224)
+    assert torch.equal(a.model.eval()(x), reloaded(x))
+
+
+def test_text_feature_extraction_and_cut(topics_csv, tmp_path):
+    run = fit(topics_csv, backbone="minilm", out=tmp_path / "t", quiet=True, epochs=40)
+    assert run.metrics["test"]["accuracy"] >= 0.6  # 3 topics, chance is 0.33
+    texts = ["I love pizza and pasta", "who won the football match"]
+    assert np.allclose(predict_proba(run.directory, texts), predict_proba(run.model, texts), atol=1e-6)
+    cut = fit(topics_csv, backbone="minilm", cut="layer2", out=tmp_path / "cut", quiet=True, epochs=5)
+    assert TransferModel.from_pretrained(cut.directory).backbone.blocks.names()[-1] == "layer2"
+
+
+def test_modality_mismatch_is_clear(topics_csv):
+    with pytest.raises(ValueError, match="image backbone but .* holds text data"):
+        fit(topics_csv, backbone="efficientnet_lite0", save=False, quiet=True)
+
+
+def test_model_is_a_layer(lite0):
+    model = TransferModel.from_backbone(lite0.cut("stage3"), ["a", "b", "c"])
+    wrapper = torch.nn.Sequential(model, torch.nn.Softmax(dim=-1))
+    with torch.inference_mode():
+        assert wrapper.eval()(torch.zeros(2, 3, 64, 64)).shape == (2, 3)

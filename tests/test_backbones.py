@@ -1,0 +1,109 @@
+"""Embedded backbones load real weights, map them correctly and expose one block addressing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_sample_image
+
+from headstart.backbones import create_backbone, list_backbones, map_efficientnet_lite_weights
+
+IMAGENET_PALACE, IMAGENET_DAISY = 698, 985
+
+
+def _imagenet_top5(variant: int, name: str) -> list[int]:
+    import timm
+
+    from headstart.backbones import _lite_weights_file
+    from headstart.weights import load_state_dict
+
+    model = timm.create_model(f"tf_efficientnet_lite{variant}")
+    model.load_state_dict(map_efficientnet_lite_weights(load_state_dict(_lite_weights_file(variant)), model), strict=True)
+    backbone = create_backbone(f"efficientnet_lite{variant}")
+    x = backbone.preprocessing.eval_transform()(Image.fromarray(load_sample_image(name)))[None]
+    with torch.inference_mode():
+        return model.eval()(x).topk(5).indices[0].tolist()
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_lite_weights_predict_imagenet_classes(variant):
+    # china.jpg shows a Chinese temple: ImageNet's "palace" is the sensible top-1 for all three.
+    assert _imagenet_top5(variant, "china.jpg")[0] == IMAGENET_PALACE
+
+
+def test_lite0_flower_is_a_daisy():
+    assert _imagenet_top5(0, "flower.jpg")[0] == IMAGENET_DAISY
+
+
+def test_lite0_blocks_and_cut(lite0):
+    assert lite0.blocks.names() == ["stem"] + [f"stage{i}" for i in range(7)] + ["head"]
+    assert lite0.feature_dim == 1280
+    assert lite0.preprocessing.input_size == 224 and lite0.preprocessing.mean == (0.5, 0.5, 0.5)
+    cut = lite0.cut("stage4")
+    assert cut.blocks.names()[-1] == "stage4" and cut.feature_dim == 112
+    assert lite0.cut(-1).feature_dim == 1280
+    with torch.inference_mode():
+        assert cut.eval()(torch.zeros(2, 3, 224, 224)).shape == (2, 112)
+    # the cut shares weights with the original
+    assert cut.blocks["stem"].module is lite0.blocks["stem"].module
+
+
+def test_minilm_matches_sentence_transformers(minilm):
+    from sentence_transformers import SentenceTransformer
+
+    from headstart.backbones import _minilm_dir
+
+    texts = ["The cat sat on the mat.", "Transfer learning reuses features."]
+    reference = SentenceTransformer(str(_minilm_dir()), device="cpu").encode(texts, convert_to_tensor=True)
+    with torch.inference_mode():
+        ours = torch.nn.functional.normalize(minilm.eval()(minilm.preprocessing(texts)), dim=-1)
+    assert torch.allclose(ours, reference, atol=1e-4)
+    assert minilm.blocks.names() == ["embeddings"] + [f"layer{i}" for i in range(6)]
+    assert minilm.cut("layer2").blocks.names()[-1] == "layer2"
+    assert len(minilm.blocks) == 7  # cutting made a copy; the original keeps its six layers
+
+
+def test_list_backbones_offline():
+    names = {s.name for s in list_backbones()}
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "minilm"} <= names
+
+
+def test_unknown_backbone_suggests_names():
+    with pytest.raises(ValueError, match="did you mean.*efficientnet_lite0"):
+        create_backbone("efficientnet_lite")
+
+
+def test_timm_hub_offline_fails_fast_with_hint():
+    with pytest.raises(OSError, match="--weights FILE"):
+        create_backbone("timm:resnet18")
+
+
+def test_hf_hub_offline_fails_fast_with_hint():
+    with pytest.raises(OSError, match="local folder"):
+        create_backbone("hf:some-user/not-a-local-model")
+
+
+def test_timm_model_from_local_weights_file(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("resnet18", pretrained=False)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "r18.safetensors"))
+    backbone = create_backbone("timm:resnet18", weights=tmp_path / "r18.safetensors")
+    assert backbone.blocks.names() == ["stem", "layer1", "layer2", "layer3", "layer4"]
+    assert torch.equal(backbone.blocks["stem"].module[0].weight, source.conv1.weight)
+    assert backbone.feature_dim == 512
+
+
+def test_hf_local_folder_text_and_vit(tmp_path, minilm):
+    """hf: accepts a local folder; a small randomly initialised ViT proves the image path."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    folder = tmp_path / "tiny-vit"
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    vit = create_backbone(f"hf:{folder}")
+    assert vit.spec.modality == "image" and vit.blocks.names() == ["embeddings", "layer0", "layer1"]
+    with torch.inference_mode():
+        assert vit.eval()({"pixel_values": torch.zeros(1, 3, 32, 32)}).shape == (1, 32)

@@ -1,0 +1,138 @@
+"""Datasets: layouts, splits, conversions, and every bad file skipped with a reason or refused in one line."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headstart.data import load_dataset, load_image
+
+
+def _photo(seed: int = 0, size: tuple[int, int] = (40, 30)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _folder(root: Path, per_class: int = 4, classes: tuple[str, ...] = ("cats", "dogs")) -> Path:
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            _photo(10 * c + i).save(root / name / f"{i}.jpg")
+    return root
+
+
+def test_bad_files_are_skipped_named_and_counted(tmp_path):
+    root = _folder(tmp_path / "d", per_class=6)
+    good = io.BytesIO()
+    _photo(99).save(good, format="JPEG")
+    (root / "cats" / "empty.jpg").write_bytes(b"")
+    (root / "cats" / "truncated.jpg").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    (root / "cats" / "notes.jpg").write_text("this is text, not a JPEG")
+    (root / "dogs" / "readme.txt").write_text("not an image")
+    (root / "dogs" / ".DS_Store").write_bytes(b"\x00\x01")
+    (root / ".hidden").mkdir()
+    png = io.BytesIO()
+    _photo(5).save(png, format="PNG")
+    (root / "dogs" / "truncated.png").write_bytes(png.getvalue()[:200])
+    data = load_dataset(root)
+    reasons = {Path(f).name: r for f, r in data.skipped}
+    assert set(reasons) == {"empty.jpg", "truncated.jpg", "notes.jpg", "readme.txt", "truncated.png"}
+    assert reasons["empty.jpg"] == "empty file"
+    assert "not an image" in reasons["notes.jpg"] and "not an image" in reasons["readme.txt"]
+    assert "decode" in reasons["truncated.jpg"] and "decode" in reasons["truncated.png"]
+    assert data.summary()["skipped"] == 5
+    total = sum(len(data.items(s)) for s in ("train", "val", "test"))
+    assert total == 12 and data.classes == ["cats", "dogs"]
+
+
+def test_image_modes_are_converted_to_rgb(tmp_path):
+    base = _photo(1)
+    cases = {
+        "grey": base.convert("L"),
+        "palette": base.convert("P"),
+        "rgba": base.convert("RGBA"),
+        "cmyk": base.convert("CMYK"),
+        "sixteen": Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257)),
+    }
+    for name, image in cases.items():
+        path = tmp_path / f"{name}.{'jpg' if name == 'cmyk' else 'png'}"
+        image.save(path)
+        out = load_image(path)
+        assert out.mode == "RGB" and out.size == base.size, name
+    sixteen = np.asarray(load_image(tmp_path / "sixteen.png"))
+    assert abs(int(sixteen.mean()) - int(np.asarray(base.convert("L")).mean())) <= 2  # scaled, not clipped
+
+
+def test_exif_rotation_applied(tmp_path):
+    image = _photo(2, size=(40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_image(tmp_path / "rotated.jpg").size == (20, 40)
+
+
+def test_split_folders_are_used(tmp_path):
+    _folder(tmp_path / "d" / "train", per_class=8)
+    _folder(tmp_path / "d" / "val", per_class=3)
+    data = load_dataset(tmp_path / "d")
+    assert len(data.items("test")) == 6  # val/ becomes the held-out split
+    assert len(data.items("train")) + len(data.items("val")) == 16
+    assert any("held-out" in n for n in data.notes)
+
+
+def test_stratified_split_is_seeded(tmp_path):
+    root = _folder(tmp_path / "d", per_class=10)
+    a, b, c = load_dataset(root, seed=0), load_dataset(root, seed=0), load_dataset(root, seed=1)
+    assert a.items("test") == b.items("test") and a.items("test") != c.items("test")
+    assert sorted(a.labels("test").tolist()) == [0, 0, 1, 1]
+
+
+def test_class_errors_are_one_line(tmp_path):
+    root = _folder(tmp_path / "one", per_class=3, classes=("only",))
+    with pytest.raises(ValueError, match="at least 2 classes") as error:
+        load_dataset(root)
+    assert "\n" not in str(error.value) and str(root) in str(error.value)
+    root = _folder(tmp_path / "small", per_class=3)
+    (root / "rare").mkdir()
+    _photo(7).save(root / "rare" / "x.jpg")
+    with pytest.raises(ValueError, match=r"fewer than 2 examples"):
+        load_dataset(root)
+
+
+def test_text_tables(tmp_path):
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("id,message,category,extra\n" + "".join(f"{i},text number {i},{'a' if i % 2 else 'b'},x\n" for i in range(20)) + "20,,a,x\n21,no label,,x\n")
+    data = load_dataset(csv_path)
+    assert data.modality == "text" and data.classes == ["a", "b"]
+    assert sorted(r for _, r in data.skipped) == ["missing label", "missing text"]
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text("".join(f'{{"text": "t{i}", "label": {i % 2}, "split": "{"test" if i < 4 else "train"}"}}\n' for i in range(20)))
+    data = load_dataset(jsonl)
+    assert data.classes == ["0", "1"] and len(data.items("test")) == 4
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(10)))
+    assert load_dataset(tsv).classes == ["0", "1"]
+
+
+def test_text_table_errors(tmp_path):
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8.*re-save"):
+        load_dataset(bad)
+    cols = tmp_path / "cols.csv"
+    cols.write_text("foo,bar\n1,2\n")
+    with pytest.raises(ValueError, match="--text-column"):
+        load_dataset(cols)
+    leak = tmp_path / "leak.csv"
+    leak.write_text("text,label,split\n" + "".join(f"t{i},{i % 2},train\n" for i in range(8)) + "z,new,test\n")
+    with pytest.raises(ValueError, match=r"\['new'\] appear in test but not in train"):
+        load_dataset(leak)
+
+
+def test_missing_path_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_dataset(tmp_path / "nope")

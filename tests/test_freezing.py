@@ -1,0 +1,67 @@
+"""Freezing means: no gradient, not in the optimizer, BatchNorm statistics never move."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from headstart.freezing import freeze, freeze_report, select_blocks, unfreeze
+from headstart.model import TransferModel
+from headstart.training import TrainSettings, fit_model, param_groups
+
+
+@pytest.fixture()
+def model(lite0):
+    import copy
+
+    return TransferModel.from_backbone(copy.deepcopy(lite0), ["a", "b"])
+
+
+def test_selectors(model):
+    names = lambda blocks: [b.name for b in blocks]  # noqa: E731
+    assert names(select_blocks(model, model.blocks[:-3])) == names(model.blocks)[:-3]
+    assert names(select_blocks(model, ["stem", "stage[01]"])) == ["stem", "stage0", "stage1"]
+    assert names(select_blocks(model, until="stage1")) == ["stem", "stage0", "stage1"]
+    assert names(select_blocks(model, fraction=0.5)) == names(model.blocks)[:5]
+    assert names(select_blocks(model, [0, -1])) == ["stem", "classifier"]
+    with pytest.raises(KeyError, match="blocks are"):
+        select_blocks(model, "nope")
+    with pytest.raises(ValueError, match="only one"):
+        select_blocks(model, [0], until="stage1")
+
+
+def test_freeze_report_and_bn_mode(model):
+    report = freeze(model, model.blocks[:-3])
+    assert report.frozen_blocks == model.blocks.names()[:-3]
+    model.train()
+    report = freeze_report(model)
+    modes = {b.name: b.batchnorm_mode for b in report.blocks}
+    assert modes["stem"] == "eval" and modes["stage6"] == "train" and modes["head"] == "train"
+    assert report.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert "trainable=" in str(report)
+    unfreeze(model)
+    assert freeze_report(model).frozen == 0
+
+
+def test_frozen_weights_and_bn_statistics_bit_identical_after_training(model):
+    freeze(model, model.blocks[:-3])
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(("backbone.stages.stage6", "backbone.stages.head", "head."))}
+    trainable_before = model.backbone.stages["stage6"][0].conv_pw.weight.clone()
+    groups = param_groups(model, 1e-3, 1e-4, 0.01)
+    in_optimizer = {id(p) for g in groups for p in g["params"]}
+    assert all(p.requires_grad for p in model.parameters() if id(p) in in_optimizer)
+    assert not any(id(p) in in_optimizer for p in model.backbone.stages["stem"].parameters())
+    torch.manual_seed(0)
+    data = [(torch.randn(4, 3, 96, 96), torch.tensor([0, 1, 0, 1])) for _ in range(3)]
+    fit_model(model, data, None, TrainSettings(epochs=2, lr=1e-2, body_lr=1e-2, patience=None))
+    after = model.state_dict()
+    for key, value in frozen.items():
+        assert torch.equal(after[key], value), key  # includes BN running_mean/var/num_batches_tracked
+    assert not torch.equal(model.backbone.stages["stage6"][0].conv_pw.weight, trainable_before)
+    assert all(p.grad is None for p in model.backbone.stages["stem"].parameters())
+
+
+def test_everything_frozen_is_a_clear_error(model):
+    freeze(model)
+    with pytest.raises(ValueError, match="Nothing to train"):
+        param_groups(model, 1e-3, None, 0.0)
