@@ -23,6 +23,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 CONFIGS = {
     "hym-fe": dict(data="hymenoptera", backbone="efficientnet_lite0", strategy="feature-extraction"),
+    "hym-fe-288": dict(data="hymenoptera", backbone="efficientnet_lite0", strategy="feature-extraction", image_size=288),
+    "hym-ft-288": dict(data="hymenoptera", backbone="efficientnet_lite0", strategy="fine-tune", image_size=288),
     "hym-ft": dict(data="hymenoptera", backbone="efficientnet_lite0", strategy="fine-tune"),
     "hym-scratch": dict(data="hymenoptera", backbone="efficientnet_lite0", strategy="scratch", epochs=30),
     "elpv-ft": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20),

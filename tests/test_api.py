@@ -84,3 +84,19 @@ def test_model_is_a_layer(lite0):
     wrapper = torch.nn.Sequential(model, torch.nn.Softmax(dim=-1))
     with torch.inference_mode():
         assert wrapper.eval()(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_run_directory_is_a_backbone(fe_run, elpv_folder, tmp_path):
+    """A saved run can be the starting point of another (the develop-model approach)."""
+    from headstart.backbones import create_backbone
+
+    backbone = create_backbone(str(fe_run.directory))
+    assert backbone.blocks.names() == fe_run.model.backbone.blocks.names()
+    assert torch.equal(backbone.blocks["stem"].module[0].weight, fe_run.model.backbone.blocks["stem"].module[0].weight)
+    run = fit(elpv_folder, backbone=str(fe_run.directory), out=tmp_path / "second", quiet=True, epochs=3)
+    assert run.metrics["test"]["n"] > 0
+
+
+def test_image_size_is_saved_and_reused(elpv_folder, tmp_path):
+    run = fit(elpv_folder, image_size=160, out=tmp_path / "r160", quiet=True, epochs=3)
+    assert TransferModel.from_pretrained(run.directory).preprocessing.input_size == 160

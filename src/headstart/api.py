@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from headstart.features import EmbeddingCache
 from headstart.io import atomic_write_text
 from headstart.metrics import classification_metrics
 from headstart.model import TransferModel
+from headstart.preprocessing import ImagePreprocessing
 from headstart.progress import Progress
 from headstart.strategies import FitContext, Strategy, make_strategy
 from headstart.training import History, evaluate_loader, seed_everything
@@ -81,6 +82,7 @@ def fit(
     hidden: int | None = None,
     dropout: float = 0.0,
     augment: str | None = None,
+    image_size: int | None = None,
     batch_size: int = 32,
     seed: int = 0,
     overwrite: bool = False,
@@ -107,6 +109,8 @@ def fit(
         For ``fine-tune``: how many top blocks train, or which fraction of blocks stays frozen.
     cut : block name or index, optional
         Use the pooled output of this block instead of the last one.
+    image_size : int, optional
+        Input resolution instead of the weights' own (saved with the run, so ``predict`` reuses it).
     seed : int, default=0
         Same data, seed and settings give identical results on CPU.
     """
@@ -122,6 +126,10 @@ def fit(
     model = TransferModel.from_backbone(backbone, dataset.classes, cut=cut, hidden=hidden, dropout=dropout, pretrained=chosen.pretrained, weights=weights)
     if model.modality != dataset.modality:
         raise ValueError(f"{backbone!r} is a {model.modality} backbone but {dataset.source} holds {dataset.modality} data; see `headstart list`")
+    if image_size is not None:
+        if not isinstance(model.preprocessing, ImagePreprocessing):
+            raise ValueError("--image-size applies to image backbones only")
+        model.backbone.preprocessing = replace(model.preprocessing, input_size=int(image_size))
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     with Progress(quiet=quiet) as progress:
         summary = dataset.summary()

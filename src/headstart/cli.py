@@ -60,6 +60,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         hidden=args.hidden,
         dropout=args.dropout,
         augment=args.augment,
+        image_size=args.image_size,
         batch_size=args.batch_size,
         seed=args.seed,
         overwrite=args.overwrite,
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=None, help="hidden layer width of the new head")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--augment", default=None, choices=["none", "light", "strong"], help="image augmentation (default light when fine-tuning)")
+    p.add_argument("--image-size", type=int, default=None, help="input resolution instead of the weights' own (saved with the run)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")

@@ -134,4 +134,5 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return api.predict_proba(self.model_, items)[:, self._columns]
 
     def predict(self, X: Sequence[Any]) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]

@@ -2,8 +2,8 @@
 
 =====================  ===========================================================================
 ``feature-extraction``  whole body frozen; pooled features computed once (cached); only the head trains
-``fine-tune``           the first blocks frozen, the rest trains with a smaller rate than the head
-``full``                every block trains, body rate smaller than the head's
+``fine-tune``           head first on cached features, then the top blocks train (smaller rate than the head)
+``full``                head first on cached features, then every block trains (smaller body rate)
 ``scratch``             same architecture from random initialisation: what transfer bought
 =====================  ===========================================================================
 """
@@ -51,13 +51,23 @@ class Strategy:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "settings": self.settings.to_dict()}
 
-    def _train_end_to_end(self, model: TransferModel, data: Dataset, ctx: FitContext, default_augment: str) -> History:
+    def _train_end_to_end(self, model: TransferModel, data: Dataset, ctx: FitContext, default_augment: str, history: History | None = None) -> History:
         report = freeze_report(model)
         ctx.progress.log(f"{self.name}: {report}")
         augment = ctx.augment or (default_augment if model.modality == "image" else "none")
         train = make_loader(data.items("train"), data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed)
         val = make_loader(data.items("val"), data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2)
-        return fit_model(model, train, val, self.settings, phase=self.name, progress=ctx.progress)
+        return fit_model(model, train, val, self.settings, phase=self.name, history=history, progress=ctx.progress)
+
+
+def warm_up_head(model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+    """Fit the new head on cached features of the frozen body before any body weight moves.
+
+    A random head sends large, noisy gradients into pretrained blocks and distorts the features
+    it should reuse; training the head first (linear probing, then fine-tuning: Kumar et al.,
+    ICLR 2022; fastai's ``fine_tune``) avoids that. It costs one cached forward pass.
+    """
+    return FeatureExtraction().run(model, data, ctx)
 
 
 @dataclass
@@ -99,6 +109,7 @@ class FineTune(Strategy):
     name: ClassVar[str] = "fine-tune"
     trainable_blocks: int | None = None
     freeze: float = 0.5
+    head_warmup: bool = True
     settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=1e-4, patience=5))
 
     def frozen_count(self, model: TransferModel) -> int:
@@ -112,11 +123,12 @@ class FineTune(Strategy):
         return math.floor(self.freeze * n + 1e-9)
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        history = warm_up_head(model, data, ctx) if self.head_warmup else None
         freeze_bottom(model, len(model.blocks) - self.frozen_count(model))
-        return self._train_end_to_end(model, data, ctx, default_augment="light")
+        return self._train_end_to_end(model, data, ctx, default_augment="light", history=history)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "trainable_blocks": self.trainable_blocks, "freeze": self.freeze}
+        return {**super().describe(), "trainable_blocks": self.trainable_blocks, "freeze": self.freeze, "head_warmup": self.head_warmup}
 
 
 @dataclass
@@ -124,11 +136,13 @@ class Full(Strategy):
     """Every block trains; the body with a smaller learning rate than the new head."""
 
     name: ClassVar[str] = "full"
+    head_warmup: bool = True
     settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=1e-4, patience=5))
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        history = warm_up_head(model, data, ctx) if self.head_warmup else None
         unfreeze(model)
-        return self._train_end_to_end(model, data, ctx, default_augment="light")
+        return self._train_end_to_end(model, data, ctx, default_augment="light", history=history)
 
 
 @dataclass

@@ -1,0 +1,62 @@
+"""The CLI: every command has --help, works through `python -m headstart`, and errors are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from headstart.cli import main
+
+COMMANDS = ["fit", "evaluate", "predict", "summary", "list", "demo"]
+
+
+def test_module_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "headstart", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: headstart" in capsys.readouterr().out
+
+
+def test_fit_predict_evaluate_summary(elpv_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", str(elpv_folder), "--out", str(out), "--epochs", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["directory"] == str(out) and 0 <= result["metrics"]["test"]["accuracy"] <= 1
+    image = sorted(elpv_folder.rglob("*.png"))[0]
+    assert main(["predict", str(out), str(image), "--json"]) == 0
+    [prediction] = json.loads(capsys.readouterr().out)
+    assert prediction["label"] in ("defective", "functional")
+    assert main(["evaluate", str(out), str(elpv_folder)]) == 0
+    assert "confusion matrix" in capsys.readouterr().out
+    assert main(["summary", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "classifier" in text and "stage6" in text
+    assert main(["summary", "efficientnet_lite0", "--json"]) == 0
+    blocks = json.loads(capsys.readouterr().out)["blocks"]
+    assert [b["name"] for b in blocks][:2] == ["stem", "stage0"] and blocks[0]["batchnorm_mode"] == "train"
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    assert main(["fit", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "missing" in err
+    assert main(["summary", "efficientnet_lite9"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path), "x.jpg"]) == 2
+    assert "not a headstart run" in capsys.readouterr().err
+
+
+def test_fit_refuses_to_overwrite(fe_run, elpv_folder, capsys):
+    assert main(["fit", str(elpv_folder), "--out", str(fe_run.directory)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
