@@ -32,6 +32,7 @@ CONFIGS = {
     "elpv4-ft": dict(data="elpv-4class", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20),
     "sms-fe": dict(data="sms_spam", backbone="minilm", strategy="feature-extraction"),
     "sms-ft": dict(data="sms_spam", backbone="minilm", strategy="fine-tune", epochs=4),
+    "elpv-ft-300": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20, image_size=300),
 }
 
 
@@ -59,7 +60,7 @@ def main(names: list[str]) -> None:
             "balanced_accuracy": test["balanced_accuracy"],
             "macro_f1": test["macro_f1"],
             "n_test": test["n"],
-            "epochs_run": len(run.history.epochs),
+            "epochs_run": {phase: sum(r["phase"] == phase for r in run.history.epochs) for phase in dict.fromkeys(r["phase"] for r in run.history.epochs)},
             "seconds": time.perf_counter() - started,
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
             "headstart": headstart.__version__,

@@ -104,6 +104,50 @@ def test_hf_local_folder_text_and_vit(tmp_path, minilm):
     ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     vit = create_backbone(f"hf:{folder}")
-    assert vit.spec.modality == "image" and vit.blocks.names() == ["embeddings", "layer0", "layer1"]
+    assert vit.spec.modality == "image" and vit.blocks.names() == ["embeddings", "layer0", "layer1", "norm"]
     with torch.inference_mode():
         assert vit.eval()({"pixel_values": torch.zeros(1, 3, 32, 32)}).shape == (1, 32)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0", "convnext_atto", "vit_tiny_patch16_224", "mobilevit_xxs"])
+def test_blocks_reproduce_timm_pooled_features(arch):
+    """Splitting into blocks must not change the features: ours == timm's forward_head(pre_logits=True)."""
+    import timm
+
+    from headstart.backbones import BackboneSpec, TimmBackbone, _timm_preprocessing
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False).eval()
+    backbone = TimmBackbone(model, BackboneSpec(arch, "image", "timm", arch), _timm_preprocessing(model)).eval()
+    size = 224 if "vit_" in arch else 96
+    x = torch.randn(2, 3, size, size)
+    with torch.inference_mode():
+        expected = model.forward_head(model.forward_features(x), pre_logits=True)
+        assert torch.allclose(backbone(x), expected, atol=1e-5)
+
+
+def test_scratch_ignores_pretrained_weights_file(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("resnet18", pretrained=False)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "r18.safetensors"))
+    scratch = create_backbone("timm:resnet18", weights=tmp_path / "r18.safetensors", pretrained=False)
+    assert not torch.equal(scratch.blocks["stem"].module[0].weight, source.conv1.weight)
+
+
+def test_hf_vit_run_reloads(tmp_path):
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    from headstart.model import TransferModel
+
+    folder = tmp_path / "tiny-vit"
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    model = TransferModel.from_backbone(f"hf:{folder}", ["a", "b"]).eval()
+    assert model.blocks.names() == ["embeddings", "layer0", "layer1", "norm", "classifier"]
+    model.save_pretrained(tmp_path / "run")
+    again = TransferModel.from_pretrained(tmp_path / "run")
+    x = {"pixel_values": torch.randn(2, 3, 32, 32)}
+    with torch.inference_mode():
+        assert torch.equal(model(x), again(x))

@@ -56,7 +56,7 @@ def test_image_modes_are_converted_to_rgb(tmp_path):
         "palette": base.convert("P"),
         "rgba": base.convert("RGBA"),
         "cmyk": base.convert("CMYK"),
-        "sixteen": Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257)),
+        "sixteen": Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257),
     }
     for name, image in cases.items():
         path = tmp_path / f"{name}.{'jpg' if name == 'cmyk' else 'png'}"
@@ -136,3 +136,16 @@ def test_text_table_errors(tmp_path):
 def test_missing_path_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_dataset(tmp_path / "nope")
+
+
+def test_a_class_named_train_is_not_a_split(tmp_path):
+    root = _folder(tmp_path / "vehicles", per_class=4, classes=("bus", "train"))
+    data = load_dataset(root)
+    assert data.classes == ["bus", "train"]
+
+
+def test_jsonl_row_that_is_not_an_object(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": 1}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not a JSON object"):
+        load_dataset(bad)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-
 from conftest import shared_dataset
+
 from headstart.data import load_dataset, load_image
 
 

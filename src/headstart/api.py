@@ -78,6 +78,7 @@ def fit(
     patience: int | None | str = "default",
     trainable_blocks: int | None = None,
     freeze: float | None = None,
+    batchnorm: str | None = None,
     cut: str | int | None = None,
     hidden: int | None = None,
     dropout: float = 0.0,
@@ -115,12 +116,16 @@ def fit(
         Same data, seed and settings give identical results on CPU.
     """
     started = time.perf_counter()
-    directory = Path(out) if out is not None else (_default_run_dir(data, strategy if isinstance(strategy, str) else strategy.name) if save else None)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    directory = None
+    if save:
+        directory = Path(out) if out is not None else _default_run_dir(data, strategy if isinstance(strategy, str) else strategy.name)
     if directory is not None:
         _check_run_dir(directory, overwrite)
     dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
     chosen = strategy if isinstance(strategy, Strategy) else make_strategy(
-        strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, trainable_blocks=trainable_blocks, freeze=freeze
+        strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, trainable_blocks=trainable_blocks, freeze=freeze, batchnorm=batchnorm
     )
     seed_everything(seed)
     model = TransferModel.from_backbone(backbone, dataset.classes, cut=cut, hidden=hidden, dropout=dropout, pretrained=chosen.pretrained, weights=weights)
@@ -130,7 +135,7 @@ def fit(
         if not isinstance(model.preprocessing, ImagePreprocessing):
             raise ValueError("--image-size applies to image backbones only")
         model.backbone.preprocessing = replace(model.preprocessing, input_size=int(image_size))
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.to("cuda" if torch.cuda.is_available() else "cpu").fast_layout()
     with Progress(quiet=quiet) as progress:
         summary = dataset.summary()
         progress.log(f"data: {dataset.source}: {', '.join(f'{s} {sum(c.values())}' for s, c in summary['counts'].items())}; classes {dataset.classes}")
@@ -201,13 +206,27 @@ def predict(model: TransferModel | str | Path, items: list[Any], *, batch_size: 
     return out
 
 
-def evaluate(model: TransferModel | str | Path, data: str | Path | Dataset, *, split: str = "test", batch_size: int = 64) -> dict[str, Any]:
+def evaluate(
+    model: TransferModel | str | Path,
+    data: str | Path | Dataset,
+    *,
+    split: str = "test",
+    batch_size: int = 64,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> dict[str, Any]:
     """Held-out metrics of a model (or run directory) on a split of ``data``.
 
-    Class names are matched by name, so ``data`` may list its classes in any order.
+    A run directory's own seed is used to split ``data``, so the run's training examples never
+    land in its test split. Class names are matched by name, in any order.
     """
+    seed = 0
+    if not isinstance(model, TransferModel):
+        config_file = Path(model) / "config.json"
+        if config_file.is_file():
+            seed = int(json.loads(config_file.read_text()).get("training", {}).get("seed", 0))
     model = _as_model(model)
-    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, seed=seed, text_column=text_column, label_column=label_column)
     if not dataset.items(split):
         split = next(s for s in ("test", "val", "train") if dataset.items(s))
     unknown = sorted(set(dataset.classes) - set(model.classes))

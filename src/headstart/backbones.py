@@ -128,6 +128,18 @@ class _TimmFeatures(nn.Module):
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
+def _post_pool_norm(model: nn.Module) -> nn.Module | None:
+    """The norm timm applies *after* pooling (ConvNeXt's ``head.norm``, an avg-pool ViT's ``fc_norm``)."""
+    from timm.models.convnext import ConvNeXt
+    from timm.models.vision_transformer import VisionTransformer
+
+    if isinstance(model, ConvNeXt) and not isinstance(getattr(model.head, "norm", None), (nn.Identity, type(None))):
+        return model.head.norm
+    if isinstance(model, VisionTransformer) and not isinstance(getattr(model, "fc_norm", None), (nn.Identity, type(None))):
+        return model.fc_norm
+    return None
+
+
 def _timm_blocks(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], str]:
     """Split a timm model into named sequential blocks; returns (blocks, pooling kind)."""
     from timm.models.convnext import ConvNeXt
@@ -171,6 +183,8 @@ class TimmBackbone(Backbone):
         all_blocks = BlockList([Block(i, n, m) for i, (n, m) in enumerate(named)])
         stop = len(all_blocks) - 1 if cut is None else all_blocks.index_of(cut)
         self.stages = nn.ModuleDict({name: module for name, module in named[: stop + 1]})
+        full_body = len(self.stages) == len(_timm_blocks(model)[0])
+        self.post_norm = _post_pool_norm(model) if full_body else None  # only the last block's output was trained with it
         self._feature_dim: int | None = None
 
     @property
@@ -185,11 +199,13 @@ class TimmBackbone(Backbone):
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.pooling == "avg":
-            return x.mean(dim=(2, 3)) if x.ndim == 4 else x
-        if self.pooling == "token":
-            return x[:, 0]
-        if self.pooling == "avg_tokens":
-            return x[:, self._num_prefix_tokens :].mean(dim=1)
+            x = x.mean(dim=(2, 3), keepdim=self.post_norm is not None) if x.ndim == 4 else x
+        elif self.pooling == "token":
+            x = x[:, 0]
+        elif self.pooling == "avg_tokens":
+            x = x[:, self._num_prefix_tokens :].mean(dim=1)
+        if self.post_norm is not None:
+            x = self.post_norm(x).flatten(1)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -282,7 +298,6 @@ class HFBackbone(Backbone):
         preprocessing: Preprocessing,
         *,
         pooling: str = "mean",
-        cut: int | str | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -290,17 +305,17 @@ class HFBackbone(Backbone):
         self.pooling = pooling
         if getattr(model, "pooler", None) is not None:
             model.pooler = None  # unused by mean/CLS pooling of the last hidden state; keep it out of blocks
-        self._layer_path, layers = _find_layers(model)
-        names = ["embeddings"] + [f"layer{i}" for i in range(len(layers))]
-        stop = len(names) - 1 if cut is None else _index_in(names, cut)
-        self.model = model if stop == len(names) - 1 else _with_layers(model, self._layer_path, stop)
+        self._layer_path, _ = _find_layers(model)
+        self.model = model
 
     @property
     def blocks(self) -> BlockList:
         _, layers = _find_layers(self.model)
-        modules = [self.model.embeddings, *layers]
-        names = ["embeddings"] + [f"layer{i}" for i in range(len(layers))]
-        return BlockList([Block(i, n, m) for i, (n, m) in enumerate(zip(names, modules))])
+        named = [("embeddings", self.model.embeddings)] + [(f"layer{i}", layer) for i, layer in enumerate(layers)]
+        final_norm = getattr(self.model, "layernorm", None)  # ViT-style encoders normalise after the last layer
+        if isinstance(final_norm, nn.Module):
+            named.append(("norm", final_norm))
+        return BlockList([Block(i, n, m) for i, (n, m) in enumerate(named)])
 
     @property
     def feature_dim(self) -> int:
@@ -317,7 +332,7 @@ class HFBackbone(Backbone):
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
     def cut(self, at: int | str) -> HFBackbone:
-        stop = self.blocks.index_of(at)
+        stop = min(self.blocks.index_of(at), len(_find_layers(self.model)[1]))  # "norm" = all layers
         clone = HFBackbone.__new__(HFBackbone)
         nn.Module.__init__(clone)
         clone.spec, clone.preprocessing, clone.pooling, clone._layer_path = self.spec, self.preprocessing, self.pooling, self._layer_path
@@ -339,14 +354,6 @@ class HFBackbone(Backbone):
         self.model.config.save_pretrained(str(directory))
         if isinstance(self.preprocessing, TextPreprocessing):
             self.preprocessing.save(directory)
-
-
-def _index_in(names: list[str], key: int | str) -> int:
-    if isinstance(key, str):
-        if key not in names:
-            raise KeyError(f"No block named {key!r}; blocks are {names}")
-        return names.index(key)
-    return key % len(names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,7 +500,7 @@ def _timm_backbone(arch: str, *, pretrained: bool, weights: str | Path | None) -
         raise
     except Exception as error:  # noqa: BLE001 - hub/network errors come in many types
         raise OSError(f"Cannot download timm:{arch} weights ({type(error).__name__}); {OFFLINE_HINT}") from None
-    if weights is not None:
+    if pretrained and weights is not None:
         state = load_state_dict(weights)
         classifier = model.pretrained_cfg.get("classifier", "")
         own = model.state_dict()
@@ -531,39 +538,34 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path |
     if (path / "config.json").is_file() and json.loads((path / "config.json").read_text()).get("headstart_version"):
         from headstart.model import TransferModel
 
-        backbone = TransferModel.from_pretrained(path).backbone
         if not pretrained:
-            return backbone_from_config(backbone.architecture_config(), path / "backbone")
-        return backbone
+            saved = json.loads((path / "config.json").read_text())
+            return backbone_from_config(saved["backbone"], path / "backbone", saved["preprocessing"])
+        return TransferModel.from_pretrained(path).backbone
     known = sorted(_REGISTRY) + ["timm:<arch>", "hf:<id or folder>", "<run dir>"]
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
     hint = f"did you mean {close}? " if close else ""
     raise ValueError(f"Unknown backbone {name!r}; {hint}known: {', '.join(known)} (see `headstart list`)")
 
 
-def backbone_from_config(config: dict[str, Any], assets: Path) -> Backbone:
+def backbone_from_config(config: dict[str, Any], assets: Path, preprocessing: dict[str, Any]) -> Backbone:
     """Rebuild a backbone's architecture (random weights) from :meth:`Backbone.architecture_config`.
 
-    The inverse of ``architecture_config`` + ``save_assets``; weights are loaded by the caller.
+    The inverse of ``architecture_config`` + ``save_assets`` (+ the saved preprocessing); weights
+    are loaded by the caller.
     """
+    prep: Preprocessing = TextPreprocessing.load(assets, preprocessing) if preprocessing["kind"] == "text" else ImagePreprocessing.from_dict(preprocessing)
     if config["family"] == "timm":
         model = timm.create_model(config["architecture"], pretrained=False)
         spec = BackboneSpec(config["name"], "image", "timm", config["architecture"], config.get("description", ""))
-        return TimmBackbone(model, spec, _timm_preprocessing(model), cut=config["cut"])
+        assert isinstance(prep, ImagePreprocessing)
+        return TimmBackbone(model, spec, prep, cut=config["cut"])
     if config["family"] == "hf":
         from transformers import AutoConfig, AutoModel
 
-        hf_config = AutoConfig.from_pretrained(str(assets))
-        model = AutoModel.from_config(hf_config)
-        preprocessing: Preprocessing
-        if config["modality"] == "text":
-            from transformers import AutoTokenizer
-
-            preprocessing = TextPreprocessing(AutoTokenizer.from_pretrained(str(assets)))
-        else:
-            preprocessing = ImagePreprocessing.from_dict(config["preprocessing"])
+        model = AutoModel.from_config(AutoConfig.from_pretrained(str(assets)))
         spec = BackboneSpec(config["name"], config["modality"], "hf", config["architecture"], config.get("description", ""))
-        return HFBackbone(model, spec, preprocessing, pooling=config["pooling"])
+        return HFBackbone(model, spec, prep, pooling=config["pooling"])
     raise ValueError(f"Unknown backbone family {config['family']!r} in a saved config")
 
 

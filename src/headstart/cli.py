@@ -56,7 +56,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
         body_lr=args.body_lr,
         trainable_blocks=args.trainable_blocks,
         freeze=args.freeze,
-        cut=args.cut,
+        batchnorm=args.batchnorm,
+        cut=int(args.cut) if args.cut is not None and args.cut.lstrip("-").isdigit() else args.cut,
         hidden=args.hidden,
         dropout=args.dropout,
         augment=args.augment,
@@ -81,7 +82,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from headstart.api import evaluate
 
-    metrics = evaluate(args.run, args.data, split=args.split)
+    metrics = evaluate(args.run, args.data, split=args.split, text_column=args.text_column, label_column=args.label_column)
     if args.json:
         _print_json(metrics)
         return
@@ -95,8 +96,12 @@ def _predict_inputs(model_modality: str, values: list[str]) -> list[Any]:
         return [Path(v) for v in values]
     texts: list[str] = []
     for value in values:
+        try:
+            is_file = len(value) < 4096 and "\n" not in value and Path(value).is_file()
+        except OSError:  # e.g. a long text is not a valid file name
+            is_file = False
         path = Path(value)
-        if path.is_file():
+        if is_file:
             texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         else:
             texts.append(value)
@@ -181,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body-lr", type=float, default=None, help="learning rate of trainable backbone blocks (default lr/10)")
     p.add_argument("--trainable-blocks", type=int, default=None, help="fine-tune: number of top backbone blocks that train")
     p.add_argument("--freeze", type=float, default=None, help="fine-tune: fraction of backbone blocks frozen from the input (default 0.5)")
+    p.add_argument("--batchnorm", default=None, choices=["eval", "train"], help="fine-tune/full: BatchNorm of trainable blocks in eval (default: keeps ImageNet statistics) or train mode")
     p.add_argument("--cut", default=None, help="use the pooled output of this block (name or index)")
     p.add_argument("--hidden", type=int, default=None, help="hidden layer width of the new head")
     p.add_argument("--dropout", type=float, default=0.0)
@@ -200,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("data")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--label-column", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -230,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     if getattr(args, "command", None) == "fit" and args.backbone is None:
-        args.backbone = "minilm" if Path(args.data).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json") else "efficientnet_lite0"
+        from headstart.data import TABLE_EXTENSIONS
+
+        args.backbone = "minilm" if Path(args.data).suffix.lower() in TABLE_EXTENSIONS else "efficientnet_lite0"
     try:
         args.func(args)
     except KeyboardInterrupt:

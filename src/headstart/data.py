@@ -154,14 +154,12 @@ def _scan_class_folders(root: Path, skipped: list[tuple[str, str]]) -> tuple[lis
 def _load_image_folder(root: Path, *, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
-    split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in _class_folders(root) if p.name.lower() in SPLIT_NAMES}
+    # A split layout has class folders inside its split folders (a class called "train" does not).
+    split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in _class_folders(root) if p.name.lower() in SPLIT_NAMES and _class_folders(p)}
     raw: dict[str, tuple[list[Path], list[str]]] = {}
     if "train" in split_dirs:
         for split, folder in split_dirs.items():
             raw[split] = _scan_class_folders(folder, skipped)
-        if "test" not in raw and "val" in raw:
-            raw["test"] = raw.pop("val")
-            notes.append(f"{split_dirs['val'].name}/ is the held-out evaluation split; validation was carved from train/")
     else:
         raw["all"] = _scan_class_folders(root, skipped)
     return _finish(root, "image", raw, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
@@ -185,9 +183,12 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError:
-                    raise ValueError(f"{path}:{number}: not a JSON object per line; write one JSON object per line (JSONL)") from None
+                    row = None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{number}: not a JSON object; write one JSON object per line (JSONL)")
+                rows.append(row)
         return rows
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     csv.field_size_limit(10_000_000)
@@ -234,11 +235,7 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
         items, labels = raw.setdefault(split, ([], []))
         items.append(str(text))
         labels.append(str(label).strip())
-    notes = []
-    if "train" in raw and "test" not in raw and "val" in raw:
-        raw["test"] = raw.pop("val")
-        notes.append("the 'val' rows are the held-out evaluation split; validation was carved from train")
-    return _finish(path, "text", raw, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    return _finish(path, "text", raw, skipped, [], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,6 +272,9 @@ def _finish(
     test_fraction: float,
     seed: int,
 ) -> Dataset:
+    if "train" in raw and "test" not in raw and "val" in raw:
+        raw["test"] = raw.pop("val")
+        notes.append("the given validation split is the held-out evaluation split; validation was carved from train")
     if "all" in raw:
         pool = raw.pop("all")
         _check_classes(source, pool[1])
@@ -336,7 +336,8 @@ def from_examples(items: Sequence[Any], labels: Sequence[Any], *, val_fraction: 
     """A training :class:`Dataset` from in-memory examples (paths, PIL images or texts)."""
     if len(items) != len(labels):
         raise ValueError(f"{len(items)} examples but {len(labels)} labels")
-    modality = "text" if items and isinstance(items[0], str) and Path(items[0]).suffix.lower() not in IMAGE_EXTENSIONS else "image"
+    looks_like_image = [isinstance(x, (Path, Image.Image)) or (isinstance(x, str) and Path(x).suffix.lower() in IMAGE_EXTENSIONS) for x in items]
+    modality = "image" if items and all(looks_like_image) else "text"
     items = [Path(x) if modality == "image" and isinstance(x, str) else x for x in items]
     raw = {"train": (list(items), [str(y) for y in labels])}
     return _finish(Path(source), modality, raw, [], [], val_fraction=val_fraction, test_fraction=0.0, seed=seed)

@@ -24,6 +24,7 @@ from headstart.backbones import Backbone
 from headstart.data import content_key, make_loader
 from headstart.io import atomic_path, atomic_write_text
 from headstart.progress import Progress
+from headstart.training import to_device
 
 
 def default_cache_dir() -> Path:
@@ -45,8 +46,7 @@ def compute_embeddings(backbone: Backbone, items: Sequence[Any], *, batch_size: 
     device = backbone.device
     task = progress.task("embedding", total=len(items)) if progress else None
     for inputs, _ in loader:
-        inputs = {k: v.to(device) for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.to(device)
-        features = backbone(inputs).float().cpu().numpy()
+        features = backbone(to_device(inputs, device)).float().cpu().numpy()
         out[start : start + len(features)] = features
         start += len(features)
         if task is not None:

@@ -35,7 +35,9 @@ class HasBlocks(Protocol):
 
 
 class FreezableMixin:
-    """Keeps frozen blocks in eval mode whenever ``train()`` is called on the owning module."""
+    """Keeps frozen blocks (and, if asked, every BatchNorm) in eval mode whenever ``train()`` is called."""
+
+    batchnorm: str = "train"  # "eval": running statistics of trainable blocks stay fixed too
 
     def train(self, mode: bool = True):  # type: ignore[no-untyped-def]
         super().train(mode)  # type: ignore[misc]
@@ -43,7 +45,26 @@ class FreezableMixin:
             for block in self.blocks:  # type: ignore[attr-defined]
                 if is_frozen(block):
                     block.module.eval()
+            if self.batchnorm == "eval":
+                for layer in _stat_layers(self):  # type: ignore[arg-type]
+                    layer.eval()
         return self
+
+
+def set_batchnorm(model: nn.Module, mode: str) -> None:
+    """``"eval"`` keeps every BatchNorm in inference mode during training (its weights still learn).
+
+    When fine-tuning on data far from the source, batch statistics differ from the stored running
+    statistics; letting them drive the layers changes every feature the new head was fitted on, and
+    the first steps undo the pretraining. The Keras guide therefore keeps BatchNorm in inference mode
+    when fine-tuning; ``"train"`` (the PyTorch default) lets trainable blocks re-estimate them.
+    """
+    if mode not in ("eval", "train"):
+        raise ValueError(f"batchnorm={mode!r}; use 'eval' or 'train'")
+    for module in model.modules():
+        if isinstance(module, FreezableMixin):
+            module.batchnorm = mode
+    model.train(model.training)
 
 
 def is_frozen(block: Block) -> bool:

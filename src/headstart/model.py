@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from headstart import __version__
@@ -62,7 +62,7 @@ class TransferModel(FreezableMixin, nn.Module):
             backbone = create_backbone(backbone, pretrained=pretrained, weights=weights)
         if cut is not None:
             backbone = backbone.cut(cut)
-        return cls(backbone, ClassifierHead(backbone.feature_dim, len(classes), hidden=hidden, dropout=dropout), classes)
+        return cls(backbone, ClassifierHead(backbone.feature_dim, len(classes), hidden=hidden, dropout=dropout), classes).fast_layout()
 
     @property
     def blocks(self) -> BlockList:
@@ -79,6 +79,12 @@ class TransferModel(FreezableMixin, nn.Module):
 
     def forward(self, inputs: Any) -> torch.Tensor:
         return self.head(self.backbone(inputs))
+
+    def fast_layout(self) -> TransferModel:
+        """Store image models channels-last: depthwise and 1x1 convolutions run ~1.5x faster on CPU."""
+        if self.modality == "image":
+            self.to(memory_format=torch.channels_last)
+        return self
 
     # ---------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -98,7 +104,7 @@ class TransferModel(FreezableMixin, nn.Module):
         assets.mkdir(exist_ok=True)
         self.backbone.save_assets(assets)
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            save_model(self, str(tmp))
+            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
         atomic_write_text(directory / CONFIG_NAME, json.dumps({**self.config(), **(extra or {})}, indent=2))
         return directory
 
@@ -112,14 +118,16 @@ class TransferModel(FreezableMixin, nn.Module):
         config = json.loads(config_file.read_text())
         if "headstart_version" not in config:
             raise ValueError(f"{config_file}: not written by headstart (no headstart_version)")
-        backbone = backbone_from_config(config["backbone"], directory / ASSETS_DIR)
-        saved = config["preprocessing"]
-        if saved["kind"] == "image":
-            backbone.preprocessing = ImagePreprocessing.from_dict(saved)
-        else:
-            backbone.preprocessing = TextPreprocessing.load(directory / ASSETS_DIR, saved)
+        backbone = backbone_from_config(config["backbone"], directory / ASSETS_DIR, config["preprocessing"])
         model = cls(backbone, ClassifierHead.from_config(config["head"]), config["classes"])
-        missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{directory / WEIGHTS_NAME}: weights do not match the saved config (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-        return model.eval()
+        try:
+            state = load_file(str(directory / WEIGHTS_NAME))
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(f"{directory / WEIGHTS_NAME}: unreadable weights ({str(error).splitlines()[0]}); the run is damaged, fit it again") from None
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(
+                f"{directory / WEIGHTS_NAME}: weights do not match the saved config "
+                f"(missing {sorted(result.missing_keys)[:3]}, unexpected {sorted(result.unexpected_keys)[:3]})"
+            )
+        return model.fast_layout().eval()

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from headstart.data import Dataset, make_loader
 from headstart.features import EmbeddingCache
-from headstart.freezing import freeze, freeze_bottom, freeze_report, unfreeze
+from headstart.freezing import freeze, freeze_bottom, freeze_report, set_batchnorm, unfreeze
 from headstart.model import TransferModel
 from headstart.progress import Progress
 from headstart.training import History, TrainSettings, fit_model
@@ -104,12 +104,17 @@ class FineTune(Strategy):
     freeze : float, default=0.5
         Used when ``trainable_blocks`` is None: the fraction of backbone blocks, from the input,
         that stay frozen. Half is a conservative default: early blocks hold the general features.
+    head_warmup : bool, default=True
+        Fit the head on cached features first (see :func:`warm_up_head`).
+    batchnorm : {"eval", "train"}, default="eval"
+        BatchNorm mode of trainable blocks (see :func:`headstart.freezing.set_batchnorm`).
     """
 
     name: ClassVar[str] = "fine-tune"
     trainable_blocks: int | None = None
     freeze: float = 0.5
     head_warmup: bool = True
+    batchnorm: str = "eval"
     settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=1e-4, patience=5))
 
     def frozen_count(self, model: TransferModel) -> int:
@@ -125,10 +130,11 @@ class FineTune(Strategy):
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
         history = warm_up_head(model, data, ctx) if self.head_warmup else None
         freeze_bottom(model, len(model.blocks) - self.frozen_count(model))
+        set_batchnorm(model, self.batchnorm)
         return self._train_end_to_end(model, data, ctx, default_augment="light", history=history)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "trainable_blocks": self.trainable_blocks, "freeze": self.freeze, "head_warmup": self.head_warmup}
+        return {**super().describe(), "trainable_blocks": self.trainable_blocks, "freeze": self.freeze, "head_warmup": self.head_warmup, "batchnorm": self.batchnorm}
 
 
 @dataclass
@@ -137,11 +143,13 @@ class Full(Strategy):
 
     name: ClassVar[str] = "full"
     head_warmup: bool = True
+    batchnorm: str = "eval"
     settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=1e-4, patience=5))
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
         history = warm_up_head(model, data, ctx) if self.head_warmup else None
         unfreeze(model)
+        set_batchnorm(model, self.batchnorm)
         return self._train_end_to_end(model, data, ctx, default_augment="light", history=history)
 
 
@@ -155,6 +163,7 @@ class Scratch(Strategy):
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
         unfreeze(model)
+        set_batchnorm(model, "train")  # random statistics must be learned
         return self._train_end_to_end(model, data, ctx, default_augment="light")
 
 
@@ -170,6 +179,7 @@ def make_strategy(
     patience: int | None | str = "default",
     trainable_blocks: int | None = None,
     freeze: float | None = None,
+    batchnorm: str | None = None,
 ) -> Strategy:
     """Build a strategy by name, overriding only the settings that were given."""
     if name not in STRATEGIES:
@@ -189,6 +199,10 @@ def make_strategy(
     if patience != "default":
         overrides["patience"] = patience
     strategy.settings = replace(strategy.settings, **overrides)
+    if batchnorm is not None:
+        if not isinstance(strategy, (FineTune, Full)):
+            raise ValueError("--batchnorm applies to --strategy fine-tune or full")
+        strategy.batchnorm = batchnorm
     if isinstance(strategy, FineTune):
         strategy.trainable_blocks = trainable_blocks
         if freeze is not None:

@@ -142,9 +142,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: f
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _to_device(inputs: Any, device: torch.device) -> Any:
+def to_device(inputs: Any, device: torch.device) -> Any:
+    """Move a batch (tensor or dict of tensors) to ``device``; image batches go channels-last."""
     if isinstance(inputs, dict):
-        return {k: v.to(device) for k, v in inputs.items()}
+        return {k: to_device(v, device) for k, v in inputs.items()}
+    if inputs.ndim == 4:
+        return inputs.to(device, memory_format=torch.channels_last)
     return inputs.to(device)
 
 
@@ -155,7 +158,7 @@ def evaluate_loader(model: nn.Module, loader: Iterable[Any], device: torch.devic
     device = device or next(model.parameters()).device
     losses, probs, labels = [], [], []
     for inputs, y in loader:
-        logits = model(_to_device(inputs, device)).float()
+        logits = model(to_device(inputs, device)).float()
         y = y.to(device)
         if (y >= 0).all():
             losses.append(nn.functional.cross_entropy(logits, y, reduction="sum").item())
@@ -194,6 +197,10 @@ def fit_model(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     best_loss, best_state, best_epoch, waited = math.inf, None, 0, 0
+    if history.epochs and val_loader is not None:
+        # A later phase (fine-tuning after the head warm-up) must not end worse than it started.
+        best_loss, _, _ = evaluate_loader(model, val_loader, device)
+        best_state, best_epoch = copy.deepcopy(model.state_dict()), history.epochs[-1]["epoch"]
     state: dict[str, Any] = {"model": model, "epoch": 0, "history": history, "stop": False, "phase": phase}
     for callback in callbacks:
         callback.on_fit_start(state)
@@ -204,7 +211,7 @@ def fit_model(
         total_loss, correct, seen = 0.0, 0, 0
         task = progress.task(f"{phase} epoch {epoch - first_epoch + 1}/{settings.epochs}", total=steps_per_epoch) if progress else None
         for inputs, y in train_loader:
-            inputs, y = _to_device(inputs, device), y.to(device)
+            inputs, y = to_device(inputs, device), y.to(device)
             logits = model(inputs)
             loss = loss_fn(logits, y)
             if not torch.isfinite(loss):
