@@ -100,3 +100,26 @@ def test_run_directory_is_a_backbone(fe_run, elpv_folder, tmp_path):
 def test_image_size_is_saved_and_reused(elpv_folder, tmp_path):
     run = fit(elpv_folder, image_size=160, out=tmp_path / "r160", quiet=True, epochs=3)
     assert TransferModel.from_pretrained(run.directory).preprocessing.input_size == 160
+
+
+def test_cached_evaluation_equals_full_forward(fe_run, elpv_folder):
+    from headstart.features import EmbeddingCache
+
+    files = sorted(elpv_folder.rglob("*.png"))[:8]
+    fe_run.model.backbone.requires_grad_(False)
+    cached = predict_proba(fe_run.model, files, cache=EmbeddingCache())
+    assert np.allclose(cached, predict_proba(fe_run.model, files), atol=1e-5)
+
+
+def test_damaged_cache_entry_is_rebuilt(lite0, elpv_folder, tmp_path):
+    from headstart.features import EmbeddingCache
+
+    files = sorted(elpv_folder.rglob("*.png"))[:4]
+    first, computed = EmbeddingCache(tmp_path).embed(lite0, files)
+    assert computed == 4
+    [shard] = list(tmp_path.rglob("part-*.npy"))
+    data = bytearray(shard.read_bytes())
+    data[-4:] = b"\x00\x00\x80\x7f"  # corrupt the last float
+    shard.write_bytes(bytes(data))
+    again, computed = EmbeddingCache(tmp_path).embed(lite0, files)
+    assert computed == 4 and np.array_equal(first, again)

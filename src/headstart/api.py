@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from headstart import __version__
-from headstart.data import Dataset, load_dataset, make_loader
+from headstart.data import Dataset, as_items, load_dataset, make_loader
 from headstart.features import EmbeddingCache
 from headstart.io import atomic_write_text
 from headstart.metrics import classification_metrics
@@ -148,7 +148,7 @@ def fit(
         overfit = history.overfitting()
         if overfit["detected"]:
             progress.log(f"warning: {overfit['message']}")
-        metrics = {split: evaluate(model, dataset, split=split) for split in ("val", "test") if dataset.items(split)}
+        metrics = {split: evaluate(model, dataset, split=split, cache=ctx.cache) for split in ("val", "test") if dataset.items(split)}
         seconds = time.perf_counter() - started
         if "test" in metrics:
             progress.log(f"test: accuracy {metrics['test']['accuracy']:.4f}, balanced {metrics['test']['balanced_accuracy']:.4f}, macro F1 {metrics['test']['macro_f1']:.4f} (n={metrics['test']['n']}) in {seconds:.0f}s")
@@ -185,9 +185,19 @@ def _as_model(model: TransferModel | str | Path) -> TransferModel:
     return model if isinstance(model, TransferModel) else TransferModel.from_pretrained(model)
 
 
-def predict_proba(model: TransferModel | str | Path, items: list[Any], *, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities ``(len(items), n_classes)`` for image paths, PIL images or texts."""
+def predict_proba(model: TransferModel | str | Path, items: list[Any], *, batch_size: int = 64, cache: EmbeddingCache | None = None) -> np.ndarray:
+    """Class probabilities ``(len(items), n_classes)`` for image paths, PIL images or texts.
+
+    With a ``cache`` and a fully frozen backbone, embeddings come from (and go to) the cache and
+    only the head runs: feature extraction never pays for the body twice.
+    """
     model = _as_model(model)
+    if cache is not None and not any(p.requires_grad for p in model.backbone.parameters()):
+        features, _ = cache.embed(model.backbone, items, batch_size=batch_size)
+        model.eval()
+        with torch.inference_mode():
+            logits = model.head(torch.from_numpy(features).to(model.backbone.device))
+        return logits.float().softmax(-1).cpu().numpy()
     loader = make_loader(items, None, model.preprocessing, batch_size=batch_size)
     _, probs, _ = evaluate_loader(model, loader)
     return probs
@@ -196,8 +206,7 @@ def predict_proba(model: TransferModel | str | Path, items: list[Any], *, batch_
 def predict(model: TransferModel | str | Path, items: list[Any], *, batch_size: int = 64) -> list[Prediction]:
     """Label and probability for each item (paths are read with the run's own preprocessing)."""
     model = _as_model(model)
-    if model.modality == "image":
-        items = [Path(x) if isinstance(x, str) else x for x in items]
+    items = as_items(items, model.modality)
     probs = predict_proba(model, items, batch_size=batch_size)
     out = []
     for item, row in zip(items, probs):
@@ -214,6 +223,7 @@ def evaluate(
     batch_size: int = 64,
     text_column: str | None = None,
     label_column: str | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> dict[str, Any]:
     """Held-out metrics of a model (or run directory) on a split of ``data``.
 
@@ -234,7 +244,7 @@ def evaluate(
         raise ValueError(f"{dataset.source}: classes {unknown[:5]} are unknown to the model (it knows {model.classes})")
     remap = np.array([model.classes.index(c) for c in dataset.classes])
     labels = remap[dataset.labels(split)]
-    probs = predict_proba(model, dataset.items(split), batch_size=batch_size)
+    probs = predict_proba(model, dataset.items(split), batch_size=batch_size, cache=cache)
     result = classification_metrics(labels, probs.argmax(1), model.classes)
     result["split"] = split
     result["loss"] = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean()) if len(labels) else float("nan")

@@ -338,9 +338,14 @@ def from_examples(items: Sequence[Any], labels: Sequence[Any], *, val_fraction: 
         raise ValueError(f"{len(items)} examples but {len(labels)} labels")
     looks_like_image = [isinstance(x, (Path, Image.Image)) or (isinstance(x, str) and Path(x).suffix.lower() in IMAGE_EXTENSIONS) for x in items]
     modality = "image" if items and all(looks_like_image) else "text"
-    items = [Path(x) if modality == "image" and isinstance(x, str) else x for x in items]
+    items = as_items(items, modality)
     raw = {"train": (list(items), [str(y) for y in labels])}
     return _finish(Path(source), modality, raw, [], [], val_fraction=val_fraction, test_fraction=0.0, seed=seed)
+
+
+def as_items(items: Sequence[Any], modality: str) -> list[Any]:
+    """Examples as the loaders expect them: image paths given as strings become ``Path``s."""
+    return [Path(x) if modality == "image" and isinstance(x, str) else x for x in items]
 
 
 def content_key(item: Item) -> str:

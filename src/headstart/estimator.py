@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from headstart import api
-from headstart.data import from_examples
+from headstart.data import as_items, from_examples
 from headstart.strategies import STRATEGIES
 
 
@@ -126,12 +126,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: Sequence[Any]) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``."""
         check_is_fitted(self, "model_")
-        items = list(X)
-        if self.model_.modality == "image":
-            from pathlib import Path
-
-            items = [Path(x) if isinstance(x, str) else x for x in items]
-        return api.predict_proba(self.model_, items)[:, self._columns]
+        return api.predict_proba(self.model_, as_items(list(X), self.model_.modality))[:, self._columns]
 
     def predict(self, X: Sequence[Any]) -> np.ndarray:
         proba = self.predict_proba(X)

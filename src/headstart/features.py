@@ -61,6 +61,7 @@ class EmbeddingCache:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
+        self._verified: dict[Path, tuple[int, int]] = {}  # shard -> (size, mtime) checked by this instance
 
     def _index(self, folder: Path) -> dict[str, tuple[Path, int]]:
         index: dict[str, tuple[Path, int]] = {}
@@ -69,8 +70,11 @@ class EmbeddingCache:
             try:
                 meta = json.loads(keys_file.read_text())
                 array = np.load(shard, mmap_mode="r")
-                if array.shape[0] != len(meta["keys"]) or meta.get("sha256") != _sha(shard):
-                    raise ValueError("checksum mismatch")
+                stat = shard.stat()
+                if self._verified.get(shard) != (stat.st_size, stat.st_mtime_ns):
+                    if array.shape[0] != len(meta["keys"]) or meta.get("sha256") != _sha(shard):
+                        raise ValueError("checksum mismatch")
+                    self._verified[shard] = (stat.st_size, stat.st_mtime_ns)
             except (OSError, ValueError, KeyError):
                 keys_file.unlink(missing_ok=True)  # damaged entry: rebuilt below, never trusted
                 shard.unlink(missing_ok=True)
