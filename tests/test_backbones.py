@@ -151,3 +151,45 @@ def test_hf_vit_run_reloads(tmp_path):
     x = {"pixel_values": torch.randn(2, 3, 32, 32)}
     with torch.inference_mode():
         assert torch.equal(model(x), again(x))
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "ast"])
+def test_hf_audio_encoder_from_local_folder(tmp_path, family):
+    """No audio weights are available offline: a small random model saved locally proves the hf: audio path."""
+    import numpy as np
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from headstart.freezing import freeze
+    from headstart.model import TransferModel
+
+    folder = tmp_path / family
+    if family == "wav2vec2":
+        config = Wav2Vec2Config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 4),
+            conv_kernel=(10, 8), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        )
+        Wav2Vec2Model(config).save_pretrained(folder)
+        Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True).save_pretrained(folder)
+        expected = ["feature_encoder", "projection", "position", "layer0", "layer1"]
+    else:
+        ASTModel(ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_length=128, num_mel_bins=32)).save_pretrained(folder)
+        ASTFeatureExtractor(num_mel_bins=32, max_length=128).save_pretrained(folder)
+        expected = ["embeddings", "layer0", "layer1", "norm"]
+    model = TransferModel.from_backbone(f"hf:{folder}", ["yes", "no"]).eval()
+    assert model.modality == "audio" and model.backbone.blocks.names() == expected
+    rng = np.random.default_rng(0)
+    batch = model.preprocessing([rng.standard_normal(16000).astype("float32"), rng.standard_normal(9000).astype("float32")])
+    with torch.inference_mode():
+        logits = model(batch)
+    assert logits.shape == (2, 2)
+    report = freeze(model, model.blocks[:-2])
+    assert report.frozen_blocks == expected[:-1]
+    model.save_pretrained(tmp_path / "run")
+    again = TransferModel.from_pretrained(tmp_path / "run")
+    with torch.inference_mode():
+        assert torch.allclose(again(batch), logits, atol=1e-6)
+    cut = TransferModel(model.backbone.cut("layer0"), model.head, model.classes)
+    assert cut.backbone.blocks.names()[-1] == "layer0"
+    cut.save_pretrained(tmp_path / "cut")
+    with torch.inference_mode():
+        assert torch.allclose(TransferModel.from_pretrained(tmp_path / "cut")(batch), cut.eval()(batch), atol=1e-6)

@@ -32,7 +32,7 @@ from torch import nn
 from headstart._torchvision import import_torchvision
 from headstart.freezing import FreezableMixin
 from headstart.layers import Block, BlockList
-from headstart.preprocessing import ImagePreprocessing, Preprocessing, TextPreprocessing
+from headstart.preprocessing import AudioPreprocessing, ImagePreprocessing, Preprocessing, TextPreprocessing, load_preprocessing
 from headstart.weights import load_state_dict, state_fingerprint
 
 import_torchvision()
@@ -49,7 +49,7 @@ class BackboneSpec:
     """What a backbone is, as data: enough to rebuild its architecture and describe it."""
 
     name: str
-    modality: str  # "image" or "text"
+    modality: str  # "image", "text" or "audio"
     family: str  # "timm" or "hf"
     architecture: str
     description: str = ""
@@ -288,8 +288,18 @@ def _with_layers(model: nn.Module, layer_path: str, keep: int) -> nn.Module:
     return clone
 
 
+AUDIO_MODEL_TYPES = frozenset(
+    {"wav2vec2", "wav2vec2-conformer", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d", "audio-spectrogram-transformer"}
+)
+
+
 class HFBackbone(Backbone):
-    """A Hugging Face encoder: ``embeddings`` then ``layer0..layerN-1``, mean- or CLS-pooled."""
+    """A Hugging Face encoder: its input stage(s), then ``layer0..layerN-1``; mean- or CLS-pooled.
+
+    The input stage is ``embeddings`` for text and ViT/AST-style encoders; for wav2vec2-style
+    speech encoders it is ``feature_encoder`` (the convolutional front end), ``projection`` and
+    ``position`` (the convolutional position embedding and its norm).
+    """
 
     def __init__(
         self,
@@ -311,17 +321,33 @@ class HFBackbone(Backbone):
     @property
     def blocks(self) -> BlockList:
         _, layers = _find_layers(self.model)
-        named = [("embeddings", self.model.embeddings)] + [(f"layer{i}", layer) for i, layer in enumerate(layers)]
+        named = self._input_blocks() + [(f"layer{i}", layer) for i, layer in enumerate(layers)]
         final_norm = getattr(self.model, "layernorm", None)  # ViT-style encoders normalise after the last layer
-        if isinstance(final_norm, nn.Module):
+        if isinstance(final_norm, nn.Module) and not isinstance(final_norm, nn.Identity):
             named.append(("norm", final_norm))
         return BlockList([Block(i, n, m) for i, (n, m) in enumerate(named)])
+
+    def _input_blocks(self) -> list[tuple[str, nn.Module]]:
+        model = self.model
+        if getattr(model, "embeddings", None) is not None:
+            return [("embeddings", model.embeddings)]
+        if getattr(model, "feature_extractor", None) is not None:  # wav2vec2 family
+            position = [m for m in (getattr(model.encoder, "pos_conv_embed", None), getattr(model.encoder, "layer_norm", None)) if m is not None]
+            return [("feature_encoder", model.feature_extractor), ("projection", model.feature_projection), ("position", nn.ModuleList(position))]
+        raise ValueError(f"Cannot find the input stage of {type(model).__name__}; headstart supports BERT/ViT/AST/wav2vec2-style encoders")
 
     @property
     def feature_dim(self) -> int:
         return int(self.model.config.hidden_size)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.spec.modality == "audio":
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch.get("attention_mask")
+            if mask is not None and hasattr(self.model, "_get_feature_vector_attention_mask"):
+                frames = self.model._get_feature_vector_attention_mask(hidden.shape[1], mask).unsqueeze(-1).to(hidden.dtype)
+                return (hidden * frames).sum(dim=1) / frames.sum(dim=1).clamp(min=1.0)
+            return hidden.mean(dim=1)
         if self.spec.modality == "image":
             hidden = self.model(pixel_values=batch["pixel_values"] if isinstance(batch, dict) else batch).last_hidden_state
             return hidden[:, 0] if self.pooling == "cls" else hidden[:, 1:].mean(dim=1)
@@ -332,11 +358,14 @@ class HFBackbone(Backbone):
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
     def cut(self, at: int | str) -> HFBackbone:
-        stop = min(self.blocks.index_of(at), len(_find_layers(self.model)[1]))  # "norm" = all layers
+        n_input = len(self._input_blocks())
+        stop = min(max(self.blocks.index_of(at) - n_input + 1, 0), len(_find_layers(self.model)[1]))  # layers kept; "norm" = all
         clone = HFBackbone.__new__(HFBackbone)
         nn.Module.__init__(clone)
         clone.spec, clone.preprocessing, clone.pooling, clone._layer_path = self.spec, self.preprocessing, self.pooling, self._layer_path
         clone.model = _with_layers(self.model, self._layer_path, stop)
+        if stop < len(_find_layers(self.model)[1]) and isinstance(getattr(clone.model, "layernorm", None), nn.Module):
+            clone.model._modules["layernorm"] = nn.Identity()  # the final norm belongs to the last layer's output
         return clone
 
     def architecture_config(self) -> dict[str, Any]:
@@ -348,11 +377,12 @@ class HFBackbone(Backbone):
             "description": self.spec.description,
             "pooling": self.pooling,
             "cut": self.blocks[-1].name,
+            "final_norm": not isinstance(getattr(self.model, "layernorm", nn.Identity()), nn.Identity),
         }
 
     def save_assets(self, directory: Path) -> None:
         self.model.config.save_pretrained(str(directory))
-        if isinstance(self.preprocessing, TextPreprocessing):
+        if isinstance(self.preprocessing, (TextPreprocessing, AudioPreprocessing)):
             self.preprocessing.save(directory)
 
 
@@ -466,6 +496,9 @@ def _minilm(pretrained: bool) -> HFBackbone:
 
 def _hf_backbone(id_or_dir: str, *, pretrained: bool, name: str, pooling: str | None = None) -> HFBackbone:
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # headstart shows its own progress; a bar per weight load is noise
 
     try:
         config = AutoConfig.from_pretrained(id_or_dir)
@@ -474,9 +507,13 @@ def _hf_backbone(id_or_dir: str, *, pretrained: bool, name: str, pooling: str | 
             raise ValueError(f"{id_or_dir}: not a Hugging Face model folder (no readable config.json)") from None
         raise OSError(f"Cannot load hf:{id_or_dir} ({str(error).splitlines()[0]}); {OFFLINE_HINT}") from None
     model = AutoModel.from_pretrained(id_or_dir) if pretrained else AutoModel.from_config(config)
-    modality = "image" if hasattr(config, "image_size") else "text"
+    modality = "audio" if config.model_type in AUDIO_MODEL_TYPES else "image" if hasattr(config, "image_size") else "text"
     preprocessing: Preprocessing
-    if modality == "text":
+    if modality == "audio":
+        from transformers import AutoFeatureExtractor
+
+        preprocessing = AudioPreprocessing(AutoFeatureExtractor.from_pretrained(id_or_dir))
+    elif modality == "text":
         from transformers import AutoTokenizer
 
         preprocessing = TextPreprocessing(AutoTokenizer.from_pretrained(id_or_dir), max_length=min(256, getattr(config, "max_position_embeddings", 512)))
@@ -487,7 +524,7 @@ def _hf_backbone(id_or_dir: str, *, pretrained: bool, name: str, pooling: str | 
         size = processor.size.get("height") or processor.size.get("shortest_edge") or config.image_size
         preprocessing = ImagePreprocessing(int(size), tuple(processor.image_mean), tuple(processor.image_std), "bilinear", 1.0)
     spec = BackboneSpec(name, modality, "hf", config.model_type, f"Hugging Face {config.model_type} from {id_or_dir}")
-    return HFBackbone(model, spec, preprocessing, pooling=pooling or ("mean" if modality == "text" else "cls"))
+    return HFBackbone(model, spec, preprocessing, pooling=pooling or ("cls" if modality == "image" else "mean"))
 
 
 def _timm_backbone(arch: str, *, pretrained: bool, weights: str | Path | None) -> TimmBackbone:
@@ -554,7 +591,7 @@ def backbone_from_config(config: dict[str, Any], assets: Path, preprocessing: di
     The inverse of ``architecture_config`` + ``save_assets`` (+ the saved preprocessing); weights
     are loaded by the caller.
     """
-    prep: Preprocessing = TextPreprocessing.load(assets, preprocessing) if preprocessing["kind"] == "text" else ImagePreprocessing.from_dict(preprocessing)
+    prep = load_preprocessing(preprocessing, assets)
     if config["family"] == "timm":
         model = timm.create_model(config["architecture"], pretrained=False)
         spec = BackboneSpec(config["name"], "image", "timm", config["architecture"], config.get("description", ""))
@@ -564,6 +601,8 @@ def backbone_from_config(config: dict[str, Any], assets: Path, preprocessing: di
         from transformers import AutoConfig, AutoModel
 
         model = AutoModel.from_config(AutoConfig.from_pretrained(str(assets)))
+        if not config.get("final_norm", True) and isinstance(getattr(model, "layernorm", None), nn.Module):
+            model.layernorm = nn.Identity()
         spec = BackboneSpec(config["name"], config["modality"], "hf", config["architecture"], config.get("description", ""))
         return HFBackbone(model, spec, prep, pooling=config["pooling"])
     raise ValueError(f"Unknown backbone family {config['family']!r} in a saved config")

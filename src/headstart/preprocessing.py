@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from headstart._torchvision import import_torchvision
@@ -103,4 +104,45 @@ class TextPreprocessing:
         return cls(AutoTokenizer.from_pretrained(str(directory)), max_length=int(data["max_length"]))
 
 
-Preprocessing = ImagePreprocessing | TextPreprocessing
+class AudioPreprocessing:
+    """Waveforms (1-D float arrays at the extractor's sampling rate) to a Hugging Face audio encoder's inputs."""
+
+    def __init__(self, feature_extractor: Any) -> None:
+        self.feature_extractor = feature_extractor
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.feature_extractor.sampling_rate)
+
+    def __call__(self, waveforms: list[Any]) -> dict[str, torch.Tensor]:
+        batch = self.feature_extractor(
+            [np.asarray(w, dtype=np.float32) for w in waveforms],
+            sampling_rate=self.sampling_rate,
+            padding=True,
+            return_tensors="pt",
+        )
+        return dict(batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "audio", "sampling_rate": self.sampling_rate}
+
+    def save(self, directory: Path) -> None:
+        self.feature_extractor.save_pretrained(str(directory))
+
+    @classmethod
+    def load(cls, directory: Path, data: dict[str, Any]) -> AudioPreprocessing:
+        from transformers import AutoFeatureExtractor
+
+        return cls(AutoFeatureExtractor.from_pretrained(str(directory)))
+
+
+Preprocessing = ImagePreprocessing | TextPreprocessing | AudioPreprocessing
+
+
+def load_preprocessing(data: dict[str, Any], assets: Path) -> Preprocessing:
+    """Inverse of ``to_dict`` (+ ``save`` for tokenizers and feature extractors)."""
+    if data["kind"] == "text":
+        return TextPreprocessing.load(assets, data)
+    if data["kind"] == "audio":
+        return AudioPreprocessing.load(assets, data)
+    return ImagePreprocessing.from_dict(data)
