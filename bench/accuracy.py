@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ CONFIGS = {
     "elpv4-ft": dict(data="elpv-4class", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20),
     "sms-fe": dict(data="sms_spam", backbone="minilm", strategy="feature-extraction"),
     "sms-ft": dict(data="sms_spam", backbone="minilm", strategy="fine-tune", epochs=4),
+    "elpv-ft-bntrain": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20, batchnorm="train"),
     "elpv-ft-300": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20, image_size=300),
 }
 
@@ -64,6 +66,7 @@ def main(names: list[str]) -> None:
             "seconds": time.perf_counter() - started,
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
             "headstart": headstart.__version__,
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip(),
         }
         print(json.dumps(row), flush=True)
         with out.open("a") as handle:

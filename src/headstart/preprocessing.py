@@ -53,14 +53,19 @@ class ImagePreprocessing:
         )
 
     def train_transform(self, augment: str = "light") -> T.Compose:
-        """Training-time transform; ``augment`` is one of :data:`AUGMENT_PRESETS`."""
+        """Training-time transform; ``augment`` is one of :data:`AUGMENT_PRESETS`.
+
+        ``light`` crops at least 75% of the image (fastai's usual ``min_scale=0.75``) and flips: a
+        small object or defect stays in view, so the label stays true. ``strong`` crops down to 8%
+        (torchvision's default) and jitters colour.
+        """
         if augment not in AUGMENT_PRESETS:
             raise ValueError(f"augment={augment!r} is not one of {AUGMENT_PRESETS}")
         if augment == "none":
             return self.eval_transform()
         interpolation = _INTERPOLATION[self.interpolation]
         steps: list[Any] = [
-            T.RandomResizedCrop(self.input_size, scale=(0.35 if augment == "light" else 0.08, 1.0), interpolation=interpolation),
+            T.RandomResizedCrop(self.input_size, scale=(0.75 if augment == "light" else 0.08, 1.0), interpolation=interpolation),
             T.RandomHorizontalFlip(),
         ]
         if augment == "strong":
