@@ -30,11 +30,11 @@ CONFIGS = {
     "hym-scratch": dict(data="hymenoptera", backbone="efficientnet_lite0", strategy="scratch", epochs=30),
     "elpv-ft": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20),
     "elpv-fe": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="feature-extraction"),
-    "elpv4-ft": dict(data="elpv-4class", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20),
+    "elpv4-ft": dict(data="elpv-4class", backbone="efficientnet_lite0", strategy="fine-tune", epochs=12),
     "sms-fe": dict(data="sms_spam", backbone="minilm", strategy="feature-extraction"),
     "sms-ft": dict(data="sms_spam", backbone="minilm", strategy="fine-tune", epochs=4),
     "elpv-ft-bntrain": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20, batchnorm="train"),
-    "elpv-ft-300": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20, image_size=300),
+    "elpv-ft-300": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=12, image_size=300),
 }
 
 
