@@ -31,6 +31,8 @@ CONFIGS = {
     "elpv-ft": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20),
     "elpv-fe": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="feature-extraction"),
     "elpv4-ft": dict(data="elpv-4class", backbone="efficientnet_lite0", strategy="fine-tune", epochs=12),
+    "elpv4-fe": dict(data="elpv-4class", backbone="efficientnet_lite0", strategy="feature-extraction"),
+    "elpv-fe-300": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="feature-extraction", image_size=300),
     "sms-fe": dict(data="sms_spam", backbone="minilm", strategy="feature-extraction"),
     "sms-ft": dict(data="sms_spam", backbone="minilm", strategy="fine-tune", epochs=4),
     "elpv-ft-bntrain": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20, batchnorm="train"),
