@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -606,7 +605,3 @@ def backbone_from_config(config: dict[str, Any], assets: Path, preprocessing: di
         spec = BackboneSpec(config["name"], config["modality"], "hf", config["architecture"], config.get("description", ""))
         return HFBackbone(model, spec, prep, pooling=config["pooling"])
     raise ValueError(f"Unknown backbone family {config['family']!r} in a saved config")
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
