@@ -176,14 +176,14 @@ class TimmBackbone(Backbone):
         self.spec = spec
         self.preprocessing = preprocessing
         self._source = [model]  # the full timm model, unregistered (kept for its source head)
-        named, self.pooling = _timm_blocks(model)
-        named = blocks if blocks is not None else named
+        source_blocks, self.pooling = _timm_blocks(model)
+        self._full_depth = len(source_blocks)
+        named = blocks if blocks is not None else source_blocks
         self._num_prefix_tokens = getattr(model, "num_prefix_tokens", 1)
         all_blocks = BlockList([Block(i, n, m) for i, (n, m) in enumerate(named)])
         stop = len(all_blocks) - 1 if cut is None else all_blocks.index_of(cut)
         self.stages = nn.ModuleDict({name: module for name, module in named[: stop + 1]})
-        full_body = len(self.stages) == len(_timm_blocks(model)[0])
-        self.post_norm = _post_pool_norm(model) if full_body else None  # only the last block's output was trained with it
+        self.post_norm = _post_pool_norm(model) if self.keeps_full_body else None  # only the last block's output was trained with it
         self._feature_dim: int | None = None
 
     @property
@@ -225,9 +225,14 @@ class TimmBackbone(Backbone):
         stop = self.blocks.index_of(at)
         return TimmBackbone(self._source[0], self.spec, self.preprocessing, blocks=list(self.stages.items())[: stop + 1])
 
+    @property
+    def keeps_full_body(self) -> bool:
+        """True unless the backbone was cut before its last block."""
+        return len(self.stages) == self._full_depth
+
     def source_head(self) -> nn.Module | None:
         """The pretrained classifier (e.g. ImageNet's 1000 classes) if the full body is kept."""
-        if len(self.stages) != len(_timm_blocks(self._source[0])[0]):
+        if not self.keeps_full_body:
             return None
         head = self._source[0].get_classifier()
         return head if isinstance(head, nn.Module) and not isinstance(head, nn.Identity) else None
