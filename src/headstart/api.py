@@ -76,6 +76,7 @@ def fit(
     lr: float | None = None,
     body_lr: float | None = None,
     patience: int | None | str = "default",
+    monitor: str | None = None,
     trainable_blocks: int | None = None,
     freeze: float | None = None,
     batchnorm: str | None = None,
@@ -106,6 +107,8 @@ def fit(
     strategy : {"feature-extraction", "fine-tune", "full", "scratch"} or Strategy
     out : path, optional
         Run directory; default ``runs/<data>-<strategy>-<time>``. Never overwritten unless ``overwrite``.
+    monitor : {"val_loss", "val_accuracy"}, optional
+        What early stopping and the kept weights follow; each strategy has its own default.
     trainable_blocks, freeze :
         For ``fine-tune``: how many top blocks train, or which fraction of blocks stays frozen.
     cut : block name or index, optional
@@ -125,7 +128,7 @@ def fit(
         _check_run_dir(directory, overwrite)
     dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
     chosen = strategy if isinstance(strategy, Strategy) else make_strategy(
-        strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, trainable_blocks=trainable_blocks, freeze=freeze, batchnorm=batchnorm
+        strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, monitor=monitor, trainable_blocks=trainable_blocks, freeze=freeze, batchnorm=batchnorm
     )
     seed_everything(seed)
     model = TransferModel.from_backbone(backbone, dataset.classes, cut=cut, hidden=hidden, dropout=dropout, pretrained=chosen.pretrained, weights=weights)

@@ -54,6 +54,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         lr=args.lr,
         body_lr=args.body_lr,
+        patience="default" if args.patience is None else args.patience,
+        monitor=args.monitor,
         trainable_blocks=args.trainable_blocks,
         freeze=args.freeze,
         batchnorm=args.batchnorm,
@@ -184,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="head learning rate")
     p.add_argument("--body-lr", type=float, default=None, help="learning rate of trainable backbone blocks (default lr/10)")
+    p.add_argument("--patience", type=int, default=None, help="epochs without improvement before early stopping (default per strategy)")
+    p.add_argument("--monitor", default=None, choices=["val_loss", "val_accuracy"], help="what early stopping and the kept weights follow")
     p.add_argument("--trainable-blocks", type=int, default=None, help="fine-tune: number of top backbone blocks that train")
     p.add_argument("--freeze", type=float, default=None, help="fine-tune: fraction of backbone blocks frozen from the input (default 0.5)")
     p.add_argument("--batchnorm", default=None, choices=["eval", "train"], help="fine-tune/full: BatchNorm of trainable blocks in eval (default: keeps ImageNet statistics) or train mode")

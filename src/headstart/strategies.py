@@ -177,6 +177,7 @@ def make_strategy(
     lr: float | None = None,
     body_lr: float | None = None,
     patience: int | None | str = "default",
+    monitor: str | None = None,
     trainable_blocks: int | None = None,
     freeze: float | None = None,
     batchnorm: str | None = None,
@@ -198,6 +199,8 @@ def make_strategy(
         overrides["body_lr"] = body_lr
     if patience != "default":
         overrides["patience"] = patience
+    if monitor is not None:
+        overrides["monitor"] = monitor
     strategy.settings = replace(strategy.settings, **overrides)
     if batchnorm is not None:
         if not isinstance(strategy, (FineTune, Full)):

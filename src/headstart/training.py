@@ -22,6 +22,7 @@ from torch import nn
 from headstart.progress import Progress
 
 EVENTS = ("on_fit_start", "on_epoch_end", "on_fit_end")
+MONITORS = ("val_loss", "val_accuracy")
 
 
 @dataclass
@@ -40,7 +41,10 @@ class TrainSettings:
     warmup : float, default=0.1
         Fraction of steps with a linear warm-up before the cosine decay.
     patience : int or None, default=5
-        Stop after this many epochs without a better validation loss; ``None`` never stops early.
+        Stop after this many epochs without a better monitored value; ``None`` never stops early.
+    monitor : {"val_loss", "val_accuracy"}, default="val_loss"
+        What "better" means for early stopping and for the weights kept. ``val_accuracy`` breaks
+        ties (frequent on small validation sets) by the lower validation loss.
     label_smoothing : float, default=0.0
     grad_clip : float or None, default=1.0
         Clip the gradient norm at this value.
@@ -52,11 +56,26 @@ class TrainSettings:
     weight_decay: float = 0.01
     warmup: float = 0.1
     patience: int | None = 5
+    monitor: str = "val_loss"
     label_smoothing: float = 0.0
     grad_clip: float | None = 1.0
 
+    def __post_init__(self) -> None:
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor={self.monitor!r}; choose one of {MONITORS}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def improved(self, record: dict[str, Any], best: dict[str, Any] | None) -> bool:
+        """Whether ``record`` (val_loss, val_accuracy) beats ``best`` under :attr:`monitor`."""
+        if best is None:
+            return True
+        lower_loss = record["val_loss"] < best["val_loss"] - 1e-6
+        if self.monitor == "val_loss":
+            return lower_loss
+        gain = record["val_accuracy"] - best["val_accuracy"]
+        return gain > 1e-9 or (abs(gain) <= 1e-9 and lower_loss)
 
 
 @dataclass
@@ -64,6 +83,7 @@ class History:
     """Per-epoch records of every phase, and whether overfitting was seen."""
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
+    kept_epoch: int | None = None  # the epoch whose weights the model holds after training
 
     def overfitting(self) -> dict[str, Any]:
         """Flag epochs where validation loss rose for 2+ epochs while training loss kept falling."""
@@ -73,21 +93,21 @@ class History:
             a, b, c = rows[i - 2], rows[i - 1], rows[i]
             if a["phase"] == b["phase"] == c["phase"] and c["val_loss"] > b["val_loss"] > a["val_loss"] and c["train_loss"] < b["train_loss"] < a["train_loss"]:
                 flagged.append(c["epoch"])
-        best = min(rows, key=lambda r: r["val_loss"]) if rows else None
+        kept = self.kept_epoch if self.kept_epoch is not None else (min(rows, key=lambda r: r["val_loss"])["epoch"] if rows else None)
         return {
             "detected": bool(flagged),
             "epochs": flagged,
-            "best_epoch": best["epoch"] if best else None,
+            "best_epoch": kept,
             "message": (
                 f"overfitting: validation loss rose while training loss fell (epochs {flagged}); "
-                f"the best weights (epoch {best['epoch']}) were kept"
-                if flagged and best
+                f"the best weights (epoch {kept}) were kept"
+                if flagged and kept is not None
                 else ""
             ),
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "overfitting": self.overfitting()}
+        return {"epochs": self.epochs, "kept_epoch": self.kept_epoch, "overfitting": self.overfitting()}
 
 
 class Callback:
@@ -196,10 +216,12 @@ def fit_model(
     scheduler = make_scheduler(optimizer, settings.epochs * steps_per_epoch, settings.warmup)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    best_loss, best_state, best_epoch, waited = math.inf, None, 0, 0
+    best: dict[str, Any] | None = None
+    best_state, best_epoch, waited = None, 0, 0
     if history.epochs and val_loader is not None:
         # A later phase (fine-tuning after the head warm-up) must not end worse than it started.
-        best_loss, _, _ = evaluate_loader(model, val_loader, device)
+        val_loss, probs, labels = evaluate_loader(model, val_loader, device)
+        best = {"val_loss": val_loss, "val_accuracy": float((probs.argmax(1) == labels).mean())}
         best_state, best_epoch = copy.deepcopy(model.state_dict()), history.epochs[-1]["epoch"]
     state: dict[str, Any] = {"model": model, "epoch": 0, "history": history, "stop": False, "phase": phase}
     for callback in callbacks:
@@ -250,8 +272,8 @@ def fit_model(
                 f"{phase} epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.3f} | "
                 f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f} | {record['seconds']:.1f}s"
             )
-        if record["val_loss"] < best_loss - 1e-6:
-            best_loss, best_epoch, waited = record["val_loss"], epoch, 0
+        if settings.improved(record, best):
+            best, best_epoch, waited = record, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             waited += 1
@@ -264,6 +286,7 @@ def fit_model(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+        history.kept_epoch = best_epoch
     for callback in callbacks:
         callback.on_fit_end(state)
     return history

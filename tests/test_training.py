@@ -1,0 +1,52 @@
+"""The training loop's choices that decide which weights a run keeps."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from headstart.training import History, TrainSettings, fit_model
+
+
+def test_monitor_val_accuracy_breaks_ties_by_loss():
+    settings = TrainSettings(monitor="val_accuracy")
+    best = {"val_loss": 0.30, "val_accuracy": 0.90}
+    assert settings.improved({"val_loss": 0.40, "val_accuracy": 0.92}, best)  # more correct, less confident
+    assert settings.improved({"val_loss": 0.20, "val_accuracy": 0.90}, best)  # tie → lower loss wins
+    assert not settings.improved({"val_loss": 0.35, "val_accuracy": 0.90}, best)
+    assert not TrainSettings().improved({"val_loss": 0.40, "val_accuracy": 0.92}, best)  # val_loss monitor
+
+
+def test_unknown_monitor_is_a_clear_error():
+    with pytest.raises(ValueError, match="monitor='val_f1'"):
+        TrainSettings(monitor="val_f1")
+
+
+def test_kept_epoch_is_the_restored_one():
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    y = (x[:, 0] > 0).long()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    model = nn.Linear(5, 2)
+    history = fit_model(model, loader, loader, TrainSettings(epochs=6, lr=5e-2, patience=None))
+    kept = history.kept_epoch
+    losses = {r["epoch"]: r["val_loss"] for r in history.epochs}
+    assert kept == min(losses, key=losses.get)
+    assert history.overfitting()["best_epoch"] == kept
+    final_loss = nn.functional.cross_entropy(model(x), y).item()
+    assert final_loss == pytest.approx(losses[kept], rel=1e-5)
+
+
+def test_later_phase_keeps_the_start_when_it_never_improves():
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    y = (x[:, 0] > 0).long()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    model = nn.Linear(5, 2)
+    history = fit_model(model, loader, loader, TrainSettings(epochs=30, lr=5e-2, patience=None))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # A rate this large can only make a converged model worse; the phase must hand it back unchanged.
+    fit_model(model, loader, loader, TrainSettings(epochs=2, lr=50.0, grad_clip=None, patience=None), phase="fine-tune", history=history)
+    assert history.kept_epoch == 30
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert isinstance(history, History)
