@@ -64,3 +64,16 @@ def test_validation_happens_at_fit():
         clf.fit(["a", "b"], [0, 1])
     with pytest.raises(Exception, match="not fitted"):
         TransferClassifier().predict(["x"])
+
+
+@pytest.mark.parametrize(
+    "check",
+    ["check_no_attributes_set_in_init", "check_get_params_invariance", "check_set_params", "check_parameters_default_constructible",
+     "check_estimator_cloneable", "check_estimator_repr", "check_do_not_raise_errors_in_init_or_set_params"],
+)
+def test_sklearn_api_checks(check):
+    """scikit-learn's own checks of the parameter contract. Its fitting checks feed numeric tables,
+    which a classifier over images and texts rejects by design, so they are not run."""
+    import sklearn.utils.estimator_checks as checks
+
+    getattr(checks, check)("TransferClassifier", TransferClassifier())
