@@ -144,6 +144,7 @@ def _timm_blocks(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], str]:
     from timm.models.convnext import ConvNeXt
     from timm.models.efficientnet import EfficientNet
     from timm.models.resnet import ResNet
+    from timm.models.vgg import VGG
     from timm.models.vision_transformer import VisionTransformer
 
     if isinstance(model, EfficientNet):
@@ -152,6 +153,11 @@ def _timm_blocks(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], str]:
     if isinstance(model, ResNet):
         stem = nn.Sequential(model.conv1, model.bn1, model.act1, model.maxpool)
         return [("stem", stem)] + [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)], "avg"
+    if isinstance(model, VGG):  # stage i ends at relu(i+1)_last, the layers Gatys-style losses read; the last max-pool is "pool"
+        pools = [i for i, layer in enumerate(model.features) if isinstance(layer, nn.MaxPool2d)]
+        bounds = [0, *pools]
+        stages = [(f"stage{i}", model.features[start:stop]) for i, (start, stop) in enumerate(zip(bounds, bounds[1:]))]
+        return [*stages, ("pool", model.features[pools[-1] :])], "avg"
     if isinstance(model, ConvNeXt):
         return [("stem", model.stem)] + [(f"stage{i}", s) for i, s in enumerate(model.stages)], "avg"
     if isinstance(model, VisionTransformer):
@@ -235,6 +241,8 @@ class TimmBackbone(Backbone):
         if not self.keeps_full_body:
             return None
         head = self._source[0].get_classifier()
+        if getattr(head, "in_features", self.feature_dim) != self.feature_dim:  # e.g. VGG's classifier reads its 4096-d MLP, not pooled maps
+            return None
         return head if isinstance(head, nn.Module) and not isinstance(head, nn.Identity) else None
 
     def architecture_config(self) -> dict[str, Any]:

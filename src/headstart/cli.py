@@ -173,7 +173,50 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(limit=args.limit, epochs=args.epochs, quiet=args.quiet)
 
 
+def cmd_stylize(args: argparse.Namespace) -> None:
+    import time
+
+    from headstart.io import atomic_path
+    from headstart.style import stylize
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it or choose another --out")
+    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+    if out.suffix.lower() not in formats:
+        raise ValueError(f"{out}: --out must end in .png, .jpg or .webp")
+    layers = [name for name in args.layers.split(",") if name] if args.layers else None
+    start = time.perf_counter()
+    image = stylize(
+        args.content,
+        args.style,
+        backbone=args.backbone,
+        weights=args.weights,
+        size=args.size or None,
+        style_scale=args.style_scale,
+        content_layer=args.content_layer,
+        style_layers=layers,
+        content_weight=args.content_weight,
+        style_weight=args.style_weight,
+        tv_weight=args.tv_weight,
+        transform=args.transform,
+        temperature=args.temperature,
+        steps=args.steps,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        parameterization=args.parameterization,
+        init=args.init,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    with atomic_path(out) as tmp:
+        image.save(tmp, format=formats[out.suffix.lower()])
+    print(f"saved {out} ({image.width}x{image.height}) in {time.perf_counter() - start:.1f} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from headstart.style import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT, DEFAULT_TEMPERATURE, DEFAULT_TV_WEIGHT
+
     parser = argparse.ArgumentParser(prog="headstart", description="Transfer learning for small labelled datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -235,6 +278,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=6, help="epochs for fine-tune and scratch")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("stylize", help="neural style transfer: optimise the pixels of CONTENT to take the style of STYLE (the backbone stays frozen)")
+    p.add_argument("content", help="image whose layout is kept")
+    p.add_argument("style", help="image whose colours and textures are taken")
+    p.add_argument("--out", required=True, help="output image (.png, .jpg or .webp); never overwritten without --overwrite")
+    p.add_argument("--backbone", default="efficientnet_lite0", help="convolutional image backbone: efficientnet_lite0 (default, offline), timm:vgg19 ...")
+    p.add_argument("--weights", default=None, help="local weights file for a timm: backbone")
+    p.add_argument("--size", type=int, default=256, help="longer side of the result in pixels (0: the content image's size)")
+    p.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to the result: larger gives larger strokes")
+    p.add_argument("--layers", default=None, help=f"style blocks, comma-separated names or globs as for freezing (default on EfficientNet: {','.join(DEFAULT_STYLE_LAYERS)})")
+    p.add_argument("--content-layer", default=None, help=f"block whose features keep the content (default on EfficientNet: {DEFAULT_CONTENT_LAYER})")
+    p.add_argument("--content-weight", type=float, default=1.0)
+    p.add_argument("--style-weight", type=float, default=DEFAULT_STYLE_WEIGHT)
+    p.add_argument("--tv-weight", type=float, default=DEFAULT_TV_WEIGHT, help="total-variation smoothing")
+    p.add_argument("--transform", default="softmax", choices=["softmax", "none"], help="softmax: SWAG features (Wang et al. 2021); none: Gatys' raw features")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="softmax temperature in units of each block's activation spread")
+    p.add_argument("--steps", type=int, default=300, help="optimiser iterations")
+    p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "adam"])
+    p.add_argument("--lr", type=float, default=None, help="step size (default 1 for L-BFGS, 0.05 for Adam)")
+    p.add_argument("--parameterization", default="fourier", choices=["fourier", "pixels"], help="optimise decorrelated Fourier coefficients (default) or raw pixels")
+    p.add_argument("--init", default="content", choices=["content", "noise"], help="start from the content image or from seeded noise")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_stylize)
     return parser
 
 
