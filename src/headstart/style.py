@@ -194,12 +194,17 @@ class StyleObjective:
         wanted = set(self.content_layers) | set(self.style_layers)
         x = (image - self._mean) / self._std
         found: dict[str, torch.Tensor] = {}
-        for block in self.backbone.blocks[: self._stop + 1]:
-            x = block.module(x)
-            if block.name in wanted:
-                if x.ndim != 4:
-                    raise ValueError(f"Block {block.name!r} of {self.backbone.spec.name} outputs {tuple(x.shape)}, not feature maps; style transfer needs a CNN")
-                found[block.name] = x
+        was_training = self.backbone.training
+        self.backbone.eval()  # BatchNorm uses (and never updates) its running statistics
+        try:
+            for block in self.backbone.blocks[: self._stop + 1]:
+                x = block.module(x)
+                if block.name in wanted:
+                    if x.ndim != 4:
+                        raise ValueError(f"Block {block.name!r} of {self.backbone.spec.name} outputs {tuple(x.shape)}, not feature maps; style transfer needs a CNN")
+                    found[block.name] = x
+        finally:
+            self.backbone.train(was_training)
         return found
 
     def _transform(self, name: str, features: torch.Tensor) -> torch.Tensor:
@@ -341,27 +346,22 @@ def stylize(
     area_scale = style_scale * math.sqrt(content_image.width * content_image.height / (style_image.width * style_image.height))
     style_image = _resized(style_image, max(16, round(max(style_image.size) * area_scale)))
     model = create_backbone(backbone, weights=weights) if isinstance(backbone, str) else backbone
-    was_training = model.training
-    model.eval()
-    try:
-        objective = StyleObjective(
-            model,
-            to_tensor(content_image),
-            to_tensor(style_image),
-            content_layer=content_layer or default_layers(model)[0],
-            style_layers=default_layers(model)[1] if style_layers is None else style_layers,
-            content_weight=content_weight,
-            style_weight=style_weight,
-            tv_weight=tv_weight,
-            transform=transform,
-            temperature=temperature,
-        )
-        start = to_tensor(content_image)
-        if init == "noise":
-            start = torch.rand(start.shape, generator=torch.Generator().manual_seed(seed))
-        result = optimize_pixels(objective, start, steps=steps, optimizer=optimizer, lr=lr, parameterization=parameterization, progress=progress)
-    finally:
-        model.train(was_training)
+    objective = StyleObjective(
+        model,
+        to_tensor(content_image),
+        to_tensor(style_image),
+        content_layer=content_layer or default_layers(model)[0],
+        style_layers=default_layers(model)[1] if style_layers is None else style_layers,
+        content_weight=content_weight,
+        style_weight=style_weight,
+        tv_weight=tv_weight,
+        transform=transform,
+        temperature=temperature,
+    )
+    start = to_tensor(content_image)
+    if init == "noise":
+        start = torch.rand(start.shape, generator=torch.Generator().manual_seed(seed))
+    result = optimize_pixels(objective, start, steps=steps, optimizer=optimizer, lr=lr, parameterization=parameterization, progress=progress)
     return to_image(result)
 
 
