@@ -15,6 +15,10 @@ bottlenecks with signed values on very different scales, so each block's tempera
 activations' standard deviation on the content image times ``temperature`` (SWAG's ResNets used
 temperature 1 on post-ReLU maps).
 
+The optimiser moves the image's decorrelated Fourier coefficients (:class:`FourierImage`), not its
+raw pixels: on strided networks, raw-pixel descent mostly adds high-frequency noise.
+docs/style-transfer.md shows both changes' effect.
+
 >>> image = stylize("china.jpg", "flower.jpg", size=256)
 >>> image.save("china-flower.png")
 """
@@ -140,14 +144,14 @@ class StyleObjective:
         ``(1, 3, H, W)`` images in ``[0, 1]`` (not normalised).
     content_layer : str, default="stage4"
         Block whose features the result must share with the content image.
-    style_layers : sequence of str
+    style_layers : sequence of str, default=("stem", "stage1", "stage2", "stage3", "stage5")
         Blocks (names or globs) whose Gram matrices the result must share with the style image.
-    content_weight, style_weight, tv_weight : float
+    content_weight, style_weight, tv_weight : float, default=1, 30, 1
         Weights of the three terms. Content and style terms are relative errors, so they are
         comparable across blocks and backbones.
     transform : {"softmax", "none"}, default="softmax"
         SWAG's softmax of each feature map before the losses, or raw features (Gatys).
-    temperature : float, default=1.0
+    temperature : float, default=3.0
         Softmax temperature, in units of each block's activation standard deviation.
     """
 
@@ -305,7 +309,7 @@ def stylize(
     content_layer, style_layers : block names, optional
         Which blocks measure content and style; globs (``"stage[0-2]"``) as in ``freeze``. Default:
         :func:`default_layers` (``stage4`` and ``stem, stage1, stage2, stage3, stage5`` on EfficientNet).
-    content_weight, style_weight, tv_weight : float, default=1, 10, 10
+    content_weight, style_weight, tv_weight : float, default=1, 30, 1
         Weights of the content, style and total-variation terms (see :class:`StyleObjective`).
     transform, temperature
         SWAG's softmax transformation of features (default) or ``"none"`` for Gatys' raw features.
