@@ -32,6 +32,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl", ".json"})
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 TEXT_COLUMNS = ("text", "sentence", "message", "content", "review", "document", "question")
+LARGEST_DECODE = 4096
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "y")
 
 Item = Union[Path, str, Image.Image]
@@ -52,6 +53,10 @@ class Dataset:
         ``(file or row, reason)`` for everything left out.
     notes : list of str
         How the splits were formed (e.g. "val/ folder used as test split").
+    warnings : list of str
+        Problems that do not stop training but bias its results (test examples duplicated in train).
+    duplicates : int
+        Number of test examples whose content also appears in train or val.
     """
 
     modality: str
@@ -60,6 +65,8 @@ class Dataset:
     source: str = ""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    duplicates: int = 0
 
     def items(self, split: str) -> list[Any]:
         return self.splits[split][0]
@@ -82,6 +89,8 @@ class Dataset:
             "skipped_reasons": dict(reasons),
             "skipped_files": [{"file": f, "reason": r} for f, r in self.skipped],
             "notes": self.notes,
+            "warnings": self.warnings,
+            "duplicates_across_splits": self.duplicates,
         }
 
 
@@ -91,10 +100,17 @@ class Dataset:
 
 
 def load_image(source: Item) -> Image.Image:
-    """Decode an image to 8-bit RGB: EXIF rotation applied; palette, RGBA, CMYK, 16-bit and grey converted."""
-    image = source if isinstance(source, Image.Image) else Image.open(source)
+    """Decode an image to 8-bit RGB: EXIF rotation applied; palette, RGBA, CMYK, 16-bit and grey converted.
+
+    Animated images give their first frame. JPEGs wider or taller than ``2 * LARGEST_DECODE`` are
+    decoded at reduced scale (never below ``LARGEST_DECODE`` a side): the model sees a few hundred
+    pixels, and a 10,000 x 10,000 photo then costs 75 MB instead of 300 MB.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = source if isinstance(source, Image.Image) else Image.open(source)
+        if image.format == "JPEG" and max(image.size) > 2 * LARGEST_DECODE and image is not source:
+            image.draft("RGB", (LARGEST_DECODE, LARGEST_DECODE))  # decode a huge photo at 1/2, 1/4 or 1/8 scale
         image.seek(0) if getattr(image, "n_frames", 1) > 1 else None
         image = ImageOps.exif_transpose(image) or image
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -110,6 +126,8 @@ def load_image(source: Item) -> Image.Image:
 
 def check_image(path: Path) -> str | None:
     """Fully decode ``path`` (at reduced scale for JPEG); return why it is unusable, or None."""
+    if not path.exists():
+        return "no such file (or a broken or looping symbolic link)"
     try:
         if path.stat().st_size == 0:
             return "empty file"
@@ -132,12 +150,26 @@ def _class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _is_loop(folder: Path, root: Path) -> bool:
+    """True when ``folder`` is a symbolic link to ``root`` or one of its parents (walking it never ends)."""
+    return folder.is_symlink() and root.resolve().is_relative_to(folder.resolve())
+
+
 def _scan_class_folders(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[Path], list[str]]:
     paths: list[Path] = []
     names: list[str] = []
+    folders = []
     for folder in _class_folders(root):
-        for path in sorted(folder.rglob("*")):
-            if path.is_dir() or any(part.startswith(".") for part in path.relative_to(folder).parts):
+        if _is_loop(folder, root):
+            skipped.append((str(folder), "symbolic link loop (points to a parent folder); class left out"))
+        else:
+            folders.append(folder)
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):  # rglob does not follow symbolic links below the class folder
+            if path.is_dir():
+                continue
+            if any(part.startswith(".") for part in path.relative_to(folder).parts):
+                skipped.append((str(path), "hidden file"))
                 continue
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 skipped.append((str(path), f"not an image file ({path.suffix or 'no extension'})"))
@@ -148,6 +180,8 @@ def _scan_class_folders(root: Path, skipped: list[tuple[str, str]]) -> tuple[lis
         problems = list(pool.map(check_image, paths))
     kept = [(p, n) for p, n, problem in zip(paths, names, problems) if problem is None]
     skipped.extend((str(p), problem) for p, problem in zip(paths, problems) if problem is not None)
+    used = {n for _, n in kept}
+    skipped.extend((str(folder), "class folder without usable images; class left out") for folder in folders if folder.name not in used)
     return [p for p, _ in kept], [n for _, n in kept]
 
 
@@ -192,7 +226,11 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         return rows
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     csv.field_size_limit(10_000_000)
-    return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        return list(reader)
+    except csv.Error as error:
+        raise ValueError(f"{path}:{reader.line_num}: unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({error}); fix or remove that line") from None
 
 
 def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path, flag: str) -> str:
@@ -234,8 +272,24 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
                 continue
         items, labels = raw.setdefault(split, ([], []))
         items.append(str(text))
-        labels.append(str(label).strip())
+        labels.append(label_name(label))
     return _finish(path, "text", raw, skipped, [], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+def label_name(value: Any) -> str:
+    """A label as a class name: ``1``, ``1.0`` and ``"1"`` are one class; surrounding spaces dropped."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def sort_classes(names: set[str] | Sequence[str]) -> list[str]:
+    """Class names in order: numerically when every name is a number (2 before 10), else by text."""
+    names = sorted(set(names))
+    try:
+        return sorted(names, key=float)
+    except ValueError:
+        return names
 
 
 # ------------------------------------------------------------------------------------------------
@@ -290,7 +344,7 @@ def _finish(
         raw["val"] = _take(raw["train"], val)
         raw["train"] = _take(raw["train"], keep)
         notes.append(f"validation: stratified {val_fraction:.0%} of train (seed {seed + 1})")
-    classes = sorted(set(raw["train"][1]))
+    classes = sort_classes(raw["train"][1])
     index = {name: i for i, name in enumerate(classes)}
     splits: dict[str, tuple[list[Any], list[int]]] = {}
     for split in ("train", "val", "test"):
@@ -299,7 +353,22 @@ def _finish(
         if unknown:
             raise ValueError(f"{source}: labels {unknown[:5]} appear in {split} but not in train; add training examples for them or remove them")
         splits[split] = (items, [index[n] for n in names])
-    return Dataset(modality, classes, splits, str(source), skipped, notes)
+    duplicates, found = _duplicates(splits)
+    alerts = []
+    if duplicates:
+        alerts.append(
+            f"leakage: {duplicates} of {len(splits['test'][0])} test examples are identical (by content hash) to training or "
+            f"validation examples (e.g. {str(found)[:120]}); held-out metrics will be optimistic; remove the duplicates"
+        )
+        warnings.warn(f"{source}: {alerts[-1]}", UserWarning, stacklevel=3)
+    return Dataset(modality, classes, splits, str(source), skipped, notes, alerts, duplicates)
+
+
+def _duplicates(splits: dict[str, tuple[list[Any], list[int]]]) -> tuple[int, Any]:
+    """Test examples whose content (file bytes or text) also occurs in train or val, and the first of them."""
+    seen = {content_key(item) for split in ("train", "val") for item in splits[split][0]}
+    hits = [item for item in splits["test"][0] if content_key(item) in seen]
+    return len(hits), (hits[0] if hits else None)
 
 
 def _check_classes(source: Path, labels: Sequence[str]) -> None:
@@ -339,7 +408,12 @@ def from_examples(items: Sequence[Any], labels: Sequence[Any], *, val_fraction: 
     looks_like_image = [isinstance(x, (Path, Image.Image)) or (isinstance(x, str) and Path(x).suffix.lower() in IMAGE_EXTENSIONS) for x in items]
     modality = "image" if items and all(looks_like_image) else "text"
     items = as_items(items, modality)
-    raw = {"train": (list(items), [str(y) for y in labels])}
+    if modality == "image":
+        for item in items:
+            problem = check_image(item) if isinstance(item, Path) else None
+            if problem is not None:
+                raise ValueError(f"{item}: {problem}; remove it from the examples or replace the file")
+    raw = {"train": (list(items), [label_name(y) for y in labels])}
     return _finish(Path(source), modality, raw, [], [], val_fraction=val_fraction, test_fraction=0.0, seed=seed)
 
 
