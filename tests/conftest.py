@@ -22,12 +22,12 @@ def photo(seed: int = 0, size: tuple[int, int] = (40, 30)) -> Image.Image:
     return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
 
 
-def class_folder(root: Path, per_class: int = 4, classes: tuple[str, ...] = ("cats", "dogs")) -> Path:
-    """``root/<class>/<i>.jpg`` with distinct generated pictures."""
+def class_folder(root: Path, per_class: int = 4, classes: tuple[str, ...] = ("cats", "dogs"), *, seed: int = 0) -> Path:
+    """``root/<class>/<i>.jpg`` with distinct generated pictures (another ``seed`` gives other pictures)."""
     for c, name in enumerate(classes):
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            photo(10 * c + i).save(root / name / f"{i}.jpg")
+            photo(seed * 1000 + 10 * c + i).save(root / name / f"{i}.jpg")
     return root
 
 

@@ -67,7 +67,7 @@ def test_exif_rotation_applied(tmp_path):
 
 def test_split_folders_are_used(tmp_path):
     _folder(tmp_path / "d" / "train", per_class=8)
-    _folder(tmp_path / "d" / "val", per_class=3)
+    _folder(tmp_path / "d" / "val", per_class=3, seed=1)
     data = load_dataset(tmp_path / "d")
     assert len(data.items("test")) == 6  # val/ becomes the held-out split
     assert len(data.items("train")) + len(data.items("val")) == 16

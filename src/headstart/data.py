@@ -230,7 +230,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     try:
         return list(reader)
     except csv.Error as error:
-        raise ValueError(f"{path}:{reader.line_num}: unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({error}); fix or remove that line") from None
+        raise ValueError(f"{path}:{reader.line_num + 1}: unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({error}); fix or remove that line") from None
 
 
 def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path, flag: str) -> str:
