@@ -13,13 +13,14 @@ raise ``ValueError`` with one line naming the file and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,12 +107,31 @@ def load_image(source: Item) -> Image.Image:
     decoded at reduced scale (never below ``LARGEST_DECODE`` a side): the model sees a few hundred
     pixels, and a 10,000 x 10,000 photo then costs 75 MB instead of 300 MB.
     """
+    if isinstance(source, Image.Image):
+        return _to_rgb(source)
+    with _quiet_pillow(), Image.open(source) as image:  # closed here: a long run must not leak one file handle per image
+        if image.format == "JPEG" and max(image.size) > 2 * LARGEST_DECODE:
+            image.draft("RGB", (LARGEST_DECODE, LARGEST_DECODE))  # decode a huge photo at 1/2, 1/4 or 1/8 scale
+        return _to_rgb(image)
+
+
+@contextlib.contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Silence Pillow's warnings about damaged metadata ("Corrupt EXIF data", "Truncated File Read").
+
+    The pixels decode (or the file is skipped with a reason); a scraped folder must not flood the
+    terminal with one warning per file. Bombs beyond Pillow's hard limit still raise.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = source if isinstance(source, Image.Image) else Image.open(source)
-        if image.format == "JPEG" and max(image.size) > 2 * LARGEST_DECODE and image is not source:
-            image.draft("RGB", (LARGEST_DECODE, LARGEST_DECODE))  # decode a huge photo at 1/2, 1/4 or 1/8 scale
-        image.seek(0) if getattr(image, "n_frames", 1) > 1 else None
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    with _quiet_pillow():
+        if image.tell() != 0:  # an animation is used by its first frame (never count frames: a damaged one raises)
+            image.seek(0)
         image = ImageOps.exif_transpose(image) or image
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             array = np.asarray(image, dtype=np.float64)
@@ -131,11 +151,9 @@ def check_image(path: Path) -> str | None:
     try:
         if path.stat().st_size == 0:
             return "empty file"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.draft("RGB", (64, 64))
-                image.load()
+        with _quiet_pillow(), Image.open(path) as image:
+            image.draft("RGB", (64, 64))
+            _to_rgb(image)  # the same conversion training will do, at reduced scale for JPEG
         return None
     except Image.DecompressionBombError:
         return "decompression bomb (too many pixels)"
@@ -144,6 +162,8 @@ def check_image(path: Path) -> str | None:
         if "cannot identify image file" in text:
             return "not an image (cannot identify format)"
         return f"cannot decode image ({text[:80]})"
+    except Exception as error:  # noqa: BLE001 - Pillow raises TypeError, KeyError, struct.error... for damaged files
+        return f"cannot decode image ({type(error).__name__}: {str(error).splitlines()[0][:80] if str(error) else ''})"
 
 
 def _class_folders(root: Path) -> list[Path]:
@@ -249,7 +269,7 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
     rows = _read_rows(path)
     if not rows:
         raise ValueError(f"{path}: no rows; the file needs a header and at least one row per class")
-    columns = list(rows[0].keys())
+    columns = [c for c in rows[0] if isinstance(c, str)]  # a CSV row longer than its header adds a None key
     text_col = _pick_column(columns, text_column, TEXT_COLUMNS, "text", path, "--text-column")
     label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
     split_col = next((c for c in columns if c.lower() == "split"), None)
