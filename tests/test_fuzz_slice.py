@@ -37,6 +37,24 @@ def test_damaged_multi_frame_tiff_is_skipped_not_a_crash(tmp_path):
     assert check_image(path) is None and load_image(path).size == (8, 8)  # the first frame is intact and used
 
 
+def test_extreme_aspect_ratio_is_skipped_not_a_crash(tmp_path):
+    """Found by the fuzzer: a 1-pixel-wide TIFF strip passed the check, then resizing it ran out of memory."""
+    from PIL import Image
+
+    from headstart.data import check_image, load_dataset
+
+    Image.new("L", (1, 30_000)).save(tmp_path / "strip.png")
+    assert check_image(tmp_path / "strip.png") == "extreme aspect ratio (1 x 30000, over 100:1); crop it or remove it"
+    Image.new("RGB", (2_000, 21)).save(tmp_path / "banner.png")  # 95:1 is still an image
+    assert check_image(tmp_path / "banner.png") is None
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i, 0, 0) if name == "a" else (0, i, 0)).save(tmp_path / "data" / name / f"{i}.png")
+    (tmp_path / "strip.png").rename(tmp_path / "data" / "a" / "strip.png")
+    assert [r for _, r in load_dataset(tmp_path / "data").skipped] == [check_image(tmp_path / "data" / "a" / "strip.png")]
+
+
 def test_csv_row_longer_than_its_header_is_read(tmp_path):
     """Found by the fuzzer: a row with more cells than the header added a ``None`` column name."""
     from headstart.data import load_dataset

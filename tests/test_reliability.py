@@ -141,3 +141,16 @@ def test_same_seed_gives_identical_metrics(elpv_folder, tmp_path):
     assert a.metrics == b.metrics and _curves(a) == _curves(b)
     assert (a.directory / "model.safetensors").read_bytes() == (b.directory / "model.safetensors").read_bytes()
     assert _curves(a) != _curves(c)  # the seed is what fixed them
+
+
+class PoisonWeights(Callback):
+    """Make the first trained weight NaN, as a far too high learning rate would."""
+
+    def on_fit_start(self, state):
+        with torch.no_grad():
+            next(state["model"].parameters()).fill_(float("nan"))
+
+
+def test_nan_loss_stops_with_a_hint_to_lower_the_learning_rate(elpv_folder, tmp_path):
+    with pytest.raises(FloatingPointError, match=r"^feature-extraction epoch 1: loss became nan; lower the learning rate \(now 0.001\)$"):
+        fit(elpv_folder, out=tmp_path / "nan", epochs=3, callbacks=[PoisonWeights()], quiet=True)

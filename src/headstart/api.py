@@ -134,7 +134,8 @@ def fit(
         Continue the interrupted run in ``out`` from its checkpoint; use :func:`resume`, which
         repeats the run's own arguments.
     """
-    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items() if k not in ("callbacks", "resume", "quiet", "overwrite")}
+    given = dict(locals())  # this call's arguments: saved in the checkpoint so that `resume` can repeat the call
+    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if k not in ("callbacks", "resume", "quiet", "overwrite")}
     started = time.perf_counter()
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")

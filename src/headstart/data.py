@@ -34,6 +34,7 @@ TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl", ".json"})
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 TEXT_COLUMNS = ("text", "sentence", "message", "content", "review", "document", "question")
 LARGEST_DECODE = 4096
+MAX_ASPECT_RATIO = 100  # a 1 x 8,000,000 strip decodes, but resizing its short side to 256 needs 2 billion pixels
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "y")
 
 Item = Union[Path, str, Image.Image]
@@ -152,6 +153,9 @@ def check_image(path: Path) -> str | None:
         if path.stat().st_size == 0:
             return "empty file"
         with _quiet_pillow(), Image.open(path) as image:
+            width, height = image.size
+            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                return f"extreme aspect ratio ({width} x {height}, over {MAX_ASPECT_RATIO}:1); crop it or remove it"
             image.draft("RGB", (64, 64))
             _to_rgb(image)  # the same conversion training will do, at reduced scale for JPEG
         return None
