@@ -55,6 +55,23 @@ def test_extreme_aspect_ratio_is_skipped_not_a_crash(tmp_path):
     assert [r for _, r in load_dataset(tmp_path / "data").skipped] == [check_image(tmp_path / "data" / "a" / "strip.png")]
 
 
+def test_float_image_with_nan_and_inf_decodes_cleanly(tmp_path):
+    """Found by the fuzzer: a float (PFM) image holding NaN/inf gave undefined pixels and numpy warnings."""
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from headstart.data import load_image
+
+    pixels = np.array([[np.nan, np.inf, -np.inf, 0.5]], dtype=np.float32).repeat(4, axis=0)
+    Image.fromarray(pixels, mode="F").save(tmp_path / "float.tiff")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rgb = np.asarray(load_image(tmp_path / "float.tiff"))
+    assert rgb[0, :, 0].tolist() == [0, 0, 0, 127]  # NaN and inf become black; 0..1 floats are scaled to 0..255
+
+
 def test_csv_row_longer_than_its_header_is_read(tmp_path):
     """Found by the fuzzer: a row with more cells than the header added a ``None`` column name."""
     from headstart.data import load_dataset

@@ -135,9 +135,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
             image.seek(0)
         image = ImageOps.exif_transpose(image) or image
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            array = np.asarray(image, dtype=np.float64)
-            high = array.max() or 1.0
-            image = Image.fromarray((array * (255.0 / (65535.0 if high > 255 else 255.0))).clip(0, 255).astype(np.uint8))
+            with np.errstate(invalid="ignore", over="ignore"):
+                array = np.nan_to_num(np.asarray(image).astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)  # float images may hold NaN/inf
+            high = array.max(initial=0.0)
+            scale = 255.0 if image.mode == "F" and high <= 1.0 else 255.0 / (65535.0 if high > 255 else 255.0)
+            image = Image.fromarray((array * scale).clip(0, 255).astype(np.uint8))
         if image.mode in ("P", "PA", "LA", "RGBA", "La"):
             image = image.convert("RGBA")
             background = Image.new("RGBA", image.size, (255, 255, 255, 255))
