@@ -9,9 +9,26 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"  # a hub lookup must fail fast, never retry
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def photo(seed: int = 0, size: tuple[int, int] = (40, 30)) -> Image.Image:
+    """A small random RGB picture (generated, so nothing is committed)."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def class_folder(root: Path, per_class: int = 4, classes: tuple[str, ...] = ("cats", "dogs"), *, seed: int = 0) -> Path:
+    """``root/<class>/<i>.jpg`` with distinct generated pictures (another ``seed`` gives other pictures)."""
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            photo(seed * 1000 + 10 * c + i).save(root / name / f"{i}.jpg")
+    return root
 
 
 def shared_dataset(name: str) -> Path:

@@ -10,7 +10,7 @@ import pytest
 
 from headstart.cli import main
 
-COMMANDS = ["fit", "evaluate", "predict", "summary", "list", "demo", "stylize"]
+COMMANDS = ["fit", "resume", "evaluate", "predict", "summary", "list", "demo", "stylize"]
 
 
 def test_module_entry_point_help():

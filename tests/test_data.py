@@ -7,22 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import class_folder as _folder
+from conftest import photo as _photo
 from PIL import Image
 
 from headstart.data import load_dataset, load_image
-
-
-def _photo(seed: int = 0, size: tuple[int, int] = (40, 30)) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-
-
-def _folder(root: Path, per_class: int = 4, classes: tuple[str, ...] = ("cats", "dogs")) -> Path:
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            _photo(10 * c + i).save(root / name / f"{i}.jpg")
-    return root
 
 
 def test_bad_files_are_skipped_named_and_counted(tmp_path):
@@ -40,11 +29,12 @@ def test_bad_files_are_skipped_named_and_counted(tmp_path):
     (root / "dogs" / "truncated.png").write_bytes(png.getvalue()[:200])
     data = load_dataset(root)
     reasons = {Path(f).name: r for f, r in data.skipped}
-    assert set(reasons) == {"empty.jpg", "truncated.jpg", "notes.jpg", "readme.txt", "truncated.png"}
+    assert set(reasons) == {"empty.jpg", "truncated.jpg", "notes.jpg", "readme.txt", "truncated.png", ".DS_Store"}
     assert reasons["empty.jpg"] == "empty file"
     assert "not an image" in reasons["notes.jpg"] and "not an image" in reasons["readme.txt"]
     assert "decode" in reasons["truncated.jpg"] and "decode" in reasons["truncated.png"]
-    assert data.summary()["skipped"] == 5
+    assert reasons[".DS_Store"] == "hidden file"
+    assert data.summary()["skipped"] == 6
     total = sum(len(data.items(s)) for s in ("train", "val", "test"))
     assert total == 12 and data.classes == ["cats", "dogs"]
 
@@ -77,7 +67,7 @@ def test_exif_rotation_applied(tmp_path):
 
 def test_split_folders_are_used(tmp_path):
     _folder(tmp_path / "d" / "train", per_class=8)
-    _folder(tmp_path / "d" / "val", per_class=3)
+    _folder(tmp_path / "d" / "val", per_class=3, seed=1)
     data = load_dataset(tmp_path / "d")
     assert len(data.items("test")) == 6  # val/ becomes the held-out split
     assert len(data.items("train")) + len(data.items("val")) == 16

@@ -8,9 +8,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import platform
+import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +23,8 @@ import numpy as np
 import torch
 
 from headstart import __version__
-from headstart.data import Dataset, as_items, load_dataset, make_loader
+from headstart.checkpoint import ARGS_NAME, Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
+from headstart.data import Dataset, as_items, check_image, load_dataset, make_loader
 from headstart.features import EmbeddingCache
 from headstart.io import atomic_write_text
 from headstart.metrics import classification_metrics
@@ -28,7 +32,7 @@ from headstart.model import TransferModel
 from headstart.preprocessing import ImagePreprocessing
 from headstart.progress import Progress
 from headstart.strategies import FitContext, Strategy, make_strategy
-from headstart.training import History, evaluate_loader, seed_everything
+from headstart.training import Callback, History, evaluate_loader, seed_everything
 
 METRICS_NAME = "metrics.json"
 HISTORY_NAME = "history.json"
@@ -61,6 +65,8 @@ def _default_run_dir(data: str | Path | Dataset, strategy: str) -> Path:
 
 
 def _check_run_dir(directory: Path, overwrite: bool) -> None:
+    if (checkpoint_dir(directory) / ARGS_NAME).is_file() and not overwrite:
+        raise FileExistsError(f"{directory}: holds an interrupted run; continue it with `headstart resume {directory}`, or pass --overwrite")
     if directory.exists() and any(directory.iterdir()) and not overwrite:
         raise FileExistsError(f"{directory}: already exists and is not empty; choose another --out or pass --overwrite")
 
@@ -93,6 +99,8 @@ def fit(
     cache_dir: str | Path | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    callbacks: Sequence[Callback] = (),
+    resume: bool = False,
 ) -> Run:
     """Train a classifier on ``data`` by transfer from ``backbone`` and (by default) save the run.
 
@@ -107,6 +115,7 @@ def fit(
     strategy : {"feature-extraction", "fine-tune", "full", "scratch"} or Strategy
     out : path, optional
         Run directory; default ``runs/<data>-<strategy>-<time>``. Never overwritten unless ``overwrite``.
+        While training, ``out/checkpoint/`` holds what :func:`resume` needs after an interruption.
     monitor : {"val_loss", "val_accuracy"}, optional
         What early stopping and the kept weights follow; each strategy has its own default.
     trainable_blocks, freeze :
@@ -115,39 +124,64 @@ def fit(
         Use the pooled output of this block instead of the last one.
     image_size : int, optional
         Input resolution instead of the weights' own (saved with the run, so ``predict`` reuses it).
+    batch_size : int, default=32
+        Halved and the run restarted when the GPU runs out of memory (down to 1).
     seed : int, default=0
         Same data, seed and settings give identical results on CPU.
+    callbacks : sequence of Callback, default=()
+        Called by every training phase (see :class:`headstart.training.Callback`).
+    resume : bool, default=False
+        Continue the interrupted run in ``out`` from its checkpoint; use :func:`resume`, which
+        repeats the run's own arguments.
     """
+    given = dict(locals())  # this call's arguments: saved in the checkpoint so that `resume` can repeat the call
+    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if k not in ("callbacks", "resume", "quiet", "overwrite")}
     started = time.perf_counter()
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
     directory = None
     if save:
         directory = Path(out) if out is not None else _default_run_dir(data, strategy if isinstance(strategy, str) else strategy.name)
-    if directory is not None:
+    if directory is not None and not resume:
         _check_run_dir(directory, overwrite)
+    if resume and directory is None:
+        raise ValueError("resume=True needs the run directory: pass out=RUN (or call headstart.resume(RUN))")
+    checkpoint = Checkpoint(directory, resume=resume) if directory is not None else None
     dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
     chosen = strategy if isinstance(strategy, Strategy) else make_strategy(
         strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, monitor=monitor, trainable_blocks=trainable_blocks, freeze=freeze, batchnorm=batchnorm
     )
-    seed_everything(seed)
-    model = TransferModel.from_backbone(backbone, dataset.classes, cut=cut, hidden=hidden, dropout=dropout, pretrained=chosen.pretrained, weights=weights)
-    if model.modality != dataset.modality:
-        raise ValueError(f"{backbone!r} is a {model.modality} backbone but {dataset.source} holds {dataset.modality} data; see `headstart list`")
-    if image_size is not None:
-        if not isinstance(model.preprocessing, ImagePreprocessing):
-            raise ValueError("--image-size applies to image backbones only")
-        model.backbone.preprocessing = replace(model.preprocessing, input_size=int(image_size))
-    model.to("cuda" if torch.cuda.is_available() else "cpu").fast_layout()
+    if directory is not None and not resume:
+        write_fit_args(directory, {**arguments, "data": str(Path(dataset.source).resolve()) if not isinstance(data, Dataset) else None,
+                                   "strategy": chosen.name if isinstance(strategy, str) else None})  # fmt: skip
+
+    def build() -> TransferModel:
+        seed_everything(seed)
+        model = TransferModel.from_backbone(backbone, dataset.classes, cut=cut, hidden=hidden, dropout=dropout, pretrained=chosen.pretrained, weights=weights)
+        if model.modality != dataset.modality:
+            raise ValueError(f"{backbone!r} is a {model.modality} backbone but {dataset.source} holds {dataset.modality} data; see `headstart list`")
+        if image_size is not None:
+            if not isinstance(model.preprocessing, ImagePreprocessing):
+                raise ValueError("--image-size applies to image backbones only")
+            model.backbone.preprocessing = replace(model.preprocessing, input_size=int(image_size))
+        return model.to("cuda" if torch.cuda.is_available() else "cpu").fast_layout()
+
+    model = build()
     with Progress(quiet=quiet) as progress:
         summary = dataset.summary()
         progress.log(f"data: {dataset.source}: {', '.join(f'{s} {sum(c.values())}' for s, c in summary['counts'].items())}; classes {dataset.classes}")
         for note in dataset.notes:
             progress.log(f"data: {note}")
         if dataset.skipped:
-            progress.log(f"data: skipped {len(dataset.skipped)} files: " + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else ""))
-        ctx = FitContext(progress=progress, cache=EmbeddingCache(cache_dir), batch_size=batch_size, seed=seed, augment=augment)
-        history = chosen.run(model, dataset, ctx)
+            reasons = ", ".join(f"{n} {r}" for r, n in summary["skipped_reasons"].items())
+            progress.log(f"data: skipped {len(dataset.skipped)} ({reasons}): " + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else ""))
+        for warning in dataset.warnings:
+            progress.log(f"warning: {warning}")
+        ctx = FitContext(progress=progress, cache=EmbeddingCache(cache_dir), batch_size=batch_size, seed=seed, augment=augment,
+                         callbacks=[*([checkpoint] if checkpoint else []), *callbacks])  # fmt: skip
+        if resume:
+            progress.log(f"resuming {directory} from its checkpoint")
+        history, model = _run_strategy(chosen, model, build, dataset, ctx, checkpoint, directory)
         overfit = history.overfitting()
         if overfit["detected"]:
             progress.log(f"warning: {overfit['message']}")
@@ -158,8 +192,35 @@ def fit(
         log_lines = list(progress.lines)
     run = Run(model.eval(), history, metrics, directory, summary, seconds)
     if directory is not None:
-        _save_run(run, chosen, backbone=backbone, seed=seed, batch_size=batch_size, log_lines=log_lines)
+        _save_run(run, chosen, backbone=backbone, seed=seed, batch_size=ctx.batch_size, log_lines=log_lines)
+        shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # finished: nothing left to resume
     return run
+
+
+def _run_strategy(
+    strategy: Strategy, model: TransferModel, build: Callable[[], TransferModel], dataset: Dataset, ctx: FitContext, checkpoint: Checkpoint | None, directory: Path | None
+) -> tuple[History, TransferModel]:
+    """Run ``strategy``; on a GPU out-of-memory error restart it with half the batch; on Ctrl-C say how to resume."""
+    while True:
+        try:
+            return strategy.run(model, dataset, ctx), model
+        except torch.OutOfMemoryError:
+            if ctx.batch_size == 1:
+                raise MemoryError("out of GPU memory even with batch size 1; use a smaller --image-size or backbone, or a --cut block") from None
+            ctx.progress.log(f"warning: out of GPU memory with batch size {ctx.batch_size}; restarting with batch size {ctx.batch_size // 2}")
+            ctx.batch_size //= 2
+            del model
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if checkpoint is not None and directory is not None:
+                checkpoint.reset()
+                write_fit_args(directory, {**read_fit_args(directory), "batch_size": ctx.batch_size})
+            model = build()
+        except KeyboardInterrupt:
+            if directory is None:
+                raise
+            raise KeyboardInterrupt(f"interrupted; continue with `headstart resume {directory}` (nothing after the last finished epoch is lost)") from None
 
 
 def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_size: int, log_lines: list[str]) -> None:
@@ -177,6 +238,30 @@ def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_s
     atomic_write_text(run.directory / METRICS_NAME, json.dumps({**run.metrics, "seconds": run.seconds}, indent=2))
     atomic_write_text(run.directory / HISTORY_NAME, json.dumps(run.history.to_dict(), indent=2))
     atomic_write_text(run.directory / LOG_NAME, "\n".join(log_lines + [f"skipped: {f} ({r})" for f, r in ((d["file"], d["reason"]) for d in run.dataset["skipped_files"])]) + "\n")
+
+
+def resume(
+    directory: str | Path,
+    *,
+    data: Dataset | None = None,
+    strategy: Strategy | None = None,
+    quiet: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> Run:
+    """Continue a run that Ctrl-C or a crash interrupted, with the arguments :func:`fit` was given.
+
+    Finished phases are skipped and the interrupted one continues after its last finished epoch;
+    on CPU the result equals that of an uninterrupted run. ``data`` and ``strategy`` are needed only
+    when the run was started with an in-memory :class:`Dataset` or a :class:`Strategy` object.
+    """
+    directory = Path(directory)
+    arguments = read_fit_args(directory)
+    for name, given in (("data", data), ("strategy", strategy)):
+        if given is not None:
+            arguments[name] = given
+        elif arguments[name] is None:
+            raise ValueError(f"{directory}: the run was started with an in-memory {name}; pass it again: resume(RUN, {name}=...)")
+    return fit(**{**arguments, "out": directory}, quiet=quiet, callbacks=callbacks, resume=True)
 
 
 def from_pretrained(directory: str | Path) -> TransferModel:
@@ -210,6 +295,10 @@ def predict(model: TransferModel | str | Path, items: list[Any], *, batch_size: 
     """Label and probability for each item (paths are read with the run's own preprocessing)."""
     model = _as_model(model)
     items = as_items(items, model.modality)
+    for item in items:
+        problem = check_image(item) if isinstance(item, Path) else None
+        if problem is not None:
+            raise ValueError(f"{item}: {problem}; pass image files (JPEG, PNG, ...)")
     probs = predict_proba(model, items, batch_size=batch_size)
     out = []
     for item, row in zip(items, probs):

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-_USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, OSError, ImportError, FloatingPointError)
+_USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, OSError, ImportError, FloatingPointError, MemoryError)
 
 
 def _print_json(data: Any) -> None:
@@ -72,13 +72,23 @@ def cmd_fit(args: argparse.Namespace) -> None:
         text_column=args.text_column,
         label_column=args.label_column,
     )
-    if args.json:
+    _print_run(run, as_json=args.json)
+
+
+def _print_run(run: Any, *, as_json: bool) -> None:
+    if as_json:
         _print_json({"directory": str(run.directory), "metrics": run.metrics, "overfitting": run.history.overfitting(), "seconds": run.seconds})
         return
     console = Console()
     if "test" in run.metrics:
         console.print(_metrics_table("test", run.metrics["test"]))
     console.print(f"saved to {run.directory}")
+
+
+def cmd_resume(args: argparse.Namespace) -> None:
+    from headstart.api import resume
+
+    _print_run(resume(args.run, quiet=args.quiet or args.json), as_json=args.json)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -249,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON (implies --quiet)")
     p.set_defaults(func=cmd_fit)
 
+    p = sub.add_parser("resume", help="continue a fit that Ctrl-C or a crash interrupted, after its last finished epoch")
+    p.add_argument("run", help="run directory of the interrupted fit (it holds checkpoint/)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (implies --quiet)")
+    p.set_defaults(func=cmd_resume)
+
     p = sub.add_parser("evaluate", help="metrics of a saved run on a dataset")
     p.add_argument("run")
     p.add_argument("data")
@@ -315,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         args.backbone = "minilm" if Path(args.data).suffix.lower() in TABLE_EXTENSIONS else "efficientnet_lite0"
     try:
         args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(str(interrupt) or "interrupted", file=sys.stderr)
         return 130
     except _USER_ERRORS as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -13,13 +13,14 @@ raise ``ValueError`` with one line naming the file and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl", ".json"})
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 TEXT_COLUMNS = ("text", "sentence", "message", "content", "review", "document", "question")
+LARGEST_DECODE = 4096
+MAX_ASPECT_RATIO = 100  # a 1 x 8,000,000 strip decodes, but resizing its short side to 256 needs 2 billion pixels
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "y")
 
 Item = Union[Path, str, Image.Image]
@@ -52,6 +55,10 @@ class Dataset:
         ``(file or row, reason)`` for everything left out.
     notes : list of str
         How the splits were formed (e.g. "val/ folder used as test split").
+    warnings : list of str
+        Problems that do not stop training but bias its results (test examples duplicated in train).
+    duplicates : int
+        Number of test examples whose content also appears in train or val.
     """
 
     modality: str
@@ -60,6 +67,8 @@ class Dataset:
     source: str = ""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    duplicates: int = 0
 
     def items(self, split: str) -> list[Any]:
         return self.splits[split][0]
@@ -82,6 +91,8 @@ class Dataset:
             "skipped_reasons": dict(reasons),
             "skipped_files": [{"file": f, "reason": r} for f, r in self.skipped],
             "notes": self.notes,
+            "warnings": self.warnings,
+            "duplicates_across_splits": self.duplicates,
         }
 
 
@@ -91,16 +102,44 @@ class Dataset:
 
 
 def load_image(source: Item) -> Image.Image:
-    """Decode an image to 8-bit RGB: EXIF rotation applied; palette, RGBA, CMYK, 16-bit and grey converted."""
-    image = source if isinstance(source, Image.Image) else Image.open(source)
+    """Decode an image to 8-bit RGB: EXIF rotation applied; palette, RGBA, CMYK, 16-bit and grey converted.
+
+    Animated images give their first frame. JPEGs wider or taller than ``2 * LARGEST_DECODE`` are
+    decoded at reduced scale (never below ``LARGEST_DECODE`` a side): the model sees a few hundred
+    pixels, and a 10,000 x 10,000 photo then costs 75 MB instead of 300 MB.
+    """
+    if isinstance(source, Image.Image):
+        return _to_rgb(source)
+    with _quiet_pillow(), Image.open(source) as image:  # closed here: a long run must not leak one file handle per image
+        if image.format == "JPEG" and max(image.size) > 2 * LARGEST_DECODE:
+            image.draft("RGB", (LARGEST_DECODE, LARGEST_DECODE))  # decode a huge photo at 1/2, 1/4 or 1/8 scale
+        return _to_rgb(image)
+
+
+@contextlib.contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Silence Pillow's warnings about damaged metadata ("Corrupt EXIF data", "Truncated File Read").
+
+    The pixels decode (or the file is skipped with a reason); a scraped folder must not flood the
+    terminal with one warning per file. Bombs beyond Pillow's hard limit still raise.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image.seek(0) if getattr(image, "n_frames", 1) > 1 else None
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    with _quiet_pillow():
+        if image.tell() != 0:  # an animation is used by its first frame (never count frames: a damaged one raises)
+            image.seek(0)
         image = ImageOps.exif_transpose(image) or image
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            array = np.asarray(image, dtype=np.float64)
-            high = array.max() or 1.0
-            image = Image.fromarray((array * (255.0 / (65535.0 if high > 255 else 255.0))).clip(0, 255).astype(np.uint8))
+            with np.errstate(invalid="ignore", over="ignore"):
+                array = np.nan_to_num(np.asarray(image).astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)  # float images may hold NaN/inf
+            high = array.max(initial=0.0)
+            scale = 255.0 if image.mode == "F" and high <= 1.0 else 255.0 / (65535.0 if high > 255 else 255.0)
+            image = Image.fromarray((array * scale).clip(0, 255).astype(np.uint8))
         if image.mode in ("P", "PA", "LA", "RGBA", "La"):
             image = image.convert("RGBA")
             background = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -110,14 +149,17 @@ def load_image(source: Item) -> Image.Image:
 
 def check_image(path: Path) -> str | None:
     """Fully decode ``path`` (at reduced scale for JPEG); return why it is unusable, or None."""
+    if not path.exists():
+        return "no such file (or a broken or looping symbolic link)"
     try:
         if path.stat().st_size == 0:
             return "empty file"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.draft("RGB", (64, 64))
-                image.load()
+        with _quiet_pillow(), Image.open(path) as image:
+            width, height = image.size
+            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                return f"extreme aspect ratio ({width} x {height}, over {MAX_ASPECT_RATIO}:1); crop it or remove it"
+            image.draft("RGB", (64, 64))
+            _to_rgb(image)  # the same conversion training will do, at reduced scale for JPEG
         return None
     except Image.DecompressionBombError:
         return "decompression bomb (too many pixels)"
@@ -126,18 +168,34 @@ def check_image(path: Path) -> str | None:
         if "cannot identify image file" in text:
             return "not an image (cannot identify format)"
         return f"cannot decode image ({text[:80]})"
+    except Exception as error:  # noqa: BLE001 - Pillow raises TypeError, KeyError, struct.error... for damaged files
+        return f"cannot decode image ({type(error).__name__}: {str(error).splitlines()[0][:80] if str(error) else ''})"
 
 
 def _class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _is_loop(folder: Path, root: Path) -> bool:
+    """True when ``folder`` is a symbolic link to ``root`` or one of its parents (walking it never ends)."""
+    return folder.is_symlink() and root.resolve().is_relative_to(folder.resolve())
+
+
 def _scan_class_folders(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[Path], list[str]]:
     paths: list[Path] = []
     names: list[str] = []
+    folders = []
     for folder in _class_folders(root):
-        for path in sorted(folder.rglob("*")):
-            if path.is_dir() or any(part.startswith(".") for part in path.relative_to(folder).parts):
+        if _is_loop(folder, root):
+            skipped.append((str(folder), "symbolic link loop (points to a parent folder); class left out"))
+        else:
+            folders.append(folder)
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):  # rglob does not follow symbolic links below the class folder
+            if path.is_dir():
+                continue
+            if any(part.startswith(".") for part in path.relative_to(folder).parts):
+                skipped.append((str(path), "hidden file"))
                 continue
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 skipped.append((str(path), f"not an image file ({path.suffix or 'no extension'})"))
@@ -148,6 +206,8 @@ def _scan_class_folders(root: Path, skipped: list[tuple[str, str]]) -> tuple[lis
         problems = list(pool.map(check_image, paths))
     kept = [(p, n) for p, n, problem in zip(paths, names, problems) if problem is None]
     skipped.extend((str(p), problem) for p, problem in zip(paths, problems) if problem is not None)
+    used = {n for _, n in kept}
+    skipped.extend((str(folder), "class folder without usable images; class left out") for folder in folders if folder.name not in used)
     return [p for p, _ in kept], [n for _, n in kept]
 
 
@@ -192,7 +252,11 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         return rows
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     csv.field_size_limit(10_000_000)
-    return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        return list(reader)
+    except csv.Error as error:
+        raise ValueError(f"{path}:{reader.line_num + 1}: unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({error}); fix or remove that line") from None
 
 
 def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path, flag: str) -> str:
@@ -211,7 +275,7 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
     rows = _read_rows(path)
     if not rows:
         raise ValueError(f"{path}: no rows; the file needs a header and at least one row per class")
-    columns = list(rows[0].keys())
+    columns = [c for c in rows[0] if isinstance(c, str)]  # a CSV row longer than its header adds a None key
     text_col = _pick_column(columns, text_column, TEXT_COLUMNS, "text", path, "--text-column")
     label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
     split_col = next((c for c in columns if c.lower() == "split"), None)
@@ -234,8 +298,24 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
                 continue
         items, labels = raw.setdefault(split, ([], []))
         items.append(str(text))
-        labels.append(str(label).strip())
+        labels.append(label_name(label))
     return _finish(path, "text", raw, skipped, [], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+def label_name(value: Any) -> str:
+    """A label as a class name: ``1``, ``1.0`` and ``"1"`` are one class; surrounding spaces dropped."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def sort_classes(names: set[str] | Sequence[str]) -> list[str]:
+    """Class names in order: numerically when every name is a number (2 before 10), else by text."""
+    names = sorted(set(names))
+    try:
+        return sorted(names, key=float)
+    except ValueError:
+        return names
 
 
 # ------------------------------------------------------------------------------------------------
@@ -290,7 +370,7 @@ def _finish(
         raw["val"] = _take(raw["train"], val)
         raw["train"] = _take(raw["train"], keep)
         notes.append(f"validation: stratified {val_fraction:.0%} of train (seed {seed + 1})")
-    classes = sorted(set(raw["train"][1]))
+    classes = sort_classes(raw["train"][1])
     index = {name: i for i, name in enumerate(classes)}
     splits: dict[str, tuple[list[Any], list[int]]] = {}
     for split in ("train", "val", "test"):
@@ -299,7 +379,22 @@ def _finish(
         if unknown:
             raise ValueError(f"{source}: labels {unknown[:5]} appear in {split} but not in train; add training examples for them or remove them")
         splits[split] = (items, [index[n] for n in names])
-    return Dataset(modality, classes, splits, str(source), skipped, notes)
+    duplicates, found = _duplicates(splits)
+    alerts = []
+    if duplicates:
+        alerts.append(
+            f"leakage: {duplicates} of {len(splits['test'][0])} test examples are identical (by content hash) to training or "
+            f"validation examples (e.g. {str(found)[:120]}); held-out metrics will be optimistic; remove the duplicates"
+        )
+        warnings.warn(f"{source}: {alerts[-1]}", UserWarning, stacklevel=3)
+    return Dataset(modality, classes, splits, str(source), skipped, notes, alerts, duplicates)
+
+
+def _duplicates(splits: dict[str, tuple[list[Any], list[int]]]) -> tuple[int, Any]:
+    """Test examples whose content (file bytes or text) also occurs in train or val, and the first of them."""
+    seen = {content_key(item) for split in ("train", "val") for item in splits[split][0]}
+    hits = [item for item in splits["test"][0] if content_key(item) in seen]
+    return len(hits), (hits[0] if hits else None)
 
 
 def _check_classes(source: Path, labels: Sequence[str]) -> None:
@@ -339,7 +434,12 @@ def from_examples(items: Sequence[Any], labels: Sequence[Any], *, val_fraction: 
     looks_like_image = [isinstance(x, (Path, Image.Image)) or (isinstance(x, str) and Path(x).suffix.lower() in IMAGE_EXTENSIONS) for x in items]
     modality = "image" if items and all(looks_like_image) else "text"
     items = as_items(items, modality)
-    raw = {"train": (list(items), [str(y) for y in labels])}
+    if modality == "image":
+        for item in items:
+            problem = check_image(item) if isinstance(item, Path) else None
+            if problem is not None:
+                raise ValueError(f"{item}: {problem}; remove it from the examples or replace the file")
+    raw = {"train": (list(items), [label_name(y) for y in labels])}
     return _finish(Path(source), modality, raw, [], [], val_fraction=val_fraction, test_fraction=0.0, seed=seed)
 
 

@@ -23,7 +23,7 @@ from headstart.features import EmbeddingCache
 from headstart.freezing import freeze, freeze_bottom, freeze_report, set_batchnorm, unfreeze
 from headstart.model import TransferModel
 from headstart.progress import Progress
-from headstart.training import History, TrainSettings, fit_model
+from headstart.training import Callback, History, TrainSettings, fit_model
 
 
 @dataclass
@@ -36,6 +36,7 @@ class FitContext:
     seed: int = 0
     augment: str | None = None
     log: list[str] = field(default_factory=list)
+    callbacks: list[Callback] = field(default_factory=list)
 
 
 class Strategy:
@@ -57,7 +58,7 @@ class Strategy:
         augment = ctx.augment or (default_augment if model.modality == "image" else "none")
         train = make_loader(data.items("train"), data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed)
         val = make_loader(data.items("val"), data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2)
-        return fit_model(model, train, val, self.settings, phase=self.name, history=history, progress=ctx.progress)
+        return fit_model(model, train, val, self.settings, phase=self.name, history=history, progress=ctx.progress, callbacks=ctx.callbacks)
 
 
 def warm_up_head(model: TransferModel, data: Dataset, ctx: FitContext) -> History:
@@ -89,7 +90,7 @@ class FeatureExtraction(Strategy):
         train = DataLoader(features["train"], batch_size=ctx.batch_size, shuffle=True, generator=generator)
         val = DataLoader(features["val"], batch_size=1024)
         model.head.train()
-        history = fit_model(model.head, train, val, self.settings, phase=self.name, progress=ctx.progress)
+        history = fit_model(model.head, train, val, self.settings, phase=self.name, progress=ctx.progress, callbacks=ctx.callbacks)
         return history
 
 

@@ -112,10 +112,13 @@ class History:
 
 class Callback:
     """Hooks called by :func:`fit_model`. ``state`` is a dict with ``model``, ``epoch``, ``history``,
-    ``record`` (the epoch's metrics, in ``on_epoch_end``) and ``stop`` (set True to stop)."""
+    ``phase``, ``settings``, ``optimizer``, ``scheduler``, ``train_loader``, ``record`` (the epoch's
+    metrics, in ``on_epoch_end``), ``best`` (``(best record, its weights, its epoch, epochs without
+    improvement)``, in ``on_epoch_end``) and ``stop`` (set True to stop)."""
 
     def on_fit_start(self, state: dict[str, Any]) -> None:
-        """Before the first epoch."""
+        """Before the first epoch. To continue an interrupted phase, a callback may set
+        ``state['epochs_done']`` (epochs of this phase already run) and ``state['resume']`` (a ``best`` tuple)."""
 
     def on_epoch_end(self, state: dict[str, Any]) -> None:
         """After validation of each epoch; ``state['record']`` holds its metrics."""
@@ -223,15 +226,21 @@ def fit_model(
         val_loss, probs, labels = evaluate_loader(model, val_loader, device)
         best = {"val_loss": val_loss, "val_accuracy": float((probs.argmax(1) == labels).mean())}
         best_state, best_epoch = copy.deepcopy(model.state_dict()), history.epochs[-1]["epoch"]
-    state: dict[str, Any] = {"model": model, "epoch": 0, "history": history, "stop": False, "phase": phase}
+    state: dict[str, Any] = {
+        "model": model, "epoch": 0, "history": history, "stop": False, "phase": phase,
+        "settings": settings, "optimizer": optimizer, "scheduler": scheduler, "train_loader": train_loader,
+    }  # fmt: skip
     for callback in callbacks:
         callback.on_fit_start(state)
+    if "resume" in state:  # a callback restored a checkpoint of this phase (see headstart.checkpoint)
+        best, best_state, best_epoch, waited = state.pop("resume")
+    done = state.pop("epochs_done", 0)
     first_epoch = (history.epochs[-1]["epoch"] if history.epochs else 0) + 1
-    for epoch in range(first_epoch, first_epoch + settings.epochs):
+    for epoch in range(first_epoch, first_epoch + settings.epochs - done):
         started = time.perf_counter()
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
-        task = progress.task(f"{phase} epoch {epoch - first_epoch + 1}/{settings.epochs}", total=steps_per_epoch) if progress else None
+        task = progress.task(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}", total=steps_per_epoch) if progress else None
         for inputs, y in train_loader:
             inputs, y = to_device(inputs, device), y.to(device)
             logits = model(inputs)
@@ -277,7 +286,7 @@ def fit_model(
             best_state = copy.deepcopy(model.state_dict())
         else:
             waited += 1
-        state.update(epoch=epoch, record=record)
+        state.update(epoch=epoch, record=record, best=(best, best_state, best_epoch, waited))
         for callback in callbacks:
             callback.on_epoch_end(state)
         if state["stop"] or (settings.patience is not None and waited >= settings.patience):
