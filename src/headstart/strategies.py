@@ -64,6 +64,11 @@ class Strategy:
 def warm_up_head(model: TransferModel, data: Dataset, ctx: FitContext) -> History:
     """Fit the new head on cached features of the frozen body before any body weight moves.
 
+    The head is fitted to convergence on clean features, so its validation loss is hard to beat
+    for a body trained on augmented inputs that trades confidence for accuracy: the phases after
+    it monitor validation accuracy (ties broken by loss). On SMS spam, monitoring the loss kept
+    the head (98.47%); monitoring accuracy kept the fine-tuned model (99.37%).
+
     A random head sends large, noisy gradients into pretrained blocks and distorts the features
     it should reuse; training the head first (linear probing, then fine-tuning: Kumar et al.,
     ICLR 2022; fastai's ``fine_tune``) avoids that. It costs one cached forward pass.
@@ -116,7 +121,7 @@ class FineTune(Strategy):
     freeze: float = 0.5
     head_warmup: bool = True
     batchnorm: str = "eval"
-    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=1e-4, patience=5))
+    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=1e-4, patience=5, monitor="val_accuracy"))
 
     def frozen_count(self, model: TransferModel) -> int:
         n = len(model.backbone.blocks)
@@ -145,7 +150,7 @@ class Full(Strategy):
     name: ClassVar[str] = "full"
     head_warmup: bool = True
     batchnorm: str = "eval"
-    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=1e-4, patience=5))
+    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=1e-4, patience=5, monitor="val_accuracy"))
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
         history = warm_up_head(model, data, ctx) if self.head_warmup else None
