@@ -75,6 +75,13 @@ class Backbone(FreezableMixin, nn.Module):
         """
         raise NotImplementedError
 
+    def forward_blocks(self, x: Any, names: list[str]) -> dict[str, torch.Tensor]:
+        """Pooled features after each named block, equal to ``self.cut(name)(x)`` for each name.
+
+        Subclasses compute them in one forward pass; this fallback runs one cut per block.
+        """
+        return {name: self.cut(name)(x) for name in names}
+
     def architecture_config(self) -> dict[str, Any]:
         """JSON-able data from which :func:`backbone_from_config` rebuilds this architecture."""
         raise NotImplementedError
@@ -166,6 +173,17 @@ def _timm_blocks(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], str]:
     return [("features", _TimmFeatures(model))], "none"
 
 
+def _pool_maps(x: torch.Tensor, pooling: str, prefix_tokens: int) -> torch.Tensor:
+    """Pooling of an intermediate block's output, as :meth:`TimmBackbone.pool` does without post-pool norm."""
+    if pooling == "avg":
+        return x.mean(dim=(2, 3)) if x.ndim == 4 else x
+    if pooling == "token":
+        return x[:, 0]
+    if pooling == "avg_tokens":
+        return x[:, prefix_tokens:].mean(dim=1)
+    return x
+
+
 class TimmBackbone(Backbone):
     """A timm image model seen as named blocks, with global pooling after the last kept block."""
 
@@ -203,18 +221,24 @@ class TimmBackbone(Backbone):
         return x
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pooling == "avg":
-            x = x.mean(dim=(2, 3), keepdim=self.post_norm is not None) if x.ndim == 4 else x
-        elif self.pooling == "token":
-            x = x[:, 0]
-        elif self.pooling == "avg_tokens":
-            x = x[:, self._num_prefix_tokens :].mean(dim=1)
-        if self.post_norm is not None:
-            x = self.post_norm(x).flatten(1)
-        return x
+        if self.post_norm is None:
+            return _pool_maps(x, self.pooling, self._num_prefix_tokens)
+        if self.pooling == "avg" and x.ndim == 4:
+            return self.post_norm(x.mean(dim=(2, 3), keepdim=True)).flatten(1)
+        return self.post_norm(_pool_maps(x, self.pooling, self._num_prefix_tokens)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.forward_maps(x))
+
+    def forward_blocks(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        wanted = set(names)
+        last = max(self.blocks.index_of(name) for name in names)
+        out: dict[str, torch.Tensor] = {}
+        for index, (name, stage) in enumerate(list(self.stages.items())[: last + 1]):
+            x = stage(x)
+            if name in wanted:  # pooled as the backbone cut there pools (post-pool norm only for the full body)
+                out[name] = self.pool(x) if index == len(self.stages) - 1 else _pool_maps(x, self.pooling, self._num_prefix_tokens)
+        return out
 
     @property
     def feature_dim(self) -> int:
@@ -353,25 +377,44 @@ class HFBackbone(Backbone):
         return int(self.model.config.hidden_size)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.spec.modality == "image":
+            batch = {"pixel_values": batch["pixel_values"] if isinstance(batch, dict) else batch}
+        return self._pool(self.model(**batch).last_hidden_state, batch)
+
+    def _pool(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pool token (or frame) states ``(batch, length, dim)`` to ``(batch, dim)``: mask-weighted mean or CLS."""
         if self.spec.modality == "audio":
-            hidden = self.model(**batch).last_hidden_state
             mask = batch.get("attention_mask")
             if mask is not None and hasattr(self.model, "_get_feature_vector_attention_mask"):
                 frames = self.model._get_feature_vector_attention_mask(hidden.shape[1], mask).unsqueeze(-1).to(hidden.dtype)
                 return (hidden * frames).sum(dim=1) / frames.sum(dim=1).clamp(min=1.0)
             return hidden.mean(dim=1)
         if self.spec.modality == "image":
-            hidden = self.model(pixel_values=batch["pixel_values"] if isinstance(batch, dict) else batch).last_hidden_state
             return hidden[:, 0] if self.pooling == "cls" else hidden[:, 1:].mean(dim=1)
-        hidden = self.model(**batch).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
-    def cut(self, at: int | str) -> HFBackbone:
+    def _layers_kept(self, at: int | str) -> int:
+        """How many transformer layers a cut after block ``at`` keeps (the input stage keeps none)."""
         n_input = len(self._input_blocks())
-        stop = min(max(self.blocks.index_of(at) - n_input + 1, 0), len(_find_layers(self.model)[1]))  # layers kept; "norm" = all
+        return min(max(self.blocks.index_of(at) - n_input + 1, 0), len(_find_layers(self.model)[1]))
+
+    def forward_blocks(self, x: Any, names: list[str]) -> dict[str, torch.Tensor]:
+        if self.spec.modality == "audio":  # the speech front end's stages are not hidden states: one cut each
+            return super().forward_blocks(x, names)
+        batch = {"pixel_values": x["pixel_values"] if isinstance(x, dict) else x} if self.spec.modality == "image" else x
+        result = self.model(**batch, output_hidden_states=True)
+        depth = len(_find_layers(self.model)[1])
+        out = {}
+        for name in names:
+            kept = self._layers_kept(name)  # hidden_states[k] is the output of k layers, before any final norm
+            out[name] = self._pool(result.last_hidden_state if kept == depth else result.hidden_states[kept], batch)
+        return out
+
+    def cut(self, at: int | str) -> HFBackbone:
+        stop = self._layers_kept(at)  # "norm" keeps all layers
         clone = HFBackbone.__new__(HFBackbone)
         nn.Module.__init__(clone)
         clone.spec, clone.preprocessing, clone.pooling, clone._layer_path = self.spec, self.preprocessing, self.pooling, self._layer_path

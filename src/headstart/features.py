@@ -36,24 +36,35 @@ def _backbone_key(backbone: Backbone) -> str:
     return f"{backbone.fingerprint()}-{hashlib.sha256(prep.encode()).hexdigest()[:8]}"
 
 
-@torch.inference_mode()
 def compute_embeddings(backbone: Backbone, items: Sequence[Any], *, batch_size: int = 64, progress: Progress | None = None) -> np.ndarray:
     """Pooled features of ``items`` (no cache), shape ``(len(items), feature_dim)``, float32."""
+    if not len(items):
+        return np.empty((0, backbone.feature_dim), dtype=np.float32)
+    name = backbone.blocks[-1].name
+    return compute_block_embeddings(backbone, items, [name], batch_size=batch_size, progress=progress)[name]
+
+
+@torch.inference_mode()
+def compute_block_embeddings(
+    backbone: Backbone, items: Sequence[Any], names: Sequence[str], *, batch_size: int = 64, progress: Progress | None = None
+) -> dict[str, np.ndarray]:
+    """Pooled features after each named block (no cache), one forward pass; float32 arrays by name."""
     backbone.eval()
     loader = make_loader(items, None, backbone.preprocessing, batch_size=batch_size)
-    out = np.empty((len(items), backbone.feature_dim), dtype=np.float32)
-    start = 0
+    last = backbone.blocks[-1].name
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
     device = backbone.device
     task = progress.task("embedding", total=len(items)) if progress else None
     for inputs, _ in loader:
-        features = backbone(to_device(inputs, device)).float().cpu().numpy()
-        out[start : start + len(features)] = features
-        start += len(features)
+        inputs = to_device(inputs, device)
+        pooled = {last: backbone(inputs)} if list(names) == [last] else backbone.forward_blocks(inputs, list(names))
+        for name in names:
+            chunks[name].append(pooled[name].float().cpu().numpy())
         if task is not None:
-            task.advance(len(features))
+            task.advance(len(chunks[names[0]][-1]))
     if task is not None:
         task.done()
-    return out
+    return {name: np.concatenate(parts) if parts else np.empty((0, 0), np.float32) for name, parts in chunks.items()}
 
 
 class EmbeddingCache:
@@ -91,27 +102,60 @@ class EmbeddingCache:
         progress: Progress | None = None,
     ) -> tuple[np.ndarray, int]:
         """Features for ``items``; returns ``(features, number computed now)``."""
-        folder = self.root / _backbone_key(backbone)
-        folder.mkdir(parents=True, exist_ok=True)
+        name = backbone.blocks[-1].name
+        features, computed = self.embed_blocks(backbone, items, [name], batch_size=batch_size, progress=progress)
+        return features[name], computed
+
+    def embed_blocks(
+        self,
+        backbone: Backbone,
+        items: Sequence[Any],
+        blocks: Sequence[int | str],
+        *,
+        batch_size: int = 64,
+        progress: Progress | None = None,
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """Pooled features after each of ``blocks``, from one forward pass over the missing items.
+
+        Block ``b``'s features are stored under the key of ``backbone.cut(b)``, so they are exactly
+        what a feature-extraction run with ``cut=b`` reads back. Returns ``({block name: features},
+        number of items computed now)``.
+        """
+        names = list(dict.fromkeys(backbone.blocks[backbone.blocks.index_of(b)].name for b in blocks))
+        last = backbone.blocks[-1].name
+        cuts = {name: backbone if name == last else backbone.cut(name) for name in names}
+        folders = {name: self.root / _backbone_key(cut) for name, cut in cuts.items()}
         keys = [content_key(item) for item in items]
-        index = self._index(folder)
-        missing = sorted({k: i for i, k in enumerate(keys) if k not in index}.values())
+        indexes = {}
+        for name, folder in folders.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            indexes[name] = self._index(folder)
+        missing = sorted({k: i for i, k in enumerate(keys) if any(k not in index for index in indexes.values())}.values())
         if missing:
-            fresh = compute_embeddings(backbone, [items[i] for i in missing], batch_size=batch_size, progress=progress)
-            name = f"part-{uuid.uuid4().hex[:12]}"
-            shard = folder / f"{name}.npy"
-            with atomic_path(shard) as tmp, open(tmp, "wb") as handle:
-                np.save(handle, fresh)
-            atomic_write_text(folder / f"{name}.json", json.dumps({"keys": [keys[i] for i in missing], "sha256": _sha(shard)}))
-            index.update({keys[i]: (shard, row) for row, i in enumerate(missing)})
+            fresh = compute_block_embeddings(backbone, [items[i] for i in missing], names, batch_size=batch_size, progress=progress)
+            for name, folder in folders.items():
+                shard = self._write(folder, [keys[i] for i in missing], fresh[name])
+                indexes[name].update({keys[i]: (shard, row) for row, i in enumerate(missing)})
+        return {name: self._gather(indexes[name], keys, cuts[name].feature_dim) for name in names}, len(missing)
+
+    def _write(self, folder: Path, keys: list[str], features: np.ndarray) -> Path:
+        name = f"part-{uuid.uuid4().hex[:12]}"
+        shard = folder / f"{name}.npy"
+        with atomic_path(shard) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, features)
+        atomic_write_text(folder / f"{name}.json", json.dumps({"keys": keys, "sha256": _sha(shard)}))
+        return shard
+
+    @staticmethod
+    def _gather(index: dict[str, tuple[Path, int]], keys: list[str], dim: int) -> np.ndarray:
         shards: dict[Path, np.ndarray] = {}
-        out = np.empty((len(items), backbone.feature_dim), dtype=np.float32)
+        out = np.empty((len(keys), dim), dtype=np.float32)
         for i, key in enumerate(keys):
             shard, row = index[key]
             if shard not in shards:
                 shards[shard] = np.load(shard, mmap_mode="r")
             out[i] = shards[shard][row]
-        return out, len(missing)
+        return out
 
 
 def _sha(path: Path) -> str:
