@@ -10,7 +10,7 @@ import pytest
 
 from headstart.cli import main
 
-COMMANDS = ["fit", "resume", "evaluate", "predict", "summary", "list", "demo", "stylize"]
+COMMANDS = ["fit", "resume", "evaluate", "predict", "summary", "list", "demo", "stylize", "profile", "rank"]
 
 
 def test_module_entry_point_help():

@@ -12,6 +12,8 @@ from headstart.data import load_dataset  # noqa: E402
 from headstart.estimator import TransferClassifier  # noqa: E402
 from headstart.freezing import freeze, freeze_report, unfreeze  # noqa: E402
 from headstart.model import TransferModel  # noqa: E402
+from headstart.profiling import profile  # noqa: E402
+from headstart.ranking import rank  # noqa: E402
 
 __all__ = [
     "Run",
@@ -27,6 +29,8 @@ __all__ = [
     "load_dataset",
     "predict",
     "predict_proba",
+    "profile",
+    "rank",
     "resume",
     "unfreeze",
 ]

@@ -177,6 +177,77 @@ def cmd_list(args: argparse.Namespace) -> None:
     Console().print(table)
 
 
+def _default_backbone(data: str) -> str:
+    from headstart.data import TABLE_EXTENSIONS
+
+    return "minilm" if Path(data).suffix.lower() in TABLE_EXTENSIONS else "efficientnet_lite0"
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from headstart.profiling import profile
+
+    blocks = [int(b) if b.lstrip("-").isdigit() else b for b in args.blocks.split(",")] if args.blocks else None
+    result = profile(
+        args.data,
+        backbone=args.backbone or _default_backbone(args.data),
+        blocks=blocks,
+        every=args.every,
+        limit=args.limit,
+        folds=args.folds,
+        tolerance=args.tolerance,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        quiet=args.quiet or args.json,
+        text_column=args.text_column,
+        label_column=args.label_column,
+    )
+    plot = None if args.plot == "none" else result.plot(args.plot or f"profile-{Path(args.data).stem}-{result.backbone.replace(':', '_').replace('/', '_')}.png")
+    if args.json:
+        _print_json({**result.to_dict(), "plot": str(plot) if plot else None})
+        return
+    table = Table(title=f"{result.backbone} on {result.data}: {result.n_examples} examples, {args.folds}-fold linear probe")
+    for col in ("#", "block", "dim", "probe accuracy", "LogME"):
+        table.add_column(col, justify="left" if col == "block" else "right")
+    for r in result.rows:
+        mark = " ← plateau" if r.block == result.plateau else ""
+        table.add_row(str(r.index), r.block + mark, str(r.dim), f"{r.probe_accuracy:.3f} ± {r.probe_std:.3f}", f"{r.logme:.3f}")
+    table.caption = (
+        f"plateau: {result.plateau} (first block within {result.tolerance * 100:g} points of the best, {result.best}); "
+        f"features {result.seconds['features']:.0f}s, scores {result.seconds['scores']:.0f}s" + (f"; plot {plot}" if plot else "")
+    )
+    Console().print(table)
+
+
+def cmd_rank(args: argparse.Namespace) -> None:
+    from headstart.data import TABLE_EXTENSIONS
+    from headstart.ranking import default_candidates, rank
+
+    named = [b.strip() for b in args.backbones.split(",") if b.strip()] if args.backbones else []
+    modality = "text" if Path(args.data).suffix.lower() in TABLE_EXTENSIONS else "image"
+    result = rank(
+        args.data,
+        backbones=named if args.only else default_candidates(modality, named),
+        score_name=args.score,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        quiet=args.quiet or args.json,
+        text_column=args.text_column,
+        label_column=args.label_column,
+    )
+    if args.json:
+        _print_json(result.to_dict())
+        return
+    table = Table(title=f"backbones for {result.data} by {result.score_name} ({result.n_examples} examples)")
+    for col in ("rank", "backbone", result.score_name, "dim", "seconds", "note"):
+        table.add_column(col, justify="left" if col in ("backbone", "note") else "right")
+    for i, c in enumerate(result.candidates, start=1):
+        table.add_row(str(i), c.backbone, f"{c.score:.4f}", str(c.dim), f"{c.seconds:.1f}", c.note)
+    Console().print(table)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from headstart.demo import run_demo
 
@@ -289,6 +360,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
+    p = sub.add_parser("profile", help="per-block linear-probe accuracy and LogME of a backbone on DATA, with a plot")
+    p.add_argument("data", help="image folder or CSV/TSV/JSONL (train and val splits are measured, test is left out)")
+    p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default")
+    p.add_argument("--blocks", default=None, help="comma-separated block names or indices (default: all, or every k-th for deep models)")
+    p.add_argument("--every", type=int, default=None, help="profile every k-th block")
+    p.add_argument("--limit", type=int, default=None, help="stratified subset of this many examples")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--tolerance", type=float, default=0.01, help="accuracy within which a block is as good as the best (default 0.01 = 1 point)")
+    p.add_argument("--plot", default=None, help="PNG path (default profile-<data>-<backbone>.png; 'none' for no plot)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("rank", help="rank candidate backbones for DATA by a transferability score (one forward pass each)")
+    p.add_argument("data")
+    p.add_argument("--backbones", default=None, help="comma-separated extra candidates (embedded ones of the modality are always included unless --only)")
+    p.add_argument("--only", action="store_true", help="rank only the --backbones named")
+    p.add_argument("--score", default="logme", choices=["logme", "hscore", "hscore-shrinkage", "leep", "nce"])
+    p.add_argument("--limit", type=int, default=None, help="stratified subset of this many examples")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rank)
+
     p = sub.add_parser("demo", help="offline demo on the ELPV solar-cell images: transfer vs scratch")
     p.add_argument("--limit", type=int, default=800, help="number of ELPV images used (default 800)")
     p.add_argument("--epochs", type=int, default=6, help="epochs for fine-tune and scratch")
@@ -326,9 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     if getattr(args, "command", None) == "fit" and args.backbone is None:
-        from headstart.data import TABLE_EXTENSIONS
-
-        args.backbone = "minilm" if Path(args.data).suffix.lower() in TABLE_EXTENSIONS else "efficientnet_lite0"
+        args.backbone = _default_backbone(args.data)
     try:
         args.func(args)
     except KeyboardInterrupt as interrupt:

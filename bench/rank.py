@@ -1,0 +1,125 @@
+"""Does the transferability score rank backbones like the accuracy they reach? Kendall tau per dataset.
+
+Usage: python bench/rank.py [--limit N] [--datasets a,b,c]
+Appends one JSON line per dataset to bench/results/rank.jsonl and prints a markdown table.
+
+Candidates (5): EfficientNet-Lite0/1/2 (ImageNet), Lite0 cut after stage4 (a shallower real feature
+extractor, no source head), and Lite0 from random initialisation. On a stratified subset of each
+dataset's train+val examples the script computes every score of headstart.transferability from
+the cached frozen features, and the accuracy of a linear probe (5-fold cross-validated logistic
+regression on the same features). Kendall's tau (and scipy's weighted tau, as the LogME paper
+reports) is taken between each score and the probe accuracy. Fine-tuning accuracy per candidate is
+not measured (out of the CPU budget); the cost of one fine-tuning epoch per candidate is estimated
+from timed training steps and compared with the measured ranking time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau, weightedtau
+
+import headstart
+from headstart.backbones import Backbone, create_backbone
+from headstart.data import load_elpv
+from headstart.features import EmbeddingCache
+from headstart.profiling import labelled_examples, probe_accuracy
+from headstart.ranking import source_probabilities
+from headstart.transferability import SCORES, score
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DATASETS = ("hymenoptera", "oxford_flowers17", "brain_tumor_mri", "elpv")
+
+
+def candidates() -> dict[str, Backbone]:
+    torch.manual_seed(0)
+    lite0 = create_backbone("efficientnet_lite0")
+    return {
+        "efficientnet_lite0": lite0,
+        "efficientnet_lite1": create_backbone("efficientnet_lite1"),
+        "efficientnet_lite2": create_backbone("efficientnet_lite2"),
+        "efficientnet_lite0@stage4": lite0.cut("stage4"),
+        "efficientnet_lite0 (random init)": create_backbone("efficientnet_lite0", pretrained=False),
+    }
+
+
+def train_step_seconds(backbone: Backbone, batch: int = 16, steps: int = 2) -> float:
+    """Seconds per training image (forward + backward + SGD step, whole body trainable), measured on a copy."""
+    backbone = copy.deepcopy(backbone)  # the step changes weights and BatchNorm statistics
+    size = backbone.preprocessing.input_size
+    head = torch.nn.Linear(backbone.feature_dim, 4)
+    params = [p for p in backbone.parameters()] + list(head.parameters())
+    optimiser = torch.optim.SGD(params, lr=1e-4)
+    backbone.train()
+    x, y = torch.randn(batch, 3, size, size), torch.randint(0, 4, (batch,))
+    torch.nn.functional.cross_entropy(head(backbone(x)), y).backward()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(head(backbone(x)), y).backward()
+        optimiser.step()
+    seconds = (time.perf_counter() - start) / (steps * batch)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--cache-dir", default="/tmp/headstart-bench-cache")
+    args = parser.parse_args()
+    models = candidates()
+    cache = EmbeddingCache(args.cache_dir)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    machine = f"{platform.machine()}, {os.cpu_count()} threads, torch {torch.__version__}"
+    step_cost = {name: train_step_seconds(model) for name, model in models.items()}
+    out = Path(__file__).parent / "results" / "rank.jsonl"
+    for dataset_name in args.datasets.split(","):
+        data = load_elpv(task="binary") if dataset_name == "elpv" else SHARED / dataset_name
+        _, items, labels = labelled_examples(data, limit=args.limit, seed=0)
+        rows = {}
+        for name, model in models.items():
+            started = time.perf_counter()
+            features, _ = cache.embed(model, items, batch_size=32)
+            embed_seconds = time.perf_counter() - started
+            probabilities = source_probabilities(model, features)
+            scores, score_seconds = {}, {}
+            for score_name, (_, reads) in SCORES.items():
+                t = time.perf_counter()
+                scores[score_name] = math.nan if reads == "source" and probabilities is None else score(score_name, labels, features=features, source_probabilities=probabilities)
+                score_seconds[score_name] = time.perf_counter() - t
+            accuracy, std = probe_accuracy(features, labels)
+            rows[name] = {
+                "scores": scores,
+                "probe_accuracy": accuracy,
+                "probe_std": std,
+                "embed_seconds": embed_seconds,
+                "score_seconds": score_seconds,
+                "finetune_epoch_seconds_estimate": step_cost[name] * len(items),
+            }
+            print(dataset_name, name, json.dumps(rows[name]), flush=True)
+        accuracy = np.array([r["probe_accuracy"] for r in rows.values()])
+        taus = {}
+        for score_name in SCORES:
+            values = np.array([r["scores"][score_name] for r in rows.values()])
+            ok = ~np.isnan(values)
+            if ok.sum() >= 3:
+                taus[score_name] = {"kendall": float(kendalltau(values[ok], accuracy[ok]).statistic), "weighted": float(weightedtau(values[ok], accuracy[ok]).statistic), "n": int(ok.sum())}
+        record = {"dataset": dataset_name, "n_examples": len(items), "candidates": rows, "tau_vs_probe": taus, "machine": machine, "commit": commit, "headstart": headstart.__version__}
+        print(json.dumps({"dataset": dataset_name, "tau_vs_probe": taus}), flush=True)
+        with out.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Layer-wise profile: how useful is each block's output for *this* dataset?
+
+``profile(data, backbone=...)`` pools the output of every block (every k-th for deep models) in one
+forward pass, caches it, and scores each block with a cross-validated linear probe and LogME. The
+curve answers "how many layers do I freeze?": where it flattens, later blocks stop adding
+information for the target; where it falls, they carry source-specific features (Yosinski et al.
+2014) that fine-tuning would have to rewrite.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart.backbones import Backbone, create_backbone
+from headstart.data import Dataset, load_dataset, stratified_split
+from headstart.features import EmbeddingCache
+from headstart.progress import Progress
+from headstart.transferability import logme
+
+MAX_PROFILED_BLOCKS = 24
+
+
+def labelled_examples(
+    data: str | Path | Dataset, *, limit: int | None = None, seed: int = 0, text_column: str | None = None, label_column: str | None = None
+) -> tuple[Dataset, list[Any], np.ndarray]:
+    """``(dataset, items, labels)`` of the train and val splits, optionally a stratified subset of ``limit``.
+
+    The test split is left out: measuring on it would leak into whatever is chosen from the measurement.
+    """
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
+    items: list[Any] = []
+    labels: list[int] = []
+    for split in ("train", "val"):
+        if split in dataset.splits:
+            items += list(dataset.items(split))
+            labels += list(dataset.labels(split))
+    y = np.asarray(labels, dtype=np.int64)
+    if limit is not None:
+        if limit < 2 * len(dataset.classes):
+            raise ValueError(f"limit={limit} is too small for {len(dataset.classes)} classes; use at least {2 * len(dataset.classes)}")
+        if limit < len(items):
+            _, taken = stratified_split(y, limit / len(items), seed)
+            items, y = [items[i] for i in taken], y[taken]
+    return dataset, items, y
+
+
+def probe_accuracy(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0) -> tuple[float, float]:
+    """Mean and standard deviation of stratified k-fold accuracy of a logistic regression on standardised features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    k = min(folds, int(np.bincount(labels).min()))
+    if k < 2:
+        raise ValueError("every class needs at least 2 examples for a cross-validated probe")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    scores = cross_val_score(probe, features, labels, cv=StratifiedKFold(k, shuffle=True, random_state=seed))
+    return float(scores.mean()), float(scores.std())
+
+
+def profiled_blocks(backbone: Backbone, every: int | None = None) -> list[str]:
+    """Names of the blocks to profile: all of them, or every ``every``-th (always with the last).
+
+    By default deep models are thinned to at most ``MAX_PROFILED_BLOCKS`` points.
+    """
+    names = backbone.blocks.names()
+    step = every if every is not None else max(1, math.ceil(len(names) / MAX_PROFILED_BLOCKS))
+    if step < 1:
+        raise ValueError(f"every={every} must be a positive integer")
+    chosen = names[step - 1 :: step] if step > 1 else names
+    return chosen if chosen and chosen[-1] == names[-1] else [*chosen, names[-1]]
+
+
+@dataclass
+class BlockScore:
+    index: int
+    block: str
+    dim: int
+    probe_accuracy: float
+    probe_std: float
+    logme: float
+
+
+@dataclass
+class Profile:
+    """Per-block scores of one backbone on one dataset, and where the features stop helping.
+
+    Attributes
+    ----------
+    plateau : str
+        The first block whose probe accuracy is within ``tolerance`` of the best block's: the
+        shallowest cut that loses (almost) nothing. Blocks after it add at most ``tolerance``.
+    best : str
+        The block with the highest probe accuracy.
+    """
+
+    backbone: str
+    data: str
+    n_examples: int
+    classes: list[str]
+    tolerance: float
+    rows: list[BlockScore]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best(self) -> str:
+        return max(self.rows, key=lambda r: r.probe_accuracy).block
+
+    @property
+    def plateau(self) -> str:
+        top = max(r.probe_accuracy for r in self.rows)
+        return next(r.block for r in self.rows if r.probe_accuracy >= top - self.tolerance)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone,
+            "data": self.data,
+            "n_examples": self.n_examples,
+            "classes": self.classes,
+            "tolerance": self.tolerance,
+            "best": self.best,
+            "plateau": self.plateau,
+            "blocks": [r.__dict__ for r in self.rows],
+            "seconds": self.seconds,
+        }
+
+    def to_markdown(self) -> str:
+        lines = ["| # | block | dim | probe accuracy | LogME |", "|---:|---|---:|---:|---:|"]
+        for r in self.rows:
+            mark = " (plateau)" if r.block == self.plateau else ""
+            mark += " (best)" if r.block == self.best else ""
+            lines.append(f"| {r.index} | {r.block}{mark} | {r.dim} | {r.probe_accuracy:.3f} ± {r.probe_std:.3f} | {r.logme:.3f} |")
+        return "\n".join(lines)
+
+    def plot(self, path: str | Path) -> Path:
+        """Write a PNG of probe accuracy and LogME against depth, the plateau block marked."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        x = [r.index for r in self.rows]
+        fig, left = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+        left.errorbar(x, [r.probe_accuracy for r in self.rows], yerr=[r.probe_std for r in self.rows], marker="o", color="tab:blue", capsize=2)
+        left.set_ylabel("linear probe accuracy (CV)", color="tab:blue")
+        left.set_xticks(x, [r.block for r in self.rows], rotation=45, ha="right", fontsize=8)
+        right = left.twinx()
+        right.plot(x, [r.logme for r in self.rows], marker="s", color="tab:orange")
+        right.set_ylabel("LogME", color="tab:orange")
+        plateau = next(r for r in self.rows if r.block == self.plateau)
+        left.axvline(plateau.index, color="grey", linestyle="--")
+        left.annotate(f"plateau: {plateau.block}", (plateau.index, plateau.probe_accuracy), textcoords="offset points", xytext=(4, -14), fontsize=8)
+        left.set_title(f"{self.backbone} on {Path(self.data).name} (n={self.n_examples})", fontsize=10)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+
+
+def profile(
+    data: str | Path | Dataset,
+    *,
+    backbone: str | Backbone = "efficientnet_lite0",
+    blocks: list[str | int] | None = None,
+    every: int | None = None,
+    limit: int | None = None,
+    folds: int = 5,
+    tolerance: float = 0.01,
+    batch_size: int = 32,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    quiet: bool = True,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> Profile:
+    """Score every block of ``backbone`` on ``data`` (train + val splits) with a linear probe and LogME.
+
+    Parameters
+    ----------
+    blocks : list of block names or indices, optional
+        Default: every block, or every ``every``-th (see :func:`profiled_blocks`).
+    limit : int, optional
+        Use a stratified subset of this many examples (CPU budgets).
+    folds : int, default=5
+        Stratified folds of the cross-validated probe.
+    tolerance : float, default=0.01
+        Accuracy within which a block counts as "as good as the best" (defines ``plateau``).
+
+    Examples
+    --------
+    >>> result = headstart.profile("data/pets", backbone="efficientnet_lite0", limit=400)  # doctest: +SKIP
+    >>> result.plateau, result.best  # doctest: +SKIP
+    """
+    dataset, items, labels = labelled_examples(data, limit=limit, seed=seed, text_column=text_column, label_column=label_column)
+    model = backbone if isinstance(backbone, Backbone) else create_backbone(backbone)
+    if model.spec.modality != dataset.modality:
+        raise ValueError(f"{model.spec.name!r} is a {model.spec.modality} backbone but {dataset.source} holds {dataset.modality} data; see `headstart list`")
+    names = profiled_blocks(model, every) if blocks is None else [model.blocks[model.blocks.index_of(b)].name for b in blocks]
+    started = time.perf_counter()
+    with Progress(quiet=quiet) as progress:
+        features, _ = EmbeddingCache(cache_dir).embed_blocks(model, items, names, batch_size=batch_size, progress=progress)
+    embedded = time.perf_counter() - started
+    rows = []
+    for name in names:
+        mean, std = probe_accuracy(features[name], labels, folds=folds, seed=seed)
+        rows.append(BlockScore(model.blocks.index_of(name), name, features[name].shape[1], mean, std, logme(features[name], labels)))
+    seconds = {"features": embedded, "scores": time.perf_counter() - started - embedded}
+    return Profile(model.spec.name, str(dataset.source), len(items), dataset.classes, tolerance, rows, seconds)

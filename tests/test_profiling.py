@@ -1,0 +1,112 @@
+"""Layer-wise features, `profile` and `rank` on real embedded models and small real data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from headstart.cli import main
+from headstart.data import load_dataset
+from headstart.features import EmbeddingCache, compute_embeddings
+from headstart.profiling import Profile, profile, profiled_blocks
+from headstart.ranking import rank
+
+
+@torch.inference_mode()
+def test_one_pass_block_features_equal_each_cut(lite0, minilm):
+    lite0.eval()
+    images = torch.randn(2, 3, 224, 224)
+    pooled = lite0.forward_blocks(images, lite0.blocks.names())
+    for name in lite0.blocks.names():
+        torch.testing.assert_close(pooled[name], lite0.cut(name)(images), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pooled["head"], lite0(images))
+    minilm.eval()
+    batch = minilm.preprocessing(["a short one", "a somewhat longer sentence, so the mask matters"])
+    pooled = minilm.forward_blocks(batch, minilm.blocks.names())
+    for name in minilm.blocks.names():
+        torch.testing.assert_close(pooled[name], minilm.cut(name)(batch), atol=1e-5, rtol=1e-4)
+
+
+def test_block_features_are_cached_under_the_cut_key(lite0, elpv_folder, tmp_path):
+    items = load_dataset(elpv_folder).items("train")[:6]
+    cache = EmbeddingCache(tmp_path)
+    features, computed = cache.embed_blocks(lite0, items, ["stage2", -1])
+    assert computed == 6 and set(features) == {"stage2", "head"}
+    again, computed = cache.embed(lite0.cut("stage2"), items)  # what fit(cut="stage2") reads
+    assert computed == 0
+    np.testing.assert_allclose(again, features["stage2"], atol=1e-5)
+    np.testing.assert_allclose(features["stage2"], compute_embeddings(lite0.cut("stage2"), items), atol=1e-5)
+    _, computed = cache.embed_blocks(lite0, [*items, *load_dataset(elpv_folder).items("val")[:2]], ["stage2", "head"])
+    assert computed == 2  # only the new examples go through the network
+
+
+def test_profiled_blocks_thin_deep_models(lite0):
+    assert profiled_blocks(lite0) == lite0.blocks.names()
+    assert profiled_blocks(lite0, every=4) == ["stage2", "stage6", "head"]
+    with pytest.raises(ValueError, match="positive"):
+        profiled_blocks(lite0, every=0)
+
+
+def test_plateau_is_the_first_block_within_tolerance_of_the_best():
+    from headstart.profiling import BlockScore
+
+    rows = [BlockScore(i, f"b{i}", 8, acc, 0.0, 0.0) for i, acc in enumerate([0.5, 0.79, 0.805, 0.81, 0.8])]
+    result = Profile("m", "d", 10, ["a", "b"], 0.01, rows)
+    assert result.best == "b3" and result.plateau == "b2"
+    assert Profile("m", "d", 10, ["a", "b"], 0.05, rows).plateau == "b1"
+
+
+def test_profile_images_python(lite0, elpv_folder, tmp_path):
+    result = profile(elpv_folder, backbone=lite0, blocks=["stage1", "stage4", "head"], folds=3)
+    assert [r.block for r in result.rows] == ["stage1", "stage4", "head"]
+    assert [r.dim for r in result.rows] == [24, 112, 1280]
+    assert all(0 <= r.probe_accuracy <= 1 and math.isfinite(r.logme) for r in result.rows)
+    assert result.plateau in ("stage1", "stage4", "head")
+    png = result.plot(tmp_path / "profile.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 4 | stage4" in result.to_markdown()
+
+
+def test_profile_text_cli(topics_csv, tmp_path, capsys):
+    plot = tmp_path / "minilm.png"
+    assert main(["profile", str(topics_csv), "--every", "2", "--folds", "3", "--plot", str(plot), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["backbone"] == "minilm" and [b["block"] for b in result["blocks"]] == ["layer0", "layer2", "layer4", "layer5"]
+    best = max(b["probe_accuracy"] for b in result["blocks"])
+    plateau = next(b for b in result["blocks"] if b["block"] == result["plateau"])
+    assert plateau["probe_accuracy"] >= best - 0.01 and plot.is_file()
+    # the sentence encoder's top layers separate topics better than its embeddings
+    assert result["blocks"][-1]["logme"] > result["blocks"][0]["logme"]
+
+
+def test_profile_cli_errors(topics_csv, elpv_folder, capsys):
+    assert main(["profile", str(topics_csv), "--backbone", "efficientnet_lite0", "--plot", "none"]) == 2
+    assert "image backbone" in capsys.readouterr().err
+    assert main(["profile", str(elpv_folder), "--limit", "3", "--plot", "none"]) == 2
+    assert "limit=3 is too small" in capsys.readouterr().err
+
+
+def test_rank_images_python(lite0, elpv_folder):
+    torch.manual_seed(0)
+    from headstart.backbones import create_backbone
+
+    scratch = create_backbone("efficientnet_lite0", pretrained=False)
+    result = rank(elpv_folder, backbones=[lite0, lite0.cut("stage3"), scratch], score_name="leep")
+    assert [c.note for c in result.candidates][-1] == "no source head"  # the cut has no ImageNet head: listed last
+    scored = [c.score for c in result.candidates[:2]]
+    assert scored == sorted(scored, reverse=True) and all(s <= 0 for s in scored)
+    logme_ranking = rank(elpv_folder, backbones=[lite0, scratch])
+    assert all(math.isfinite(c.score) for c in logme_ranking.candidates)
+    assert logme_ranking.n_examples == sum(len(load_dataset(elpv_folder).items(s)) for s in ("train", "val"))
+
+
+def test_rank_text_cli(topics_csv, capsys):
+    assert main(["rank", str(topics_csv), "--score", "hscore-shrinkage", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [c["backbone"] for c in result["candidates"]] == ["minilm"] and result["score"] == "hscore-shrinkage"
+    assert main(["rank", str(topics_csv), "--backbones", "efficientnet_lite0", "--only"]) == 2
+    assert "image backbone" in capsys.readouterr().err
