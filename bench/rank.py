@@ -1,7 +1,7 @@
 """Does the transferability score rank backbones like the accuracy they reach? Kendall tau per dataset.
 
-Usage: python bench/rank.py [--limit N] [--datasets a,b,c]
-Appends one JSON line per dataset to bench/results/rank.jsonl and prints a markdown table.
+Usage: python bench/rank.py [--limit N] [--datasets a,b,c]   (appends one JSON line per dataset to bench/results/rank.jsonl)
+       python bench/rank.py --table                          (markdown tables from bench/results/rank.jsonl)
 
 Candidates (5): EfficientNet-Lite0/1/2 (ImageNet), Lite0 cut after stage4 (a shallower real feature
 extractor, no source head), and Lite0 from random initialisation. On a stratified subset of each
@@ -38,6 +38,7 @@ from headstart.ranking import source_probabilities
 from headstart.transferability import SCORES, score
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+RESULTS = Path(__file__).parent / "results" / "rank.jsonl"
 DATASETS = ("hymenoptera", "oxford_flowers17", "brain_tumor_mri", "elpv")
 
 
@@ -72,18 +73,48 @@ def train_step_seconds(backbone: Backbone, batch: int = 16, steps: int = 2) -> f
     return seconds
 
 
+def tables(records: list[dict]) -> str:
+    """Markdown: tau of each score against probe accuracy per dataset (+ mean), then timing."""
+    names = list(SCORES)
+    lines = ["| dataset | n | " + " | ".join(f"{s} tau (weighted)" for s in names) + " |", "|---|---:|" + "---:|" * len(names)]
+    for r in records:
+        cells = [f"{r['tau_vs_probe'][s]['kendall']:.2f} ({r['tau_vs_probe'][s]['weighted']:.2f})" if s in r["tau_vs_probe"] else "-" for s in names]
+        lines.append(f"| {r['dataset']} | {r['n_examples']} | " + " | ".join(cells) + " |")
+    means = []
+    for s in names:
+        values = [(r["tau_vs_probe"][s]["kendall"], r["tau_vs_probe"][s]["weighted"]) for r in records if s in r["tau_vs_probe"]]
+        means.append(f"{np.mean([v[0] for v in values]):.2f} ({np.mean([v[1] for v in values]):.2f})" if values else "-")
+    lines.append("| **mean** | | " + " | ".join(means) + " |")
+    lines += ["", "| dataset | candidate | probe accuracy | LogME | LEEP | embed s | LogME s | est. fine-tune epoch s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in records:
+        for name, c in r["candidates"].items():
+            lines.append(
+                f"| {r['dataset']} | {name} | {c['probe_accuracy']:.3f} ± {c['probe_std']:.3f} | {c['scores']['logme']:.3f} | {c['scores']['leep']:.3f} | "
+                f"{c['embed_seconds']:.1f} | {c['score_seconds']['logme']:.2f} | {c['finetune_epoch_seconds_estimate']:.0f} |"
+            )
+    rank_seconds = sum(c["embed_seconds"] + c["score_seconds"]["logme"] for r in records for c in r["candidates"].values())
+    epoch_seconds = sum(c["finetune_epoch_seconds_estimate"] for r in records for c in r["candidates"].values())
+    lines += ["", f"Ranking all candidates on all datasets: {rank_seconds:.0f} s; one fine-tuning epoch of every candidate (estimate): {epoch_seconds:.0f} s "
+              f"(ratio {epoch_seconds / rank_seconds:.1f} per epoch)."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--cache-dir", default="/tmp/headstart-bench-cache")
+    parser.add_argument("--table", action="store_true", help="print the tables of the recorded results and exit")
     args = parser.parse_args()
+    if args.table:
+        print(tables([json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]))
+        return
     models = candidates()
     cache = EmbeddingCache(args.cache_dir)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     machine = f"{platform.machine()}, {os.cpu_count()} threads, torch {torch.__version__}"
     step_cost = {name: train_step_seconds(model) for name, model in models.items()}
-    out = Path(__file__).parent / "results" / "rank.jsonl"
+    out = RESULTS
     for dataset_name in args.datasets.split(","):
         data = load_elpv(task="binary") if dataset_name == "elpv" else SHARED / dataset_name
         _, items, labels = labelled_examples(data, limit=args.limit, seed=0)

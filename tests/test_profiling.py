@@ -110,3 +110,46 @@ def test_rank_text_cli(topics_csv, capsys):
     assert [c["backbone"] for c in result["candidates"]] == ["minilm"] and result["score"] == "hscore-shrinkage"
     assert main(["rank", str(topics_csv), "--backbones", "efficientnet_lite0", "--only"]) == 2
     assert "image backbone" in capsys.readouterr().err
+
+
+def _profile(accuracies: list[float]) -> Profile:
+    from headstart.profiling import BlockScore
+
+    rows = [BlockScore(i, f"b{i}", 8, acc, 0.0, -1.0 + acc) for i, acc in enumerate(accuracies)]
+    return Profile("m", "d", 100, ["a", "b"], 0.01, rows)
+
+
+@pytest.mark.parametrize(
+    ("per_class", "accuracies", "case", "strategy", "settings"),
+    [
+        (40, [0.5, 0.6, 0.7, 0.8, 0.9], "small, similar", "feature-extraction", {}),
+        (40, [0.5, 0.8, 0.9, 0.85, 0.8], "small, different", "feature-extraction", {"cut": "b2"}),
+        (500, [0.5, 0.6, 0.7, 0.8, 0.9], "large, similar", "fine-tune", {"trainable_blocks": 2}),
+        (500, [0.5, 0.9, 0.85, 0.85, 0.8], "large, different", "fine-tune", {"trainable_blocks": 4, "batchnorm": "train"}),
+    ],
+)
+def test_advisor_four_cases(per_class, accuracies, case, strategy, settings):
+    from headstart.advisor import decide
+
+    advice = decide(per_class, _profile(accuracies))
+    assert advice.case == case and advice.strategy == strategy
+    assert settings.items() <= advice.fit_kwargs.items()
+    assert f"median {per_class} examples per class" in str(advice)
+
+
+def test_advise_cli_images(elpv_folder, capsys):
+    assert main(["advise", str(elpv_folder), "--json"]) == 0
+    advice = json.loads(capsys.readouterr().out)
+    assert advice["case"].startswith("small") and advice["strategy"] == "feature-extraction"  # 24 images per class
+    assert advice["measurements"]["examples_per_class"] == pytest.approx(24 * 0.8, abs=2)
+    assert main(["advise", str(elpv_folder)]) == 0
+    assert "next: headstart fit" in capsys.readouterr().out
+
+
+def test_fit_auto_text_python(topics_csv, tmp_path):
+    import headstart
+
+    run = headstart.fit(topics_csv, strategy="auto", out=tmp_path / "auto", quiet=True, epochs=20)
+    log = (tmp_path / "auto" / "log.txt").read_text()
+    assert "auto: case: small" in log and "size: median" in log
+    assert run.metrics["test"]["accuracy"] > 0.5  # 3 topics: chance is 1/3

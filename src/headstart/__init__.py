@@ -6,6 +6,7 @@ from headstart._torchvision import import_torchvision  # noqa: E402
 
 import_torchvision()  # before anything imports timm or transformers: see headstart/_torchvision.py
 
+from headstart.advisor import advise  # noqa: E402
 from headstart.api import Run, evaluate, fit, from_pretrained, predict, predict_proba, resume  # noqa: E402
 from headstart.backbones import create_backbone, list_backbones  # noqa: E402
 from headstart.data import load_dataset  # noqa: E402
@@ -19,6 +20,7 @@ __all__ = [
     "Run",
     "TransferClassifier",
     "TransferModel",
+    "advise",
     "create_backbone",
     "evaluate",
     "fit",

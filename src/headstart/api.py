@@ -112,7 +112,9 @@ def fit(
         See :func:`headstart.backbones.create_backbone`.
     weights : path, optional
         Local weights file for a ``timm:`` backbone.
-    strategy : {"feature-extraction", "fine-tune", "full", "scratch"} or Strategy
+    strategy : {"feature-extraction", "fine-tune", "full", "scratch", "auto"} or Strategy
+        ``"auto"`` asks :func:`headstart.advisor.advise` (size and layer-wise profile of ``data``)
+        and uses its strategy and settings, except those passed explicitly.
     out : path, optional
         Run directory; default ``runs/<data>-<strategy>-<time>``. Never overwritten unless ``overwrite``.
         While training, ``out/checkpoint/`` holds what :func:`resume` needs after an interruption.
@@ -148,6 +150,15 @@ def fit(
         raise ValueError("resume=True needs the run directory: pass out=RUN (or call headstart.resume(RUN))")
     checkpoint = Checkpoint(directory, resume=resume) if directory is not None else None
     dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
+    advice_lines: list[str] = []
+    if strategy == "auto":  # measure, then fit with the advisor's settings where the caller set none
+        from headstart.advisor import advise
+
+        advice = advise(dataset, backbone=backbone, seed=seed, cache_dir=cache_dir, quiet=quiet)
+        strategy, advice_lines = advice.strategy, str(advice).splitlines()
+        given = {"cut": cut, "trainable_blocks": trainable_blocks, "lr": lr, "body_lr": body_lr, "epochs": epochs, "batchnorm": batchnorm}
+        chosen_settings = {k: v if v is not None else advice.fit_kwargs.get(k) for k, v in given.items()}
+        cut, trainable_blocks, lr, body_lr, epochs, batchnorm = (chosen_settings[k] for k in given)
     chosen = strategy if isinstance(strategy, Strategy) else make_strategy(
         strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, monitor=monitor, trainable_blocks=trainable_blocks, freeze=freeze, batchnorm=batchnorm
     )
@@ -172,6 +183,8 @@ def fit(
         progress.log(f"data: {dataset.source}: {', '.join(f'{s} {sum(c.values())}' for s, c in summary['counts'].items())}; classes {dataset.classes}")
         for note in dataset.notes:
             progress.log(f"data: {note}")
+        for line in advice_lines:
+            progress.log(f"auto: {line}")
         if dataset.skipped:
             reasons = ", ".join(f"{n} {r}" for r, n in summary["skipped_reasons"].items())
             progress.log(f"data: skipped {len(dataset.skipped)} ({reasons}): " + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else ""))

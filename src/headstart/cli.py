@@ -248,6 +248,28 @@ def cmd_rank(args: argparse.Namespace) -> None:
     Console().print(table)
 
 
+def cmd_advise(args: argparse.Namespace) -> None:
+    from headstart.advisor import advise
+
+    advice = advise(
+        args.data,
+        backbone=args.backbone or _default_backbone(args.data),
+        limit=args.limit,
+        every=args.every,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        quiet=args.quiet or args.json,
+        text_column=args.text_column,
+        label_column=args.label_column,
+    )
+    if args.json:
+        _print_json(advice.to_dict())
+        return
+    print(advice)
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in advice.fit_kwargs.items())
+    print(f"next: headstart fit {args.data} --strategy {advice.strategy} {flags}".rstrip())
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from headstart.demo import run_demo
 
@@ -305,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="image folder (class sub-folders, optional train/val/test) or CSV/TSV/JSONL with text and label columns")
     p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default; timm:ARCH, hf:ID_OR_DIR or a run dir")
     p.add_argument("--weights", default=None, help="local weights file for a timm: backbone")
-    p.add_argument("--strategy", default="feature-extraction", choices=["feature-extraction", "fine-tune", "full", "scratch"])
+    p.add_argument("--strategy", default="feature-extraction", choices=["feature-extraction", "fine-tune", "full", "scratch", "auto"], help="auto: measure the data first (see `headstart advise`)")
     p.add_argument("--out", default=None, help="run directory (default runs/<data>-<strategy>-<time>)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="head learning rate")
@@ -392,6 +414,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("advise", help="place DATA in the four cases (small/large x similar/different) and recommend how to fit it")
+    p.add_argument("data")
+    p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default")
+    p.add_argument("--limit", type=int, default=400, help="examples profiled (stratified subset; size counts all)")
+    p.add_argument("--every", type=int, default=None, help="profile every k-th block")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_advise)
 
     p = sub.add_parser("demo", help="offline demo on the ELPV solar-cell images: transfer vs scratch")
     p.add_argument("--limit", type=int, default=800, help="number of ELPV images used (default 800)")
