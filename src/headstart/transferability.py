@@ -72,6 +72,10 @@ def logme_evidence(singular_values: np.ndarray, projected: np.ndarray, target_no
     sigma = singular_values**2  # eigenvalues of F^T F; the other dim - r are zero
     z = projected  # (r, K)
     outside = np.maximum(target_norms - (z**2).sum(0), 0.0)  # ||y||^2 - ||U^T y||^2: residual no weight can fit
+    # With more features than examples the labels can be fitted exactly: the residual goes to 0 and
+    # beta to infinity while the evidence converges. Below 1e-12 ||y||^2 the residual is rounding
+    # noise anyway, so it is floored there and beta stays finite.
+    floor = 1e-12 * np.maximum(target_norms, 1e-300)
     k = z.shape[1]
     alpha, beta = np.ones(k), np.ones(k)
     for _ in range(max_iter):
@@ -80,14 +84,14 @@ def logme_evidence(singular_values: np.ndarray, projected: np.ndarray, target_no
         m_sq = ((beta * singular_values[:, None] * z / denominator) ** 2).sum(0)  # ||m||^2
         residual = ((alpha * z / denominator) ** 2).sum(0) + outside  # ||F m - y||^2
         new_alpha = gamma / np.maximum(m_sq, 1e-300)
-        new_beta = (n - gamma) / np.maximum(residual, 1e-300)
+        new_beta = (n - gamma) / np.maximum(residual, floor)
         done = np.all(np.abs(new_alpha / new_beta - alpha / beta) <= tol * (alpha / beta))
         alpha, beta = new_alpha, new_beta
         if done:
             break
     denominator = alpha + beta * sigma[:, None]
     m_sq = ((beta * singular_values[:, None] * z / denominator) ** 2).sum(0)
-    residual = ((alpha * z / denominator) ** 2).sum(0) + outside
+    residual = np.maximum(((alpha * z / denominator) ** 2).sum(0) + outside, floor)
     log_det = np.log(denominator).sum(0) + (dim - len(sigma)) * np.log(alpha)  # log|alpha I + beta F^T F|
     evidence = (
         dim / 2 * np.log(alpha) + n / 2 * np.log(beta) - n / 2 * np.log(2 * np.pi)
