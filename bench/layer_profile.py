@@ -1,6 +1,6 @@
 """Layer-wise profiles near and far from ImageNet: hymenoptera, elpv (binary) and brain_tumor_mri.
 
-Usage: python bench/profile.py [--limit N] [--datasets a,b]
+Usage: python bench/layer_profile.py [--limit N] [--datasets a,b]
 For each dataset: `headstart.profile` of efficientnet_lite0 on a stratified subset of the train+val
 examples (5-fold linear probe + LogME per block); the plot goes to docs/profile-<dataset>.png and
 one JSON line to bench/results/profile.jsonl.
