@@ -68,7 +68,7 @@ def test_profile_images_python(lite0, elpv_folder, tmp_path):
     assert result.plateau in ("stage1", "stage4", "head")
     png = result.plot(tmp_path / "profile.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| 4 | stage4" in result.to_markdown()
+    assert "| 5 | stage4 | 112 |" in result.to_markdown()
 
 
 def test_profile_text_cli(topics_csv, tmp_path, capsys):
@@ -149,7 +149,7 @@ def test_advise_cli_images(elpv_folder, capsys):
 def test_fit_auto_text_python(topics_csv, tmp_path):
     import headstart
 
-    run = headstart.fit(topics_csv, strategy="auto", out=tmp_path / "auto", quiet=True, epochs=20)
+    run = headstart.fit(topics_csv, backbone="minilm", strategy="auto", out=tmp_path / "auto", quiet=True, epochs=20)
     log = (tmp_path / "auto" / "log.txt").read_text()
     assert "auto: case: small" in log and "size: median" in log
     assert run.metrics["test"]["accuracy"] > 0.5  # 3 topics: chance is 1/3
