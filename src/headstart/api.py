@@ -151,6 +151,7 @@ def fit(
     checkpoint = Checkpoint(directory, resume=resume) if directory is not None else None
     dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
     advice_lines: list[str] = []
+    chosen_settings: dict[str, Any] = {}  # the advisor's settings, saved so that `resume` repeats them
     if strategy == "auto":  # measure, then fit with the advisor's settings where the caller set none
         from headstart.advisor import advise
 
@@ -163,7 +164,7 @@ def fit(
         strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, monitor=monitor, trainable_blocks=trainable_blocks, freeze=freeze, batchnorm=batchnorm
     )
     if directory is not None and not resume:
-        write_fit_args(directory, {**arguments, "data": str(Path(dataset.source).resolve()) if not isinstance(data, Dataset) else None,
+        write_fit_args(directory, {**arguments, **chosen_settings, "data": str(Path(dataset.source).resolve()) if not isinstance(data, Dataset) else None,
                                    "strategy": chosen.name if isinstance(strategy, str) else None})  # fmt: skip
 
     def build() -> TransferModel:
