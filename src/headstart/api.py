@@ -26,6 +26,7 @@ from headstart import __version__
 from headstart.checkpoint import ARGS_NAME, Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
 from headstart.data import Dataset, as_items, check_image, load_dataset, make_loader
 from headstart.features import EmbeddingCache
+from headstart.image_cache import image_cache
 from headstart.io import atomic_write_text
 from headstart.metrics import classification_metrics
 from headstart.model import TransferModel
@@ -191,7 +192,7 @@ def fit(
             progress.log(f"data: skipped {len(dataset.skipped)} ({reasons}): " + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else ""))
         for warning in dataset.warnings:
             progress.log(f"warning: {warning}")
-        ctx = FitContext(progress=progress, cache=EmbeddingCache(cache_dir), batch_size=batch_size, seed=seed, augment=augment,
+        ctx = FitContext(progress=progress, cache=EmbeddingCache(cache_dir), images=image_cache(cache_dir), batch_size=batch_size, seed=seed, augment=augment,
                          callbacks=[*([checkpoint] if checkpoint else []), *callbacks])  # fmt: skip
         if resume:
             progress.log(f"resuming {directory} from its checkpoint")

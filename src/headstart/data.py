@@ -110,6 +110,8 @@ def load_image(source: Item) -> Image.Image:
     """
     if isinstance(source, Image.Image):
         return _to_rgb(source)
+    if hasattr(source, "to_pil"):  # a headstart.image_cache.CachedImage: decoded and presized earlier
+        return source.to_pil()
     with _quiet_pillow(), Image.open(source) as image:  # closed here: a long run must not leak one file handle per image
         if image.format == "JPEG" and max(image.size) > 2 * LARGEST_DECODE:
             image.draft("RGB", (LARGEST_DECODE, LARGEST_DECODE))  # decode a huge photo at 1/2, 1/4 or 1/8 scale
@@ -519,6 +521,15 @@ def make_loader(
         return preprocessing(list(texts)), torch.as_tensor(ys)
 
     return DataLoader(ExampleDataset(items, labels), batch_size=batch_size, shuffle=train, collate_fn=collate, generator=generator)
+
+
+def tensor_loader(inputs: Any, labels: Sequence[int], *, batch_size: int, shuffle: bool = False, seed: int = 0) -> Any:
+    """Batches of precomputed tensors (cached features or activations), shuffled as :func:`make_loader` shuffles."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    dataset = TensorDataset(torch.as_tensor(inputs), torch.as_tensor(np.asarray(labels)))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
 
 
 # ------------------------------------------------------------------------------------------------

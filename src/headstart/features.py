@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,14 @@ import torch
 
 from headstart.backbones import Backbone
 from headstart.data import content_key, make_loader
-from headstart.io import atomic_path, atomic_write_text
+from headstart.io import ShardStore
 from headstart.progress import Progress
 from headstart.training import to_device
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("HEADSTART_CACHE", Path.home() / ".cache" / "headstart")) / "embeddings"
+def default_cache_dir(kind: str = "embeddings") -> Path:
+    """``$HEADSTART_CACHE/<kind>`` (default ``~/.cache/headstart/<kind>``): embeddings or decoded images."""
+    return Path(os.environ.get("HEADSTART_CACHE", Path.home() / ".cache" / "headstart")) / kind
 
 
 def _backbone_key(backbone: Backbone) -> str:
@@ -72,26 +72,10 @@ class EmbeddingCache:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
-        self._verified: dict[Path, tuple[int, int]] = {}  # shard -> (size, mtime) checked by this instance
+        self._store = ShardStore()
 
     def _index(self, folder: Path) -> dict[str, tuple[Path, int]]:
-        index: dict[str, tuple[Path, int]] = {}
-        for keys_file in sorted(folder.glob("part-*.json")):
-            shard = keys_file.with_suffix(".npy")
-            try:
-                meta = json.loads(keys_file.read_text())
-                array = np.load(shard, mmap_mode="r")
-                stat = shard.stat()
-                if self._verified.get(shard) != (stat.st_size, stat.st_mtime_ns):
-                    if array.shape[0] != len(meta["keys"]) or meta.get("sha256") != _sha(shard):
-                        raise ValueError("checksum mismatch")
-                    self._verified[shard] = (stat.st_size, stat.st_mtime_ns)
-            except (OSError, ValueError, KeyError):
-                keys_file.unlink(missing_ok=True)  # damaged entry: rebuilt below, never trusted
-                shard.unlink(missing_ok=True)
-                continue
-            index.update({key: (shard, row) for row, key in enumerate(meta["keys"])})
-        return index
+        return {key: (shard, row) for key, (shard, row, _) in self._store.index(folder).items()}
 
     def embed(
         self,
@@ -139,12 +123,7 @@ class EmbeddingCache:
         return {name: self._gather(indexes[name], keys, cuts[name].feature_dim) for name in names}, len(missing)
 
     def _write(self, folder: Path, keys: list[str], features: np.ndarray) -> Path:
-        name = f"part-{uuid.uuid4().hex[:12]}"
-        shard = folder / f"{name}.npy"
-        with atomic_path(shard) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, features)
-        atomic_write_text(folder / f"{name}.json", json.dumps({"keys": keys, "sha256": _sha(shard)}))
-        return shard
+        return self._store.write(folder, keys, features)
 
     @staticmethod
     def _gather(index: dict[str, tuple[Path, int]], keys: list[str], dim: int) -> np.ndarray:
@@ -156,11 +135,3 @@ class EmbeddingCache:
                 shards[shard] = np.load(shard, mmap_mode="r")
             out[i] = shards[shard][row]
         return out
-
-
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -1,12 +1,18 @@
-"""Atomic file writes: a crash or Ctrl-C leaves either the old file or the new one, never half of one."""
+"""Atomic file writes: a crash or Ctrl-C leaves either the old file or the new one, never half of one.
+
+:class:`ShardStore` builds the on-disk caches (embeddings, decoded images) on them."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -27,3 +33,57 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def atomic_write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+class ShardStore:
+    """Content-keyed arrays in ``.npy`` shards with a JSON index each, written atomically.
+
+    A shard holds the rows of one write; its JSON names the key of each row, a checksum of the
+    ``.npy`` and any extra fields the caller needs (offsets, shapes). A damaged or half-written
+    entry is deleted and reported missing, never trusted: the caller computes it again. Shards are
+    read with memory mapping, so a store larger than memory still works.
+    """
+
+    def __init__(self) -> None:
+        self._verified: dict[Path, tuple[int, int]] = {}  # shard -> (size, mtime) checked by this instance
+
+    def index(self, folder: Path) -> dict[str, tuple[Path, int, dict[str, Any]]]:
+        """``{key: (shard, row, shard's JSON)}`` over every sound shard in ``folder``."""
+        import numpy as np
+
+        index: dict[str, tuple[Path, int, dict[str, Any]]] = {}
+        for keys_file in sorted(folder.glob("part-*.json")):
+            shard = keys_file.with_suffix(".npy")
+            try:
+                meta = json.loads(keys_file.read_text())
+                array = np.load(shard, mmap_mode="r")
+                stat = shard.stat()
+                if self._verified.get(shard) != (stat.st_size, stat.st_mtime_ns):
+                    if array.shape[0] != meta.get("rows", len(meta["keys"])) or meta.get("sha256") != sha256_file(shard):
+                        raise ValueError("checksum mismatch")
+                    self._verified[shard] = (stat.st_size, stat.st_mtime_ns)
+            except (OSError, ValueError, KeyError):
+                keys_file.unlink(missing_ok=True)  # damaged entry: rebuilt by the caller, never trusted
+                shard.unlink(missing_ok=True)
+                continue
+            index.update({key: (shard, row, meta) for row, key in enumerate(meta["keys"])})
+        return index
+
+    def write(self, folder: Path, keys: list[str], array: Any, **extra: Any) -> Path:
+        """Store ``array`` (one row per key unless ``extra`` says ``rows``) as a new shard; return its path."""
+        import numpy as np
+
+        name = f"part-{uuid.uuid4().hex[:12]}"
+        shard = folder / f"{name}.npy"
+        with atomic_path(shard) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, array)
+        atomic_write_text(folder / f"{name}.json", json.dumps({"keys": keys, "sha256": sha256_file(shard), **extra}))
+        return shard
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
