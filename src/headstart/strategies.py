@@ -15,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-from headstart.data import Dataset, make_loader
+from headstart.activations import TopModel, boundary_activations, budget_from_env, plan_boundary
+from headstart.data import Dataset, make_loader, tensor_loader
 from headstart.features import EmbeddingCache
 from headstart.freezing import freeze, freeze_bottom, freeze_report, set_batchnorm, unfreeze
+from headstart.image_cache import DecodedImageCache
 from headstart.model import TransferModel
 from headstart.progress import Progress
 from headstart.training import Callback, History, TrainSettings, fit_model
@@ -32,6 +32,7 @@ class FitContext:
 
     progress: Progress
     cache: EmbeddingCache
+    images: DecodedImageCache | None = None
     batch_size: int = 32
     seed: int = 0
     augment: str | None = None
@@ -56,8 +57,22 @@ class Strategy:
         report = freeze_report(model)
         ctx.progress.log(f"{self.name}: {report}")
         augment = ctx.augment or (default_augment if model.modality == "image" else "none")
-        train = make_loader(data.items("train"), data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed)
-        val = make_loader(data.items("val"), data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2)
+        plan = plan_boundary(model, len(data.items("train")) + len(data.items("val")), augment=augment, budget=budget_from_env())
+        if plan.start:
+            ctx.progress.log(plan.reason)
+        if plan.use:  # the frozen bottom runs once; only the top trains per step
+            train_x, val_x = (boundary_activations(model, data.items(s), plan.start, progress=ctx.progress) for s in ("train", "val"))
+            train = tensor_loader(train_x, data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed)
+            val = tensor_loader(val_x, data.labels("val"), batch_size=ctx.batch_size * 2, shuffle=False, seed=ctx.seed)
+            top = TopModel(model, plan.start)
+            return fit_model(top, train, val, self.settings, phase=self.name, history=history, progress=ctx.progress, callbacks=ctx.callbacks)
+        train_items, val_items = data.items("train"), data.items("val")
+        if ctx.images is not None and model.modality == "image":  # decode and resize once, not every epoch
+            train_items, line = ctx.images.prepare(train_items, model.preprocessing, augment=augment, progress=ctx.progress)
+            val_items, _ = ctx.images.prepare(val_items, model.preprocessing, progress=ctx.progress)
+            ctx.progress.log(line)
+        train = make_loader(train_items, data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed)
+        val = make_loader(val_items, data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2)
         return fit_model(model, train, val, self.settings, phase=self.name, history=history, progress=ctx.progress, callbacks=ctx.callbacks)
 
 
@@ -90,10 +105,9 @@ class FeatureExtraction(Strategy):
         for split in ("train", "val"):
             array, computed = ctx.cache.embed(model.backbone, data.items(split), batch_size=64, progress=ctx.progress)
             ctx.progress.log(f"{split}: {len(array)} embeddings ({computed} computed, {len(array) - computed} from cache)")
-            features[split] = TensorDataset(torch.from_numpy(np.ascontiguousarray(array)), torch.from_numpy(data.labels(split)))
-        generator = torch.Generator().manual_seed(ctx.seed)
-        train = DataLoader(features["train"], batch_size=ctx.batch_size, shuffle=True, generator=generator)
-        val = DataLoader(features["val"], batch_size=1024)
+            features[split] = np.ascontiguousarray(array)
+        train = tensor_loader(features["train"], data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed)
+        val = tensor_loader(features["val"], data.labels("val"), batch_size=1024)
         model.head.train()
         history = fit_model(model.head, train, val, self.settings, phase=self.name, progress=ctx.progress, callbacks=ctx.callbacks)
         return history

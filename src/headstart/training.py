@@ -268,6 +268,7 @@ def fit_model(
             "train_loss": total_loss / max(seen, 1),
             "train_accuracy": correct / max(seen, 1),
             "lr": optimizer.param_groups[0]["lr"],
+            "train_seconds": time.perf_counter() - started,  # the training steps alone, without validation
         }
         if val_loader is not None:
             val_loss, probs, labels = evaluate_loader(model, val_loader, device)

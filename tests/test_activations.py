@@ -1,0 +1,100 @@
+"""The freeze-boundary activation cache trains the same model as recomputing the frozen bottom."""
+
+from __future__ import annotations
+
+import torch
+
+from headstart import fit
+from headstart.activations import TopModel, boundary_activations, plan_boundary
+from headstart.data import load_dataset
+from headstart.freezing import freeze_bottom
+from headstart.model import TransferModel
+
+KWARGS = dict(strategy="fine-tune", trainable_blocks=2, epochs=2, batch_size=8, augment="none", image_size=64, quiet=True)
+
+
+def test_cached_activations_train_the_same_model(elpv_folder, tmp_path, monkeypatch):
+    cached = fit(elpv_folder, out=tmp_path / "cached", **KWARGS)
+    monkeypatch.setenv("HEADSTART_ACTIVATION_BUDGET", "0")  # no room: the frozen blocks run every epoch
+    recomputed = fit(elpv_folder, out=tmp_path / "recomputed", **KWARGS)
+    log = (tmp_path / "cached" / "log.txt").read_text()
+    assert "activation cache: blocks up to stage5 are frozen" in log
+    recomputed_log = (tmp_path / "recomputed" / "log.txt").read_text()
+    assert "activation cache: not used" in recomputed_log
+    assert "images at short side 73 (" in recomputed_log  # the recomputing path decodes each image once (64 px / 0.875)
+    a = cached.model.state_dict()
+    b = recomputed.model.state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert abs(cached.metrics["test"]["accuracy"] - recomputed.metrics["test"]["accuracy"]) < 1e-9
+    # the frozen bottom really stayed frozen
+    before = TransferModel.from_backbone("efficientnet_lite0", ["a", "b"]).state_dict()
+    for name, tensor in a.items():
+        if name.startswith("backbone.stages.stem") or name.startswith("backbone.stages.stage0"):
+            assert torch.equal(tensor, before[name]), name
+
+
+def test_top_model_equals_the_whole_model(lite0, elpv_folder):
+    data = load_dataset(elpv_folder)
+    model = TransferModel.from_backbone(lite0, data.classes, cut="stage4")
+    freeze_bottom(model, 2)  # stage4 and the new head train
+    plan = plan_boundary(model, 10, augment="none")
+    assert plan.use and plan.start == 5 and plan.bytes_per_example > 0
+    items = data.items("train")[:4]
+    activations = boundary_activations(model, items, plan.start)
+    model.eval()
+    with torch.inference_mode():
+        from headstart.data import make_loader
+
+        inputs, _ = next(iter(make_loader(items, None, model.preprocessing, batch_size=4)))
+        whole = model(inputs)
+        top = TopModel(model, plan.start)(activations)
+    torch.testing.assert_close(top, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_plan_says_why_it_recomputes(lite0, elpv_folder):
+    data = load_dataset(elpv_folder)
+    model = TransferModel.from_backbone(lite0, data.classes)
+    freeze_bottom(model, 3)
+    assert "changes the inputs every epoch" in plan_boundary(model, 10, augment="light").reason
+    assert "> budget" in plan_boundary(model, 10, augment="none", budget=1).reason
+    freeze_bottom(model, 1)  # only the new head: feature extraction's job
+    assert "whole body is frozen" in plan_boundary(model, 10, augment="none").reason
+
+
+# --- decoded-image cache ------------------------------------------------------------------------
+
+
+def test_decoded_images_give_identical_eval_tensors(lite0, elpv_folder, tmp_path):
+    from headstart.data import make_loader
+    from headstart.image_cache import CachedImage, DecodedImageCache
+
+    items = load_dataset(elpv_folder).items("train")[:6]
+    cache = DecodedImageCache(tmp_path)
+    cached, line = cache.prepare(items, lite0.preprocessing)
+    assert "6 decoded now" in line and all(isinstance(c, CachedImage) for c in cached)
+    assert cached[0].shape[:2] == (256, 256)  # 300-px cells presized to the 256 short side (224 / 0.875)
+    direct, _ = next(iter(make_loader(items, None, lite0.preprocessing, batch_size=6)))
+    again, _ = next(iter(make_loader(cached, None, lite0.preprocessing, batch_size=6)))
+    assert torch.equal(direct, again)
+    _, line = DecodedImageCache(tmp_path).prepare(items, lite0.preprocessing)
+    assert "0 decoded now, 6 from" in line
+
+
+def test_damaged_decoded_shard_is_rebuilt(lite0, elpv_folder, tmp_path):
+    from headstart.image_cache import DecodedImageCache
+
+    items = load_dataset(elpv_folder).items("train")[:3]
+    DecodedImageCache(tmp_path).prepare(items, lite0.preprocessing)
+    (shard,) = tmp_path.rglob("part-*.npy")
+    shard.write_bytes(shard.read_bytes()[:-10])  # truncated by a crash or a full disk
+    _, line = DecodedImageCache(tmp_path).prepare(items, lite0.preprocessing)
+    assert "3 decoded now" in line
+
+
+def test_decoded_cache_can_be_turned_off(monkeypatch, tmp_path):
+    from headstart.image_cache import DecodedImageCache, image_cache
+
+    assert isinstance(image_cache(tmp_path), DecodedImageCache)
+    monkeypatch.setenv("HEADSTART_IMAGE_CACHE", "0")
+    assert image_cache(tmp_path) is None
