@@ -1,0 +1,264 @@
+"""Issue 5: what headstart's caches buy, against the textbook loops, side by side in one process.
+
+Usage:
+    python bench/perf.py p1 DATA [--epochs 30] [--textbook-epochs N]
+    python bench/perf.py p3 DATA [--epochs 10] [--textbook-epochs N]
+    python bench/perf.py p2 DATA [--epochs 2]
+DATA: hymenoptera (../shared/datasets/hymenoptera) or elpv (the elpv-dataset package, binary).
+
+p1 - feature extraction, ``epochs`` epochs of head training.
+     textbook: the PyTorch transfer-learning tutorial's "ConvNet as fixed feature extractor"
+     (every parameter but the new classifier has requires_grad=False; each epoch runs the whole
+     network over the augmented training images, then over the validation images), test once.
+     headstart: ``headstart.fit(strategy="feature-extraction")`` on an empty cache.
+     plain forward: one inference pass of the same network over every image headstart touches.
+p3 - fine-tune the last 2 blocks, no augmentation, ``epochs`` epochs.
+     textbook: the tutorial's fine-tuning loop with the bottom frozen (requires_grad=False and,
+     as the Keras guide does with training=False, the frozen part in inference mode), the whole
+     network run every step; best validation weights kept, as the tutorial does; test once.
+     headstart: ``headstart.fit(strategy="fine-tune", trainable_blocks=2, augment="none")``.
+p2 - full fine-tuning throughput: training images per second of ``headstart.fit(strategy="full")``
+     (its last epoch's training steps: loader, light augmentation, forward, backward, AdamW step)
+     against a bare loop of forward + backward + AdamW step over the same model (the same
+     TransferModel, channels-last, BatchNorm as headstart's full strategy keeps it) on tensors
+     preprocessed into memory beforehand.
+
+Both sides use the same split (headstart's train/val/test of DATA), the same network
+(EfficientNet-Lite0, the embedded weights), batch 32, 2 loader workers, torch's default threads.
+The tutorial uses batch 4 and 4 workers; batch 32 and 2 workers (this machine has 2 cores) are
+faster, so the reference is not slowed down. With ``--textbook-epochs N`` < epochs the textbook
+loop runs N epochs and the row also gives N-epoch time x epochs / N (every epoch does the same
+work); the row says so. Rows are appended to bench/results/perf.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import headstart
+from headstart.backbones import create_backbone
+from headstart.data import load_dataset, load_elpv, load_image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+RESULTS = Path(__file__).parent / "results" / "perf.jsonl"
+
+
+def dataset(name: str) -> headstart.data.Dataset:
+    return load_elpv(task="binary", seed=0) if name == "elpv" else load_dataset(SHARED / name, seed=0)
+
+
+class Images(torch.utils.data.Dataset):
+    """The tutorial's ImageFolder, over headstart's split: (transformed image, label)."""
+
+    def __init__(self, paths: list, labels: np.ndarray, transform) -> None:
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return self.transform(load_image(self.paths[i])), int(self.labels[i])
+
+
+def reference_model(classes: int) -> nn.Module:
+    """The embedded EfficientNet-Lite0 as a plain timm model with a new classifier."""
+    model = copy.deepcopy(create_backbone("efficientnet_lite0")._source[0])
+    model.reset_classifier(classes)
+    return model
+
+
+def loaders(data, transform_train, transform_eval, batch_size: int = 32) -> dict:
+    make = lambda split, t, shuffle: torch.utils.data.DataLoader(  # noqa: E731
+        Images(data.items(split), data.labels(split), t), batch_size=batch_size, shuffle=shuffle, num_workers=2
+    )
+    return {"train": make("train", transform_train, True), "val": make("val", transform_eval, False), "test": make("test", transform_eval, False)}
+
+
+def train_model(model, dataloaders, criterion, optimizer, scheduler, num_epochs, frozen: nn.Module | None = None) -> tuple[nn.Module, float]:
+    """The tutorial's ``train_model``: train + validate every epoch, keep the best validation weights."""
+    best_model_wts = copy.deepcopy(model.state_dict())
+    best_acc = 0.0
+    for _epoch in range(num_epochs):
+        for phase in ["train", "val"]:
+            model.train() if phase == "train" else model.eval()
+            if frozen is not None:
+                frozen.eval()  # Keras guide: the frozen base runs in inference mode
+            running_corrects, seen = 0, 0
+            for inputs, labels in dataloaders[phase]:
+                optimizer.zero_grad()
+                with torch.set_grad_enabled(phase == "train"):
+                    outputs = model(inputs)
+                    loss = criterion(outputs, labels)
+                    if phase == "train":
+                        loss.backward()
+                        optimizer.step()
+                running_corrects += int((outputs.argmax(1) == labels).sum())
+                seen += len(labels)
+            if phase == "train":
+                scheduler.step()
+            if phase == "val" and running_corrects / seen > best_acc:
+                best_acc = running_corrects / seen
+                best_model_wts = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_model_wts)
+    return model, best_acc
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module, loader) -> float:
+    model.eval()
+    correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
+    return correct / len(loader.dataset)
+
+
+def textbook(kind: str, data, epochs: int) -> dict:
+    from torchvision import transforms as T
+
+    prep = create_backbone("efficientnet_lite0").preprocessing
+    normalize = T.Normalize(prep.mean, prep.std)
+    evaluate = T.Compose([T.Resize(prep.resize_size), T.CenterCrop(prep.input_size), T.ToTensor(), normalize])
+    augment = T.Compose([T.RandomResizedCrop(prep.input_size), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    torch.manual_seed(0)
+    model = reference_model(len(data.classes))
+    criterion = nn.CrossEntropyLoss()
+    if kind == "p1":
+        for param in model.parameters():
+            param.requires_grad = False
+        for param in model.get_classifier().parameters():
+            param.requires_grad = True
+        dl = loaders(data, augment, evaluate)
+        optimizer = torch.optim.SGD(model.get_classifier().parameters(), lr=0.001, momentum=0.9)
+        frozen = None
+    else:  # p3: last 2 blocks (blocks[6] and conv_head/bn2) and the classifier train; no augmentation
+        top = [model.blocks[6], model.conv_head, model.bn2, model.get_classifier()]
+        for param in model.parameters():
+            param.requires_grad = False
+        for module in top:
+            for param in module.parameters():
+                param.requires_grad = True
+        frozen = nn.ModuleList([model.conv_stem, model.bn1, *model.blocks[:6]])
+        dl = loaders(data, evaluate, evaluate)
+        optimizer = torch.optim.AdamW(
+            [{"params": model.get_classifier().parameters(), "lr": 1e-3}, {"params": [p for m in top[:3] for p in m.parameters()], "lr": 1e-4}]
+        )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
+    started = time.perf_counter()
+    model, best_val = train_model(model, dl, criterion, optimizer, scheduler, epochs, frozen=frozen)
+    accuracy = test_accuracy(model, dl["test"])
+    return {"seconds": time.perf_counter() - started, "epochs": epochs, "val_accuracy": best_val, "test_accuracy": accuracy}
+
+
+def plain_forward(data) -> dict:
+    """One inference pass of the network over every image headstart embeds (train, val, test)."""
+    from headstart.data import make_loader
+
+    backbone = create_backbone("efficientnet_lite0").eval()
+    items = [*data.items("train"), *data.items("val"), *data.items("test")]
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for inputs, _ in make_loader(items, None, backbone.preprocessing, batch_size=64):
+            backbone(inputs.contiguous(memory_format=torch.channels_last))
+    return {"seconds": time.perf_counter() - started, "images": len(items)}
+
+
+def ours(kind: str, data, epochs: int) -> dict:
+    kwargs = (
+        dict(strategy="feature-extraction", epochs=epochs, patience=None)
+        if kind == "p1"
+        else dict(strategy="fine-tune", trainable_blocks=2, augment="none", epochs=epochs, patience=None)
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["HEADSTART_CACHE"] = tmp  # empty caches: the first run pays for everything
+        started = time.perf_counter()
+        run = headstart.fit(data, out=Path(tmp) / "run", quiet=True, **kwargs)
+        seconds = time.perf_counter() - started
+        log = (Path(tmp) / "run" / "log.txt").read_text().splitlines()
+    return {"seconds": seconds, "test_accuracy": run.metrics["test"]["accuracy"], "log": [line for line in log if "cache" in line or "embeddings" in line]}
+
+
+def bare_loop(data, batches: int, batch_size: int = 32) -> dict:
+    """Forward + backward + AdamW step on pre-loaded tensors: the ceiling for any data pipeline."""
+    from headstart.data import make_loader
+    from headstart.freezing import set_batchnorm, unfreeze
+    from headstart.model import TransferModel
+
+    model = TransferModel.from_backbone("efficientnet_lite0", data.classes)
+    unfreeze(model)
+    set_batchnorm(model, "eval")
+    items = data.items("train")[: batches * batch_size]
+    tensors = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in make_loader(items, data.labels("train")[: len(items)], model.preprocessing, batch_size=batch_size)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    x, y = tensors[0]
+    loss_fn(model(x), y).backward()  # one untimed step: allocations and kernels warmed up
+    optimizer.zero_grad(set_to_none=True)
+    started = time.perf_counter()
+    for x, y in tensors:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "images": len(items), "images_per_second": len(items) / seconds}
+
+
+def full_throughput(data, epochs: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["HEADSTART_CACHE"] = tmp
+        run = headstart.fit(data, out=Path(tmp) / "run", quiet=True, strategy="full", epochs=epochs, patience=None)
+        log = (Path(tmp) / "run" / "log.txt").read_text().splitlines()
+    last = [r for r in run.history.epochs if r["phase"] == "full"][-1]
+    n = len(data.items("train"))
+    return {"train_seconds": last["train_seconds"], "images": n, "images_per_second": n / last["train_seconds"], "log": [line for line in log if "cache" in line]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=["p1", "p2", "p3"])
+    parser.add_argument("data", choices=["hymenoptera", "elpv"])
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--textbook-epochs", type=int)
+    args = parser.parse_args()
+    epochs = args.epochs or {"p1": 30, "p2": 2, "p3": 10}[args.kind]
+    data = dataset(args.data)
+    row: dict = {"bench": args.kind, "data": args.data, "epochs": epochs, "n": {s: len(data.items(s)) for s in data.splits}}
+    if args.kind == "p2":
+        row["headstart"] = full_throughput(data, epochs)
+        row["bare"] = bare_loop(data, batches=min(20, len(data.items("train")) // 32))
+        row["ratio"] = row["headstart"]["images_per_second"] / row["bare"]["images_per_second"]
+        return finish(row)
+    row["plain_forward"] = plain_forward(data)  # first: it also brings every file into the OS page cache for both sides
+    row["headstart"] = ours(args.kind, data, epochs)
+    row["headstart_over_forward"] = row["headstart"]["seconds"] / row["plain_forward"]["seconds"]
+    ran = args.textbook_epochs or epochs
+    row["textbook"] = textbook(args.kind, data, ran)
+    scale = epochs / ran
+    row["textbook"]["seconds_for_epochs"] = row["textbook"]["seconds"] * scale
+    row["textbook"]["extrapolated"] = ran != epochs
+    row["speedup"] = row["textbook"]["seconds_for_epochs"] / row["headstart"]["seconds"]
+    finish(row)
+
+
+def finish(row: dict) -> None:
+    row["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    row["load_average"] = os.getloadavg()
+    row["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    print(json.dumps(row, indent=1), flush=True)
+    with RESULTS.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
