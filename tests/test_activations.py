@@ -98,3 +98,18 @@ def test_decoded_cache_can_be_turned_off(monkeypatch, tmp_path):
     assert isinstance(image_cache(tmp_path), DecodedImageCache)
     monkeypatch.setenv("HEADSTART_IMAGE_CACHE", "0")
     assert image_cache(tmp_path) is None
+
+
+def test_embeddings_are_stored_chunk_by_chunk(lite0, elpv_folder, tmp_path, monkeypatch):
+    """A long embedding run writes a shard per chunk: memory holds one chunk, an interruption keeps the rest."""
+    import numpy as np
+
+    from headstart import features
+    from headstart.features import EmbeddingCache, compute_embeddings
+
+    items = load_dataset(elpv_folder).items("train")[:10]
+    cut = lite0.cut("stage1")
+    monkeypatch.setattr(features, "SHARD_ROWS", 4)
+    got, computed = EmbeddingCache(tmp_path).embed(cut, items, batch_size=4)
+    assert computed == 10 and len(list(tmp_path.rglob("part-*.npy"))) == 3  # 4 + 4 + 2
+    np.testing.assert_allclose(got, compute_embeddings(cut, items), atol=1e-5)

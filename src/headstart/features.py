@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from headstart.data import content_key, make_loader
 from headstart.io import ShardStore
 from headstart.progress import Progress
 from headstart.training import to_device
+
+SHARD_ROWS = 4096  # examples per cache shard: what memory holds while embedding
 
 
 def default_cache_dir(kind: str = "embeddings") -> Path:
@@ -44,27 +46,46 @@ def compute_embeddings(backbone: Backbone, items: Sequence[Any], *, batch_size: 
     return compute_block_embeddings(backbone, items, [name], batch_size=batch_size, progress=progress)[name]
 
 
-@torch.inference_mode()
 def compute_block_embeddings(
     backbone: Backbone, items: Sequence[Any], names: Sequence[str], *, batch_size: int = 64, progress: Progress | None = None
 ) -> dict[str, np.ndarray]:
     """Pooled features after each named block (no cache), one forward pass; float32 arrays by name."""
+    parts = [chunk for _, chunk in iter_block_embeddings(backbone, items, names, batch_size=batch_size, progress=progress)]
+    return {name: np.concatenate([p[name] for p in parts]) if parts else np.empty((0, 0), np.float32) for name in names}
+
+
+def iter_block_embeddings(
+    backbone: Backbone, items: Sequence[Any], names: Sequence[str], *, batch_size: int = 64, progress: Progress | None = None, chunk: int | None = None
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """``(start, {block: features})`` for consecutive runs of about ``chunk`` items, one forward pass in all.
+
+    Streaming: memory holds one chunk, so the cache can write each chunk as it is done and an
+    interrupted run keeps what it computed.
+    """
+    chunk = chunk or SHARD_ROWS
     backbone.eval()
     loader = make_loader(items, None, backbone.preprocessing, batch_size=batch_size)
     last = backbone.blocks[-1].name
-    chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    pending: dict[str, list[np.ndarray]] = {name: [] for name in names}
     device = backbone.device
     task = progress.task("embedding", total=len(items)) if progress else None
+    start = held = 0
     for inputs, _ in loader:
-        inputs = to_device(inputs, device)
-        pooled = {last: backbone(inputs)} if list(names) == [last] else backbone.forward_blocks(inputs, list(names))
-        for name in names:
-            chunks[name].append(pooled[name].float().cpu().numpy())
+        with torch.inference_mode():  # per batch: the caller's code between chunks runs in its own mode
+            inputs = to_device(inputs, device)
+            pooled = {last: backbone(inputs)} if list(names) == [last] else backbone.forward_blocks(inputs, list(names))
+            for name in names:
+                pending[name].append(pooled[name].float().cpu().numpy())
+        held += len(pending[names[0]][-1])
         if task is not None:
-            task.advance(len(chunks[names[0]][-1]))
+            task.advance(len(pending[names[0]][-1]))
+        if held >= chunk:
+            yield start, {name: np.concatenate(arrays) for name, arrays in pending.items()}
+            start, held, pending = start + held, 0, {name: [] for name in names}
+    if held:
+        yield start, {name: np.concatenate(arrays) for name, arrays in pending.items()}
     if task is not None:
         task.done()
-    return {name: np.concatenate(parts) if parts else np.empty((0, 0), np.float32) for name, parts in chunks.items()}
 
 
 class EmbeddingCache:
@@ -115,11 +136,11 @@ class EmbeddingCache:
             folder.mkdir(parents=True, exist_ok=True)
             indexes[name] = self._index(folder)
         missing = sorted({k: i for i, k in enumerate(keys) if any(k not in index for index in indexes.values())}.values())
-        if missing:
-            fresh = compute_block_embeddings(backbone, [items[i] for i in missing], names, batch_size=batch_size, progress=progress)
-            for name, folder in folders.items():
-                shard = self._write(folder, [keys[i] for i in missing], fresh[name])
-                indexes[name].update({keys[i]: (shard, row) for row, i in enumerate(missing)})
+        for start, fresh in iter_block_embeddings(backbone, [items[i] for i in missing], names, batch_size=batch_size, progress=progress):
+            done = missing[start : start + len(fresh[names[0]])]
+            for name, folder in folders.items():  # each chunk is stored as soon as it is computed
+                shard = self._write(folder, [keys[i] for i in done], fresh[name])
+                indexes[name].update({keys[i]: (shard, row) for row, i in enumerate(done)})
         return {name: self._gather(indexes[name], keys, cuts[name].feature_dim) for name in names}, len(missing)
 
     def _write(self, folder: Path, keys: list[str], features: np.ndarray) -> Path:
