@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from headstart import fit
@@ -36,7 +38,7 @@ def test_cached_activations_train_the_same_model(elpv_folder, tmp_path, monkeypa
 
 def test_top_model_equals_the_whole_model(lite0, elpv_folder):
     data = load_dataset(elpv_folder)
-    model = TransferModel.from_backbone(lite0, data.classes, cut="stage4")
+    model = TransferModel.from_backbone(copy.deepcopy(lite0), data.classes, cut="stage4")  # frozen below: never the shared fixture
     freeze_bottom(model, 2)  # stage4 and the new head train
     plan = plan_boundary(model, 10, augment="none")
     assert plan.use and plan.start == 5 and plan.bytes_per_example > 0
@@ -54,7 +56,7 @@ def test_top_model_equals_the_whole_model(lite0, elpv_folder):
 
 def test_plan_says_why_it_recomputes(lite0, elpv_folder):
     data = load_dataset(elpv_folder)
-    model = TransferModel.from_backbone(lite0, data.classes)
+    model = TransferModel.from_backbone(copy.deepcopy(lite0), data.classes)
     freeze_bottom(model, 3)
     assert "changes the inputs every epoch" in plan_boundary(model, 10, augment="light").reason
     assert "> budget" in plan_boundary(model, 10, augment="none", budget=1).reason

@@ -36,7 +36,7 @@ class CountEpochs(Callback):
 
 
 def _curves(run):
-    return [{k: v for k, v in record.items() if k != "seconds"} for record in run.history.epochs]
+    return [{k: v for k, v in record.items() if not k.endswith("seconds")} for record in run.history.epochs]  # timings vary
 
 
 @pytest.mark.parametrize(
