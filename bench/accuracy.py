@@ -39,6 +39,7 @@ CONFIGS = {
     "sms-ft-acc": dict(data="sms_spam", backbone="minilm", strategy="fine-tune", epochs=4, monitor="val_accuracy"),
     "elpv-ft-acc": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20, monitor="val_accuracy"),
     "elpv-full-acc": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="full", epochs=20, monitor="val_accuracy"),
+    "elpv-ft-advised": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20, trainable_blocks=5, batchnorm="train"),
     "elpv-ft-300": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=12, image_size=300),
 }
 
