@@ -14,7 +14,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from headstart import __version__
 from headstart.checkpoint import ARGS_NAME, Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
 from headstart.data import Dataset, as_items, check_image, load_dataset, make_loader
 from headstart.features import EmbeddingCache
+from headstart.freezing import freeze_report
 from headstart.image_cache import image_cache
 from headstart.io import atomic_write_text
 from headstart.metrics import classification_metrics
@@ -38,6 +39,8 @@ from headstart.training import Callback, History, evaluate_loader, seed_everythi
 METRICS_NAME = "metrics.json"
 HISTORY_NAME = "history.json"
 LOG_NAME = "log.txt"
+DATASET_NAME = "dataset.json"
+PREDICTIONS_NAME = "predictions.json"
 
 
 @dataclass
@@ -50,6 +53,8 @@ class Run:
     directory: Path | None
     dataset: dict[str, Any]
     seconds: float
+    predictions: dict[str, Any] = field(default_factory=dict)
+    advice: dict[str, Any] | None = None
 
 
 @dataclass
@@ -102,6 +107,7 @@ def fit(
     label_column: str | None = None,
     callbacks: Sequence[Callback] = (),
     resume: bool = False,
+    report: bool = True,
 ) -> Run:
     """Train a classifier on ``data`` by transfer from ``backbone`` and (by default) save the run.
 
@@ -136,9 +142,11 @@ def fit(
     resume : bool, default=False
         Continue the interrupted run in ``out`` from its checkpoint; use :func:`resume`, which
         repeats the run's own arguments.
+    report : bool, default=True
+        Write ``report.html`` into the run directory (see :func:`headstart.report.write_report`).
     """
     given = dict(locals())  # this call's arguments: saved in the checkpoint so that `resume` can repeat the call
-    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if k not in ("callbacks", "resume", "quiet", "overwrite")}
+    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if k not in ("callbacks", "resume", "quiet", "overwrite", "report")}
     started = time.perf_counter()
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
@@ -152,12 +160,14 @@ def fit(
     checkpoint = Checkpoint(directory, resume=resume) if directory is not None else None
     dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
     advice_lines: list[str] = []
+    advice_record: dict[str, Any] | None = None
     chosen_settings: dict[str, Any] = {}  # the advisor's settings, saved so that `resume` repeats them
     if strategy == "auto":  # measure, then fit with the advisor's settings where the caller set none
         from headstart.advisor import advise
 
         advice = advise(dataset, backbone=backbone, seed=seed, cache_dir=cache_dir, quiet=quiet)
         strategy, advice_lines = advice.strategy, str(advice).splitlines()
+        advice_record = {**advice.to_dict(), "profile": advice.profile.to_dict() if advice.profile is not None else None}
         given = {"cut": cut, "trainable_blocks": trainable_blocks, "lr": lr, "body_lr": body_lr, "epochs": epochs, "batchnorm": batchnorm}
         chosen_settings = {k: v if v is not None else advice.fit_kwargs.get(k) for k, v in given.items()}
         cut, trainable_blocks, lr, body_lr, epochs, batchnorm = (chosen_settings[k] for k in given)
@@ -200,14 +210,24 @@ def fit(
         overfit = history.overfitting()
         if overfit["detected"]:
             progress.log(f"warning: {overfit['message']}")
-        metrics = {split: evaluate(model, dataset, split=split, cache=ctx.cache) for split in ("val", "test") if dataset.items(split)}
+        metrics, predictions = {}, {}
+        for split in ("val", "test"):
+            if dataset.items(split):
+                metrics[split], labels, probs = _scored(model, dataset, split, batch_size=64, cache=ctx.cache)
+                predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)  # test wins
         seconds = time.perf_counter() - started
         if "test" in metrics:
             progress.log(f"test: accuracy {metrics['test']['accuracy']:.4f}, balanced {metrics['test']['balanced_accuracy']:.4f}, macro F1 {metrics['test']['macro_f1']:.4f} (n={metrics['test']['n']}) in {seconds:.0f}s")
         log_lines = list(progress.lines)
-    run = Run(model.eval(), history, metrics, directory, summary, seconds)
+    model.train()  # the modes training used: frozen blocks' BatchNorm in eval (as `headstart summary` shows)
+    blocks = freeze_report(model).to_rows()
+    run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice_record)
     if directory is not None:
-        _save_run(run, chosen, backbone=backbone, seed=seed, batch_size=ctx.batch_size, log_lines=log_lines)
+        _save_run(run, chosen, backbone=backbone, seed=seed, batch_size=ctx.batch_size, log_lines=log_lines, blocks=blocks)
+        if report:
+            from headstart.report import write_report
+
+            write_report(directory)
         shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # finished: nothing left to resume
     return run
 
@@ -238,11 +258,13 @@ def _run_strategy(
             raise KeyboardInterrupt(f"interrupted; continue with `headstart resume {directory}` (nothing after the last finished epoch is lost)") from None
 
 
-def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_size: int, log_lines: list[str]) -> None:
+def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_size: int, log_lines: list[str], blocks: list[dict[str, Any]]) -> None:
     assert run.directory is not None
     training = {
         "backbone": backbone,
         "strategy": strategy.describe(),
+        "advice": run.advice,
+        "blocks": blocks,
         "seed": seed,
         "batch_size": batch_size,
         "seconds": run.seconds,
@@ -252,6 +274,8 @@ def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_s
     run.model.save_pretrained(run.directory, extra={"training": training, "dataset": {k: v for k, v in run.dataset.items() if k != "skipped_files"}})
     atomic_write_text(run.directory / METRICS_NAME, json.dumps({**run.metrics, "seconds": run.seconds}, indent=2))
     atomic_write_text(run.directory / HISTORY_NAME, json.dumps(run.history.to_dict(), indent=2))
+    atomic_write_text(run.directory / DATASET_NAME, json.dumps(run.dataset, indent=2))
+    atomic_write_text(run.directory / PREDICTIONS_NAME, json.dumps(run.predictions))
     atomic_write_text(run.directory / LOG_NAME, "\n".join(log_lines + [f"skipped: {f} ({r})" for f, r in ((d["file"], d["reason"]) for d in run.dataset["skipped_files"])]) + "\n")
 
 
@@ -346,6 +370,11 @@ def evaluate(
     dataset = data if isinstance(data, Dataset) else load_dataset(data, seed=seed, text_column=text_column, label_column=label_column)
     if not dataset.items(split):
         split = next(s for s in ("test", "val", "train") if dataset.items(s))
+    return _scored(model, dataset, split, batch_size=batch_size, cache=cache)[0]
+
+
+def _scored(model: TransferModel, dataset: Dataset, split: str, *, batch_size: int, cache: EmbeddingCache | None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics of ``model`` on one split, with the labels (in the model's class order) and probabilities behind them."""
     unknown = sorted(set(dataset.classes) - set(model.classes))
     if unknown:
         raise ValueError(f"{dataset.source}: classes {unknown[:5]} are unknown to the model (it knows {model.classes})")
@@ -355,4 +384,18 @@ def evaluate(
     result = classification_metrics(labels, probs.argmax(1), model.classes)
     result["split"] = split
     result["loss"] = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean()) if len(labels) else float("nan")
-    return result
+    return result, labels, probs
+
+
+def prediction_records(items: Sequence[Any], labels: np.ndarray, probs: np.ndarray, classes: Sequence[str], *, split: str, modality: str) -> dict[str, Any]:
+    """Per-example true and predicted class with confidence: what the report's gallery of mistakes reads.
+
+    Image items are stored as absolute paths (the report makes thumbnails from them), texts as the
+    first 1000 characters; in-memory images have no name and are stored as ``None``.
+    """
+    examples = []
+    for item, y, row in zip(items, labels, probs):
+        k = int(row.argmax())
+        name = str(Path(item).resolve()) if isinstance(item, Path) else item[:1000] if isinstance(item, str) else None
+        examples.append({"item": name, "true": classes[int(y)], "predicted": classes[k], "confidence": round(float(row[k]), 6), "p_true": round(float(row[int(y)]), 6)})
+    return {"split": split, "modality": modality, "examples": examples}

@@ -270,10 +270,20 @@ def cmd_advise(args: argparse.Namespace) -> None:
     print(f"next: headstart fit {args.data} --strategy {advice.strategy} {flags}".rstrip())
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from headstart.report import write_report
+
+    path = write_report(args.run, compare=args.compare or (), out=args.out)
+    if args.json:
+        _print_json({"report": str(path)})
+        return
+    print(f"wrote {path}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from headstart.demo import run_demo
 
-    run_demo(limit=args.limit, epochs=args.epochs, quiet=args.quiet)
+    run_demo(limit=args.limit, epochs=args.epochs, quiet=args.quiet, out=args.out)
 
 
 def cmd_stylize(args: argparse.Namespace) -> None:
@@ -428,9 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_advise)
 
+    p = sub.add_parser("report", help="(re)build the self-contained HTML report of a run (fit writes it too)")
+    p.add_argument("run", help="run directory written by `headstart fit`")
+    p.add_argument("--compare", action="append", default=None, metavar="RUN", help="another run on the same data to show side by side (repeatable); scratch/transfer siblings are found without it")
+    p.add_argument("--out", default=None, help="where to write the page (default RUN/report.html)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("demo", help="offline demo on the ELPV solar-cell images: transfer vs scratch")
     p.add_argument("--limit", type=int, default=800, help="number of ELPV images used (default 800)")
     p.add_argument("--epochs", type=int, default=6, help="epochs for fine-tune and scratch")
+    p.add_argument("--out", default=None, help="keep the three runs (and their reports, transfer vs scratch side by side) in this directory")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 

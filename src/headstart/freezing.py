@@ -202,7 +202,7 @@ class FreezeReport:
 
     def __str__(self) -> str:
         return (
-            f"FreezeReport(trainable={_human(self.trainable)}, frozen={_human(self.frozen)}, "
+            f"FreezeReport(trainable={human_count(self.trainable)}, frozen={human_count(self.frozen)}, "
             f"frozen_blocks={len(self.frozen_blocks)}/{len(self.blocks)}, bn_in_eval={self.bn_in_eval})"
         )
 
@@ -220,5 +220,6 @@ def freeze_report(model: HasBlocks) -> FreezeReport:
     return FreezeReport(tuple(states))
 
 
-def _human(n: int) -> str:
+def human_count(n: int) -> str:
+    """Parameter counts as people read them: 1.05M, 12.3K, 512."""
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)

@@ -139,8 +139,25 @@ class Profile:
             lines.append(f"| {r.index} | {r.block}{mark} | {r.dim} | {r.probe_accuracy:.3f} ± {r.probe_std:.3f} | {r.logme:.3f} |")
         return "\n".join(lines)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        """Inverse of :meth:`to_dict` (the derived ``best`` and ``plateau`` are recomputed)."""
+        rows = [BlockScore(**row) for row in data["blocks"]]
+        return cls(data["backbone"], data["data"], data["n_examples"], list(data["classes"]), data["tolerance"], rows, dict(data.get("seconds", {})))
+
     def plot(self, path: str | Path) -> Path:
         """Write a PNG of probe accuracy and LogME against depth, the plateau block marked."""
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+
+    def figure(self) -> Any:
+        """The matplotlib figure :meth:`plot` saves (the run report embeds it)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -156,14 +173,12 @@ class Profile:
         right.set_ylabel("LogME", color="tab:orange")
         plateau = next(r for r in self.rows if r.block == self.plateau)
         left.axvline(plateau.index, color="grey", linestyle="--")
-        left.annotate(f"plateau: {plateau.block}", (plateau.index, plateau.probe_accuracy), textcoords="offset points", xytext=(4, -14), fontsize=8)
+        right_half = plateau.index > (x[0] + x[-1]) / 2  # label on the inner side, clear of the LogME axis
+        left.annotate(f"plateau: {plateau.block}", (plateau.index, plateau.probe_accuracy), textcoords="offset points",
+                      xytext=(-6 if right_half else 6, -14), ha="right" if right_half else "left", fontsize=8)  # fmt: skip
         left.set_title(f"{self.backbone} on {Path(self.data).name} (n={self.n_examples})", fontsize=10)
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-        plt.close(fig)
-        return path
+        return fig
 
 
 def profile(

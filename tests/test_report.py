@@ -1,0 +1,126 @@
+"""The run report: written by every fit, rebuilt by `headstart report`, checked in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from browser import Chromium, find_chromium
+
+from headstart.cli import main
+from headstart.report import LR_FIND_NAME, REPORT_NAME, write_report
+
+SCREENSHOTS = os.environ.get("HEADSTART_SCREENSHOTS")  # keep the screenshots here (default: the test's tmp dir)
+
+
+@pytest.fixture(scope="session")
+def scratch_run(elpv_folder: Path, fe_run, tmp_path_factory: pytest.TempPathFactory):
+    """A real scratch run on the same ELPV folder, beside ``fe_run`` (small input so it takes seconds)."""
+    from headstart.api import fit
+
+    return fit(elpv_folder, strategy="scratch", out=fe_run.directory.parent / "scratch", quiet=True, epochs=2, image_size=64)
+
+
+@pytest.fixture(scope="session")
+def text_run(topics_csv: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A text run whose strategy the advisor chose: the report shows its rationale and layer profile."""
+    from headstart.api import fit
+
+    return fit(topics_csv, backbone="minilm", strategy="auto", out=tmp_path_factory.mktemp("runs") / "topics", quiet=True)
+
+
+def _sections(page: str) -> set[str]:
+    return set(re.findall(r'<section id="([a-z_]+)"', page))
+
+
+def test_fit_writes_a_self_contained_report(fe_run):
+    page = (fe_run.directory / REPORT_NAME).read_text(encoding="utf-8")
+    assert {"data", "strategy", "curves", "results", "mistakes", "log"} <= _sections(page)
+    assert not re.search(r'(src|href)="(https?:)?//', page), "the report must not fetch anything"
+    assert "<script" not in page
+    test = fe_run.metrics["test"]
+    assert f"{100 * test['accuracy']:.1f}%" in page
+    wrong = sum(row[j] for i, row in enumerate(test["confusion_matrix"]) for j in range(len(row)) if i != j)
+    assert f"{wrong} of {test['n']} test examples are misclassified" in page
+    thumbnails = page.count('<div class="thumb"><img src="data:image/jpeg;base64,')
+    assert thumbnails == min(wrong, 12)
+    assert page.count("pill frozen") == len(fe_run.model.backbone.blocks)  # feature extraction: every body block frozen
+
+
+def test_predictions_match_the_metrics(fe_run):
+    saved = json.loads((fe_run.directory / "predictions.json").read_text())
+    test = fe_run.metrics["test"]
+    assert saved["split"] == "test" and len(saved["examples"]) == test["n"]
+    correct = sum(e["true"] == e["predicted"] for e in saved["examples"])
+    assert correct == round(test["accuracy"] * test["n"])
+    assert all(Path(e["item"]).is_file() for e in saved["examples"])
+
+
+def test_report_command_rebuilds_with_scratch_side_by_side(fe_run, scratch_run, tmp_path, capsys):
+    (fe_run.directory / REPORT_NAME).unlink()
+    assert main(["report", str(fe_run.directory)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    page = (fe_run.directory / REPORT_NAME).read_text(encoding="utf-8")
+    assert "compare" in _sections(page)  # the scratch sibling on the same data was found
+    gain = 100 * (fe_run.metrics["test"]["accuracy"] - scratch_run.metrics["test"]["accuracy"])
+    assert f"{gain:+.1f} points" in page
+    # an explicit --compare from elsewhere, written to another file
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(fe_run.directory, elsewhere / "fe", ignore=shutil.ignore_patterns("*.safetensors"))
+    assert main(["report", str(elsewhere / "fe"), "--compare", str(scratch_run.directory), "--out", str(tmp_path / "r.html")]) == 0
+    assert "compare" in _sections((tmp_path / "r.html").read_text(encoding="utf-8"))
+
+
+def test_lr_finder_section_appears_only_with_its_file(fe_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fe_run.directory, run, ignore=shutil.ignore_patterns("*.safetensors"))
+    assert "lr_find" not in _sections(write_report(run).read_text(encoding="utf-8"))
+    lrs = [1e-6 * 10 ** (i / 10) for i in range(60)]
+    losses = [0.7 - 0.3 * min(i, 40) / 40 + (0.0 if i < 45 else 0.2 * (i - 45)) for i in range(60)]
+    (run / LR_FIND_NAME).write_text(json.dumps({"lrs": lrs, "losses": losses, "suggestion": lrs[30]}))
+    page = write_report(run).read_text(encoding="utf-8")
+    assert "lr_find" in _sections(page) and f"{lrs[30]:.2g}" in page
+
+
+def test_text_report_shows_snippets_rationale_and_profile(text_run):
+    page = (text_run.directory / REPORT_NAME).read_text(encoding="utf-8")
+    assert {"data", "strategy", "curves", "results", "profile"} <= _sections(page)
+    assert "Chosen by the advisor" in page
+    for line in text_run.advice["rationale"]:
+        assert line.replace("'", "&#39;").replace('"', "&#34;").replace("<", "&lt;").replace(">", "&gt;") in page
+    wrong = [e for e in json.loads((text_run.directory / "predictions.json").read_text())["examples"] if e["true"] != e["predicted"]]
+    assert page.count('<div class="snippet">') == min(len(wrong), 12)
+
+
+def test_not_a_run_is_a_one_line_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a finished headstart run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["image", "text"])
+def test_report_renders_in_headless_chromium(which, fe_run, scratch_run, text_run, tmp_path):
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium; .ci/run installs it); this test renders the report in it")
+    run = fe_run if which == "image" else text_run
+    report = write_report(run.directory)
+    with Chromium(binary) as browser:
+        browser.open(report.resolve().as_uri())
+        images = browser.images()
+        broken = [i for i in images if not i["complete"] or i["naturalWidth"] == 0]
+        assert images and not broken, broken
+        assert browser.console_errors() == []
+        assert browser.requests() == [report.resolve().as_uri()]
+        shown = set(browser.evaluate("Array.from(document.querySelectorAll('section')).filter(s => s.offsetHeight > 0).map(s => s.id)"))
+        assert {"data", "strategy", "curves", "results"} <= shown
+        folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+        folder.mkdir(parents=True, exist_ok=True)
+        shot = browser.screenshot(folder / f"report-{which}.png")
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.width == 1280 and image.height > 2000  # the whole page, not the first screen
