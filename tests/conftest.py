@@ -106,3 +106,11 @@ def fe_run(elpv_folder: Path, tmp_path_factory: pytest.TempPathFactory):
     from headstart.api import fit
 
     return fit(elpv_folder, strategy="feature-extraction", out=tmp_path_factory.mktemp("runs") / "fe", quiet=True, epochs=30)
+
+
+@pytest.fixture(scope="session")
+def text_run(topics_csv: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A saved minilm run on the topics table whose strategy the advisor chose (its report has a rationale and a profile)."""
+    from headstart.api import fit
+
+    return fit(topics_csv, backbone="minilm", strategy="auto", out=tmp_path_factory.mktemp("runs") / "topics", quiet=True)

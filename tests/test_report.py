@@ -25,14 +25,6 @@ def scratch_run(elpv_folder: Path, fe_run, tmp_path_factory: pytest.TempPathFact
     return fit(elpv_folder, strategy="scratch", out=fe_run.directory.parent / "scratch", quiet=True, epochs=2, image_size=64)
 
 
-@pytest.fixture(scope="session")
-def text_run(topics_csv: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A text run whose strategy the advisor chose: the report shows its rationale and layer profile."""
-    from headstart.api import fit
-
-    return fit(topics_csv, backbone="minilm", strategy="auto", out=tmp_path_factory.mktemp("runs") / "topics", quiet=True)
-
-
 def _sections(page: str) -> set[str]:
     return set(re.findall(r'<section id="([a-z_]+)"', page))
 

@@ -280,6 +280,16 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from headstart.export import export_model
+
+    result = export_model(args.run, format=args.format, out=args.out, overwrite=args.overwrite)
+    if args.json:
+        _print_json(result.to_dict())
+        return
+    print(f"wrote {result.model} (inputs: {', '.join(result.inputs)}; output: logits) and {result.preprocessing}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from headstart.demo import run_demo
 
@@ -444,6 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where to write the page (default RUN/report.html)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, with preprocessing.json beside it")
+    p.add_argument("run", help="run directory written by `headstart fit`")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    p.add_argument("--out", default=None, help="output directory (default RUN/export)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="offline demo on the ELPV solar-cell images: transfer vs scratch")
     p.add_argument("--limit", type=int, default=800, help="number of ELPV images used (default 800)")
