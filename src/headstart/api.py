@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import platform
 import shutil
 import time
@@ -34,6 +35,7 @@ from headstart.model import TransferModel
 from headstart.preprocessing import ImagePreprocessing
 from headstart.progress import Progress
 from headstart.strategies import FitContext, Strategy, make_strategy
+from headstart.tracking import make_tracker
 from headstart.training import Callback, History, evaluate_loader, seed_everything
 
 METRICS_NAME = "metrics.json"
@@ -108,6 +110,8 @@ def fit(
     callbacks: Sequence[Callback] = (),
     resume: bool = False,
     report: bool = True,
+    log_to: str | None = None,
+    log_uri: str | None = None,
 ) -> Run:
     """Train a classifier on ``data`` by transfer from ``backbone`` and (by default) save the run.
 
@@ -144,6 +148,10 @@ def fit(
         repeats the run's own arguments.
     report : bool, default=True
         Write ``report.html`` into the run directory (see :func:`headstart.report.write_report`).
+    log_to : {"tensorboard", "mlflow"}, optional
+        Also send per-epoch curves, held-out metrics and the report there (see :mod:`headstart.tracking`).
+    log_uri : str, optional
+        TensorBoard log directory (default ``out/tensorboard``) or MLflow tracking URI (default: MLflow's own).
     """
     given = dict(locals())  # this call's arguments: saved in the checkpoint so that `resume` can repeat the call
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if k not in ("callbacks", "resume", "quiet", "overwrite", "report")}
@@ -190,6 +198,9 @@ def fit(
         return model.to("cuda" if torch.cuda.is_available() else "cpu").fast_layout()
 
     model = build()
+    tracker = make_tracker(log_to, uri=log_uri, directory=directory, experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"headstart-{Path(dataset.source).stem}")
+    if tracker is not None:
+        tracker.start(directory.name if directory is not None else "headstart", arguments)
     with Progress(quiet=quiet) as progress:
         summary = dataset.summary()
         progress.log(f"data: {dataset.source}: {', '.join(f'{s} {sum(c.values())}' for s, c in summary['counts'].items())}; classes {dataset.classes}")
@@ -203,7 +214,7 @@ def fit(
         for warning in dataset.warnings:
             progress.log(f"warning: {warning}")
         ctx = FitContext(progress=progress, cache=EmbeddingCache(cache_dir), images=image_cache(cache_dir), batch_size=batch_size, seed=seed, augment=augment,
-                         callbacks=[*([checkpoint] if checkpoint else []), *callbacks])  # fmt: skip
+                         callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks])  # fmt: skip
         if resume:
             progress.log(f"resuming {directory} from its checkpoint")
         history, model = _run_strategy(chosen, model, build, dataset, ctx, checkpoint, directory)
@@ -228,6 +239,8 @@ def fit(
             from headstart.report import write_report
 
             write_report(directory)
+    if tracker is not None:
+        tracker.finish(metrics, directory)
         shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # finished: nothing left to resume
     return run
 

@@ -71,6 +71,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
         cache_dir=args.cache_dir,
         text_column=args.text_column,
         label_column=args.label_column,
+        log_to=args.log_to,
+        log_uri=args.log_uri,
     )
     _print_run(run, as_json=args.json)
 
@@ -206,17 +208,21 @@ def cmd_profile(args: argparse.Namespace) -> None:
     if args.json:
         _print_json({**result.to_dict(), "plot": str(plot) if plot else None})
         return
-    table = Table(title=f"{result.backbone} on {result.data}: {result.n_examples} examples, {args.folds}-fold linear probe")
+    table = _profile_table(result, folds=args.folds)
+    table.caption += f"; features {result.seconds['features']:.0f}s, scores {result.seconds['scores']:.0f}s" + (f"; plot {plot}" if plot else "")
+    Console().print(table)
+
+
+def _profile_table(result: Any, *, folds: int | None = None) -> Table:
+    """Per-block probe accuracy and LogME, the plateau marked (for `profile` and `advise`)."""
+    table = Table(title=f"{result.backbone} on {result.data}: {result.n_examples} examples" + (f", {folds}-fold linear probe" if folds else ""))
     for col in ("#", "block", "dim", "probe accuracy", "LogME"):
         table.add_column(col, justify="left" if col == "block" else "right")
     for r in result.rows:
         mark = " ← plateau" if r.block == result.plateau else ""
-        table.add_row(str(r.index), r.block + mark, str(r.dim), f"{r.probe_accuracy:.3f} ± {r.probe_std:.3f}", f"{r.logme:.3f}")
-    table.caption = (
-        f"plateau: {result.plateau} (first block within {result.tolerance * 100:g} points of the best, {result.best}); "
-        f"features {result.seconds['features']:.0f}s, scores {result.seconds['scores']:.0f}s" + (f"; plot {plot}" if plot else "")
-    )
-    Console().print(table)
+        table.add_row(str(r.index), r.block + mark, str(r.dim), f"{r.probe_accuracy:.3f} ± {r.probe_std:.3f}", f"{r.logme:.3f}", style="bold" if mark else None)
+    table.caption = f"plateau: {result.plateau} (first block within {result.tolerance * 100:g} points of the best, {result.best})"
+    return table
 
 
 def cmd_rank(args: argparse.Namespace) -> None:
@@ -265,9 +271,16 @@ def cmd_advise(args: argparse.Namespace) -> None:
     if args.json:
         _print_json(advice.to_dict())
         return
-    print(advice)
+    console = Console()
+    if advice.profile is not None:
+        console.print(_profile_table(advice.profile))
+    table = Table(title=f"advice: {advice.case} -> {advice.strategy}", show_header=False)
+    table.add_column("why")
+    for line in advice.rationale:
+        table.add_row(line)
+    console.print(table)
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in advice.fit_kwargs.items())
-    print(f"next: headstart fit {args.data} --strategy {advice.strategy} {flags}".rstrip())
+    console.print(f"next: headstart fit {args.data} --strategy {advice.strategy} {flags}".rstrip(), highlight=False, soft_wrap=True)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -370,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true", help="print the result as JSON (implies --quiet)")
+    p.add_argument("--log-to", default=None, choices=["tensorboard", "mlflow"], help="also log per-epoch metrics and the report there (optional extras)")
+    p.add_argument("--log-uri", default=None, help="TensorBoard log dir (default RUN/tensorboard) or MLflow tracking URI (default: MLflow's own)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("resume", help="continue a fit that Ctrl-C or a crash interrupted, after its last finished epoch")

@@ -1,0 +1,133 @@
+"""Experiment tracking: per-epoch metrics, held-out results and the run's report sent where teams look.
+
+``fit(..., log_to="tensorboard")`` writes TensorBoard event files (``loss/train``, ``loss/val``,
+``accuracy/train``, ``accuracy/val``, ``lr``; one step per epoch, numbered across phases), the test
+metrics as ``test/<name>`` and the report as text with the page copied beside the events.
+``log_to="mlflow"`` logs the fit's arguments as parameters, the same curves as metrics, the test
+metrics as ``test/<name>`` (as in TensorBoard) and ``report.html``, ``metrics.json`` and ``history.json`` as artifacts.
+
+Both are optional extras (``pip install headstart[tensorboard]`` or ``headstart[mlflow]``); nothing
+is imported unless asked for.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from headstart.training import Callback
+
+TRACKERS = ("tensorboard", "mlflow")
+CURVES = {"train_loss": "loss/train", "val_loss": "loss/val", "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val", "lr": "lr"}
+HELD_OUT = ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "loss")
+
+
+class Tracker(Callback):
+    """A training callback that also hears about the start and the end of the whole fit.
+
+    ``on_epoch_end`` (see :class:`headstart.training.Callback`) sends each epoch's record.
+    """
+
+    def start(self, name: str, arguments: dict[str, Any]) -> None:
+        """Before training; ``arguments`` are the fit's (JSON-able) arguments."""
+
+    def finish(self, metrics: dict[str, Any], directory: Path | None) -> None:
+        """After the run was saved: held-out ``metrics`` and the run ``directory`` (report inside)."""
+
+
+class TensorBoardTracker(Tracker):
+    """Event files under ``log_dir/<run name>`` (default ``<run>/tensorboard``), readable by ``tensorboard --logdir``."""
+
+    def __init__(self, log_dir: str | Path, *, per_run: bool = False) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError("--log-to tensorboard needs the tensorboard package: pip install headstart[tensorboard]") from None
+        self._writer_class = SummaryWriter
+        self.log_dir, self.per_run = Path(log_dir), per_run  # per_run: a shared log dir gets one sub-folder per run
+        self.writer: Any = None
+
+    def start(self, name: str, arguments: dict[str, Any]) -> None:
+        if self.per_run:
+            self.log_dir = self.log_dir / name
+        self.writer = self._writer_class(log_dir=str(self.log_dir))
+        self.writer.add_text("arguments", "\n".join(f"    {k}: {v}" for k, v in sorted(arguments.items())), 0)
+
+    def on_epoch_end(self, state: dict[str, Any]) -> None:
+        record = state["record"]
+        for key, tag in CURVES.items():
+            if key in record:
+                self.writer.add_scalar(tag, float(record[key]), record["epoch"])
+        self.writer.flush()
+
+    def finish(self, metrics: dict[str, Any], directory: Path | None) -> None:
+        for split, values in metrics.items():
+            if isinstance(values, dict):
+                for name in HELD_OUT:
+                    if name in values:
+                        self.writer.add_scalar(f"{split}/{name}", float(values[name]), 0)
+        report = _report(directory)
+        if report is not None:
+            copy = shutil.copy(report, self.log_dir / report.name)
+            self.writer.add_text("report", f"Run report (self-contained HTML): `{Path(copy).resolve()}`", 0)
+        self.writer.close()
+
+
+class MLflowTracker(Tracker):
+    """One MLflow run per fit, in experiment ``experiment`` at ``tracking_uri`` (default: MLflow's own setting)."""
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None) -> None:
+        try:
+            import mlflow
+        except ImportError:
+            raise ImportError("--log-to mlflow needs the mlflow package: pip install headstart[mlflow]") from None
+        self.mlflow = mlflow
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.run_id: str | None = None
+
+    def start(self, name: str, arguments: dict[str, Any]) -> None:
+        try:
+            if self.tracking_uri:
+                self.mlflow.set_tracking_uri(self.tracking_uri)
+            if self.experiment:
+                self.mlflow.set_experiment(self.experiment)
+            run = self.mlflow.start_run(run_name=name)
+        except self.mlflow.exceptions.MlflowException as error:  # e.g. a retired file store: say so in one line
+            raise ValueError(f"mlflow at {self.mlflow.get_tracking_uri()}: {str(error).split('. ')[0]}") from None
+        self.run_id = run.info.run_id
+        self.mlflow.log_params({k: ("" if v is None else str(v)[:500]) for k, v in arguments.items()})
+
+    def on_epoch_end(self, state: dict[str, Any]) -> None:
+        record = state["record"]
+        self.mlflow.log_metrics({key: float(record[key]) for key in CURVES if key in record}, step=int(record["epoch"]))
+
+    def finish(self, metrics: dict[str, Any], directory: Path | None) -> None:
+        for split, values in metrics.items():
+            if isinstance(values, dict):
+                self.mlflow.log_metrics({f"{split}/{name}": float(values[name]) for name in HELD_OUT if name in values})
+        if directory is not None:
+            for name in ("report.html", "metrics.json", "history.json", "config.json"):
+                if (directory / name).is_file():
+                    self.mlflow.log_artifact(str(directory / name))
+        self.mlflow.end_run()
+
+
+def make_tracker(log_to: str | None, *, uri: str | None, directory: Path | None, experiment: str | None) -> Tracker | None:
+    """The tracker for ``--log-to`` (None when not asked for); ``uri`` is the TensorBoard log dir or the MLflow tracking URI."""
+    if log_to is None:
+        return None
+    if log_to == "tensorboard":
+        if uri is None and directory is None:
+            raise ValueError("--log-to tensorboard without a run directory needs a log directory (--log-uri DIR)")
+        return TensorBoardTracker(uri, per_run=True) if uri is not None else TensorBoardTracker(directory / "tensorboard")  # type: ignore[operator]
+    if log_to == "mlflow":
+        return MLflowTracker(uri, experiment)
+    raise ValueError(f"log_to={log_to!r}; choose one of {list(TRACKERS)}")
+
+
+def _report(directory: Path | None) -> Path | None:
+    from headstart.report import REPORT_NAME
+
+    path = directory / REPORT_NAME if directory is not None else None
+    return path if path is not None and path.is_file() else None

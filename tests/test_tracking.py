@@ -1,0 +1,42 @@
+"""`--log-to tensorboard|mlflow`: what a fit logs is read back from a real local store."""
+
+from __future__ import annotations
+
+import pytest
+
+from headstart.cli import main
+
+
+def test_tensorboard_event_files(elpv_folder, tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install headstart[tensorboard])")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from headstart.api import fit
+
+    run = fit(elpv_folder, out=tmp_path / "run", epochs=6, patience=None, quiet=True, log_to="tensorboard")
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    val_loss = events.Scalars("loss/val")
+    assert [e.step for e in val_loss] == [r["epoch"] for r in run.history.epochs]
+    assert [e.value for e in val_loss] == pytest.approx([r["val_loss"] for r in run.history.epochs], rel=1e-6)
+    assert events.Scalars("test/accuracy")[0].value == pytest.approx(run.metrics["test"]["accuracy"], rel=1e-6)
+    assert (tmp_path / "run" / "tensorboard" / "report.html").is_file()
+
+
+def test_mlflow_file_store(elpv_folder, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install headstart[mlflow])")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 retires the file store; a local folder is still the simplest real store
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "headstart-tests")
+    uri = (tmp_path / "mlruns").as_uri()
+    out = tmp_path / "run"
+    assert main(["fit", str(elpv_folder), "--out", str(out), "--epochs", "4", "--patience", "100", "--log-to", "mlflow", "--log-uri", uri, "--quiet"]) == 0
+    history = __import__("json").loads((out / "history.json").read_text())["epochs"]
+    client = MlflowClient(tracking_uri=uri)
+    [run] = client.search_runs([client.get_experiment_by_name("headstart-tests").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["strategy"] == "feature-extraction"
+    logged = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [(m.step, m.value) for m in logged] == [(r["epoch"], pytest.approx(r["val_accuracy"])) for r in history]
+    metrics = __import__("json").loads((out / "metrics.json").read_text())
+    assert run.data.metrics["test/macro_f1"] == pytest.approx(metrics["test"]["macro_f1"])
+    assert {"report.html", "metrics.json", "history.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
