@@ -173,9 +173,8 @@ class Profile:
         right.set_ylabel("LogME", color="tab:orange")
         plateau = next(r for r in self.rows if r.block == self.plateau)
         left.axvline(plateau.index, color="grey", linestyle="--")
-        right_half = plateau.index > (x[0] + x[-1]) / 2  # label on the inner side, clear of the LogME axis
-        left.annotate(f"plateau: {plateau.block}", (plateau.index, plateau.probe_accuracy), textcoords="offset points",
-                      xytext=(-6 if right_half else 6, -14), ha="right" if right_half else "left", fontsize=8)  # fmt: skip
+        left.text(plateau.index, 0.03, f" plateau: {plateau.block} ", transform=left.get_xaxis_transform(), fontsize=8,
+                  ha="right" if plateau.index > (x[0] + x[-1]) / 2 else "left", va="bottom", color="dimgrey")  # fmt: skip
         left.set_title(f"{self.backbone} on {Path(self.data).name} (n={self.n_examples})", fontsize=10)
         fig.tight_layout()
         return fig

@@ -251,7 +251,9 @@ def _headline(run: SavedRun) -> list[tuple[str, str, str]]:
         ]
     epochs = run.history.get("epochs", [])
     seconds = run.metrics.get("seconds") or run.training.get("seconds")
-    cards.append(("epochs", str(len(epochs)), f"kept epoch {run.history.get('kept_epoch')}" if run.history.get("kept_epoch") else ""))
+    phases = " + ".join(f"{p['last'] - p['first'] + 1} {p['name']}" for p in _phases(epochs)) if len(_phases(epochs)) > 1 else ""
+    kept = f"kept epoch {run.history['kept_epoch']}" if run.history.get("kept_epoch") else ""
+    cards.append(("epochs", str(len(epochs)), " · ".join(t for t in (phases, kept) if t)))
     if seconds is not None:
         cards.append(("time", _duration(float(seconds)), str(run.training.get("machine", {}).get("device", ""))))
     return cards
@@ -335,8 +337,10 @@ def _phases(epochs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Consecutive runs of epochs with the same phase: name, first and last epoch, best validation accuracy."""
     phases: list[dict[str, Any]] = []
     for row in epochs:
-        if not phases or phases[-1]["name"] != row["phase"]:
-            phases.append({"name": row["phase"], "first": row["epoch"], "last": row["epoch"], "best_val_accuracy": row["val_accuracy"], "best_val_loss": row["val_loss"]})
+        if not phases or phases[-1]["phase"] != row["phase"]:
+            # A feature-extraction phase before another one is that strategy's head warm-up on cached features.
+            name = "head warm-up" if row["phase"] == "feature-extraction" and any(r["phase"] != row["phase"] for r in epochs) else row["phase"]
+            phases.append({"phase": row["phase"], "name": name, "first": row["epoch"], "last": row["epoch"], "best_val_accuracy": row["val_accuracy"], "best_val_loss": row["val_loss"]})
         phase = phases[-1]
         phase["last"] = row["epoch"]
         phase["best_val_accuracy"] = max(phase["best_val_accuracy"], row["val_accuracy"])
@@ -433,31 +437,45 @@ def _comparisons(run: SavedRun, named: list[Path]) -> list[SavedRun]:
 
 @_styled
 def _curves_figure(history: dict[str, Any]) -> Any:
+    """Loss and accuracy per epoch; one column per phase, so a 4-epoch fine-tune is not squeezed beside a 100-epoch head fit."""
+    import matplotlib.pyplot as plt
+
     epochs = history["epochs"]
-    x = [r["epoch"] for r in epochs]
-    fig, (loss_ax, acc_ax) = _figure(10, 3.4, ncols=2)
-    markers = {"marker": "o", "markersize": 3} if len(x) <= 30 else {}
-    for ax, key, label in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "accuracy")):
-        ax.plot(x, [r[f"train_{key}"] for r in epochs], color=TRAIN_COLOR, label=f"train {label}", **markers)
-        ax.plot(x, [r[f"val_{key}"] for r in epochs], color=VAL_COLOR, label=f"validation {label}", **markers)
-        ax.set_xlabel("epoch")
-        ax.set_title(label)
-        phases = _phases(epochs)
-        for i, phase in enumerate(phases):
-            if i % 2 == 1:
-                ax.axvspan(phase["first"] - 0.5, phase["last"] + 0.5, color="#f3f4f6", zorder=0)
-            if len(phases) > 1:
-                ax.text(phase["first"] - 0.4, 1.0, phase["name"], transform=ax.get_xaxis_transform(), fontsize=8, color="#6b7280", va="bottom")
-        kept = history.get("kept_epoch")
-        if kept is not None:
-            ax.axvline(kept, color=KEPT_COLOR, linestyle=":", linewidth=1.4, label=f"kept (epoch {kept})")
-        flagged = set(history.get("overfitting", {}).get("epochs", []))
-        if flagged and key == "loss":
-            pts = [(r["epoch"], r[f"val_{key}"]) for r in epochs if r["epoch"] in flagged]
-            ax.scatter(*zip(*pts), color=ALERT_COLOR, marker="x", s=36, zorder=5, label="overfitting")
-    acc_ax.yaxis.set_major_formatter(_percent_formatter())
-    loss_ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
+    phases = _phases(epochs)
+    total = len(epochs)
+    widths = [max(p["last"] - p["first"] + 1, 0.35 * total) for p in phases]
+    fig, axes = plt.subplots(2, len(phases), figsize=(10, 5.4), dpi=130, sharey="row", squeeze=False, gridspec_kw={"width_ratios": widths})
+    kept = history.get("kept_epoch")
+    flagged = set(history.get("overfitting", {}).get("epochs", []))
+    for column, phase in enumerate(phases):
+        rows = [r for r in epochs if phase["first"] <= r["epoch"] <= phase["last"]]
+        x = [r["epoch"] for r in rows]
+        markers = {"marker": "o", "markersize": 3} if len(x) <= 30 else {}
+        for row, key in enumerate(("loss", "accuracy")):
+            ax = axes[row][column]
+            ax.plot(x, [r[f"train_{key}"] for r in rows], color=TRAIN_COLOR, label="train", **markers)
+            ax.plot(x, [r[f"val_{key}"] for r in rows], color=VAL_COLOR, label="validation", **markers)
+            if kept is not None and phase["first"] <= kept <= phase["last"]:
+                ax.axvline(kept, color=KEPT_COLOR, linestyle=":", linewidth=1.6, label=f"kept (epoch {kept})")
+            bad = [(r["epoch"], r["val_loss"]) for r in rows if r["epoch"] in flagged]
+            if bad and key == "loss":
+                ax.scatter(*zip(*bad), color=ALERT_COLOR, marker="x", s=36, zorder=5, label="overfitting")
+            if len(x) < 8:
+                ax.set_xticks(x)
+            if row == 0:
+                ax.set_title(f"{phase['name']} (epochs {phase['first']}–{phase['last']})" if len(phases) > 1 else "")
+            else:
+                ax.set_xlabel("epoch")
+            if column == 0:
+                ax.set_ylabel(key)
+            if key == "accuracy":
+                ax.yaxis.set_major_formatter(_percent_formatter())
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
