@@ -399,7 +399,7 @@ def _compare_section(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any
             "backbone": r.training.get("backbone", "?"),
             "accuracy": test.get("accuracy"),
             "macro_f1": test.get("macro_f1"),
-            "epochs": len(r.history.get("epochs", [])),
+            "epochs": " + ".join(str(p["last"] - p["first"] + 1) for p in _phases(r.history.get("epochs", []))) or "0",
             "seconds": _duration(float(r.metrics.get("seconds", 0.0))),
             "current": r is run,
         })  # fmt: skip
@@ -526,10 +526,14 @@ def _compare_figure(runs: Sequence[SavedRun]) -> Any:
     bars.set_title("held-out accuracy")
     for r, color in zip(runs, colors):
         rows = r.history.get("epochs", [])
+        rows = [row for row in rows if row["phase"] == rows[-1]["phase"]] if rows else []  # a head warm-up would dwarf the rest
         if rows:
             marker = {"marker": "o", "markersize": 3} if len(rows) <= 30 else {}
             curves.plot(range(1, len(rows) + 1), [row["val_accuracy"] for row in rows], color=color, label=r.strategy, linestyle="--" if r.strategy == "scratch" else "-", **marker)
-    curves.set_xlabel("epoch (all phases)")
+    from matplotlib.ticker import MaxNLocator
+
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
+    curves.set_xlabel("epoch of the last training phase")
     curves.set_title("validation accuracy per epoch")
     curves.yaxis.set_major_formatter(_percent_formatter())
     curves.legend(fontsize=8)
