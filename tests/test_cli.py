@@ -42,6 +42,9 @@ def test_fit_predict_evaluate_summary(elpv_folder, tmp_path, capsys):
     assert main(["summary", str(out)]) == 0
     text = capsys.readouterr().out
     assert "classifier" in text and "stage6" in text
+    assert main(["summary", str(out), "--json"]) == 0
+    states = {b["name"]: b["trainable"] for b in json.loads(capsys.readouterr().out)["blocks"]}
+    assert states["classifier"] and not states["stage6"]  # as trained: feature extraction froze the whole body
     assert main(["summary", "efficientnet_lite0", "--json"]) == 0
     blocks = json.loads(capsys.readouterr().out)["blocks"]
     assert [b["name"] for b in blocks][:2] == ["stem", "stage0"] and blocks[0]["batchnorm_mode"] == "train"

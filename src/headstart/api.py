@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -238,7 +239,10 @@ def fit(
         if report:
             from headstart.report import write_report
 
-            write_report(directory)
+            try:
+                write_report(directory)
+            except Exception as error:  # noqa: BLE001 - the trained run is saved; a page must not make it look failed
+                warnings.warn(f"{directory}: report.html not written ({type(error).__name__}: {error}); the run is saved, retry with `headstart report {directory}`", stacklevel=2)
     if tracker is not None:
         tracker.finish(metrics, directory)
         shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # finished: nothing left to resume

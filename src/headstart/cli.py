@@ -145,13 +145,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_summary(args: argparse.Namespace) -> None:
     from headstart.backbones import create_backbone
-    from headstart.freezing import freeze_report
+    from headstart.freezing import BlockState, FreezeReport, freeze_report
     from headstart.model import TransferModel
 
     target = args.model
-    model: Any = TransferModel.from_pretrained(target) if (Path(target) / "config.json").is_file() else create_backbone(target, pretrained=False)
-    model.train()  # show the modes training would use: frozen blocks' BatchNorm stays in eval
-    report = freeze_report(model)
+    config = Path(target) / "config.json"
+    trained = json.loads(config.read_text()).get("training", {}).get("blocks") if config.is_file() else None
+    if trained:  # a run: the frozen/trainable state its training ended with (a reloaded model is all trainable)
+        report = FreezeReport(tuple(BlockState(**row) for row in trained))
+    else:
+        model: Any = TransferModel.from_pretrained(target) if config.is_file() else create_backbone(target, pretrained=False)
+        model.train()  # show the modes training would use: frozen blocks' BatchNorm stays in eval
+        report = freeze_report(model)
     if args.json:
         _print_json({"model": target, "blocks": report.to_rows(), "trainable": report.trainable, "frozen": report.frozen})
         return
