@@ -444,7 +444,11 @@ def _curves_figure(history: dict[str, Any]) -> Any:
     phases = _phases(epochs)
     total = len(epochs)
     widths = [max(p["last"] - p["first"] + 1, 0.35 * total) for p in phases]
-    fig, axes = plt.subplots(2, len(phases), figsize=(10, 5.4), dpi=130, sharey="row", squeeze=False, gridspec_kw={"width_ratios": widths})
+    if len(phases) == 1:  # loss | accuracy side by side
+        fig, pair = plt.subplots(1, 2, figsize=(10, 3.4), dpi=130, squeeze=False)
+        axes = pair.reshape(2, 1)
+    else:  # rows loss, accuracy; one column per phase
+        fig, axes = plt.subplots(2, len(phases), figsize=(10, 5.4), dpi=130, sharey="row", squeeze=False, gridspec_kw={"width_ratios": widths})
     kept = history.get("kept_epoch")
     flagged = set(history.get("overfitting", {}).get("epochs", []))
     for column, phase in enumerate(phases):
@@ -462,11 +466,14 @@ def _curves_figure(history: dict[str, Any]) -> Any:
                 ax.scatter(*zip(*bad), color=ALERT_COLOR, marker="x", s=36, zorder=5, label="overfitting")
             if len(x) < 8:
                 ax.set_xticks(x)
-            if row == 0:
-                ax.set_title(f"{phase['name']} (epochs {phase['first']}–{phase['last']})" if len(phases) > 1 else "")
+            if len(phases) == 1:
+                ax.set_title(key)
+                ax.set_xlabel("epoch")
+            elif row == 0:
+                ax.set_title(f"{phase['name']} (epochs {phase['first']}–{phase['last']})")
             else:
                 ax.set_xlabel("epoch")
-            if column == 0:
+            if column == 0 and len(phases) > 1:
                 ax.set_ylabel(key)
             if key == "accuracy":
                 ax.yaxis.set_major_formatter(_percent_formatter())
@@ -475,7 +482,7 @@ def _curves_figure(history: dict[str, Any]) -> Any:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, -0.01))
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.07 if len(phases) == 1 else 0.05, 1, 1))
     return fig
 
 
