@@ -116,3 +116,15 @@ def test_report_renders_in_headless_chromium(which, fe_run, scratch_run, text_ru
 
     with Image.open(shot) as image:
         assert image.width == 1280 and image.height > 2000  # the whole page, not the first screen
+
+
+def test_runs_saved_before_the_report_still_get_one(fe_run, tmp_path):
+    """Older run directories lack dataset.json, predictions.json and the block states: those parts are left out."""
+    run = tmp_path / "old"
+    shutil.copytree(fe_run.directory, run, ignore=shutil.ignore_patterns("*.safetensors", "dataset.json", "predictions.json", REPORT_NAME))
+    config = json.loads((run / "config.json").read_text())
+    del config["training"]["blocks"]
+    (run / "config.json").write_text(json.dumps(config))
+    page = write_report(run).read_text(encoding="utf-8")
+    assert {"data", "strategy", "curves", "results"} <= _sections(page) and "mistakes" not in _sections(page)
+    assert "pill frozen" not in page and "defective" in page
