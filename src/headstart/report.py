@@ -454,9 +454,11 @@ def _curves_figure(history: dict[str, Any]) -> Any:
     for column, phase in enumerate(phases):
         rows = [r for r in epochs if phase["first"] <= r["epoch"] <= phase["last"]]
         x = [r["epoch"] for r in rows]
-        markers = {"marker": "o", "markersize": 3} if len(x) <= 30 else {}
+        markers = {"marker": "o", "markersize": 3 if len(x) > 3 else 5} if len(x) <= 30 else {}
         for row, key in enumerate(("loss", "accuracy")):
             ax = axes[row][column]
+            if len(x) < 8:
+                ax.set_xlim(phase["first"] - 0.5, phase["last"] + 0.5)
             ax.plot(x, [r[f"train_{key}"] for r in rows], color=TRAIN_COLOR, label="train", **markers)
             ax.plot(x, [r[f"val_{key}"] for r in rows], color=VAL_COLOR, label="validation", **markers)
             if kept is not None and phase["first"] <= kept <= phase["last"]:
@@ -470,7 +472,8 @@ def _curves_figure(history: dict[str, Any]) -> Any:
                 ax.set_title(key)
                 ax.set_xlabel("epoch")
             elif row == 0:
-                ax.set_title(f"{phase['name']} (epochs {phase['first']}–{phase['last']})")
+                span = f"epoch {phase['first']}" if phase["first"] == phase["last"] else f"epochs {phase['first']}–{phase['last']}"
+                ax.set_title(f"{phase['name']} ({span})")
             else:
                 ax.set_xlabel("epoch")
             if column == 0 and len(phases) > 1:
