@@ -243,9 +243,9 @@ def fit(
                 write_report(directory)
             except Exception as error:  # noqa: BLE001 - the trained run is saved; a page must not make it look failed
                 warnings.warn(f"{directory}: report.html not written ({type(error).__name__}: {error}); the run is saved, retry with `headstart report {directory}`", stacklevel=2)
+        shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # finished: nothing left to resume
     if tracker is not None:
         tracker.finish(metrics, directory)
-        shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # finished: nothing left to resume
     return run
 
 
