@@ -16,7 +16,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,15 @@ import numpy as np
 import torch
 
 from headstart import __version__
+from headstart.backbones import match_data
 from headstart.checkpoint import ARGS_NAME, Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
-from headstart.data import Dataset, as_items, check_image, load_dataset, make_loader
+from headstart.data import Dataset, as_items, check_items, load_dataset, make_loader
 from headstart.features import EmbeddingCache
 from headstart.freezing import freeze_report
 from headstart.image_cache import image_cache
 from headstart.io import atomic_write_text
 from headstart.metrics import classification_metrics
 from headstart.model import TransferModel
-from headstart.preprocessing import ImagePreprocessing
 from headstart.progress import Progress
 from headstart.strategies import FitContext, Strategy, make_strategy
 from headstart.tracking import make_tracker
@@ -137,7 +137,7 @@ def fit(
     cut : block name or index, optional
         Use the pooled output of this block instead of the last one.
     image_size : int, optional
-        Input resolution instead of the weights' own (saved with the run, so ``predict`` reuses it).
+        Input resolution instead of the weights' own, for images or spectrogram images (saved with the run, so ``predict`` reuses it).
     batch_size : int, default=32
         Halved and the run restarted when the GPU runs out of memory (down to 1).
     seed : int, default=0
@@ -190,12 +190,7 @@ def fit(
     def build() -> TransferModel:
         seed_everything(seed)
         model = TransferModel.from_backbone(backbone, dataset.classes, cut=cut, hidden=hidden, dropout=dropout, pretrained=chosen.pretrained, weights=weights)
-        if model.modality != dataset.modality:
-            raise ValueError(f"{backbone!r} is a {model.modality} backbone but {dataset.source} holds {dataset.modality} data; see `headstart list`")
-        if image_size is not None:
-            if not isinstance(model.preprocessing, ImagePreprocessing):
-                raise ValueError("--image-size applies to image backbones only")
-            model.backbone.preprocessing = replace(model.preprocessing, input_size=int(image_size))
+        match_data(model.backbone, dataset, image_size=image_size)
         return model.to("cuda" if torch.cuda.is_available() else "cpu").fast_layout()
 
     model = build()
@@ -351,10 +346,7 @@ def predict(model: TransferModel | str | Path, items: list[Any], *, batch_size: 
     """Label and probability for each item (paths are read with the run's own preprocessing)."""
     model = _as_model(model)
     items = as_items(items, model.modality)
-    for item in items:
-        problem = check_image(item) if isinstance(item, Path) else None
-        if problem is not None:
-            raise ValueError(f"{item}: {problem}; pass image files (JPEG, PNG, ...)")
+    check_items(items, model.modality)
     probs = predict_proba(model, items, batch_size=batch_size)
     out = []
     for item, row in zip(items, probs):

@@ -11,8 +11,11 @@ Names accepted by :func:`create_backbone`:
 * an embedded default (``efficientnet_lite0/1/2``, ``minilm``): weights shipped by a pip package,
   no network needed;
 * ``timm:ARCH`` - any timm model, weights from ``weights=FILE`` or the Hugging Face hub;
-* ``hf:ID_OR_DIR`` - a Hugging Face text or image encoder, from a local folder or the hub;
+* ``hf:ID_OR_DIR`` - a Hugging Face text, image or audio encoder, from a local folder or the hub;
 * a headstart run directory - the (fine-tuned) backbone of an earlier run.
+
+:func:`match_data` readies a backbone for a dataset: an image CNN given audio reads log-mel
+spectrograms (:class:`~headstart.preprocessing.SpectrogramPreprocessing`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import copy
 import difflib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,18 @@ import torch
 from torch import nn
 
 from headstart._torchvision import import_torchvision
+from headstart.audio import audio_defaults
+from headstart.data import Dataset
 from headstart.freezing import FreezableMixin
 from headstart.layers import Block, BlockList
-from headstart.preprocessing import AudioPreprocessing, ImagePreprocessing, Preprocessing, TextPreprocessing, load_preprocessing
+from headstart.preprocessing import (
+    AudioPreprocessing,
+    ImagePreprocessing,
+    Preprocessing,
+    SpectrogramPreprocessing,
+    TextPreprocessing,
+    load_preprocessing,
+)
 from headstart.weights import load_state_dict, state_fingerprint
 
 import_torchvision()
@@ -191,7 +203,7 @@ class TimmBackbone(Backbone):
         self,
         model: nn.Module,
         spec: BackboneSpec,
-        preprocessing: ImagePreprocessing,
+        preprocessing: ImagePreprocessing | SpectrogramPreprocessing,
         *,
         cut: int | str | None = None,
         blocks: list[tuple[str, nn.Module]] | None = None,
@@ -650,7 +662,8 @@ def backbone_from_config(config: dict[str, Any], assets: Path, preprocessing: di
     if config["family"] == "timm":
         model = timm.create_model(config["architecture"], pretrained=False)
         spec = BackboneSpec(config["name"], "image", "timm", config["architecture"], config.get("description", ""))
-        assert isinstance(prep, ImagePreprocessing)
+        if not isinstance(prep, (ImagePreprocessing, SpectrogramPreprocessing)):
+            raise ValueError(f"a timm backbone saved with {prep.to_dict()['kind']} preprocessing; the run's config.json is damaged")
         return TimmBackbone(model, spec, prep, cut=config["cut"])
     if config["family"] == "hf":
         from transformers import AutoConfig, AutoModel
@@ -661,3 +674,33 @@ def backbone_from_config(config: dict[str, Any], assets: Path, preprocessing: di
         spec = BackboneSpec(config["name"], config["modality"], "hf", config["architecture"], config.get("description", ""))
         return HFBackbone(model, spec, prep, pooling=config["pooling"])
     raise ValueError(f"Unknown backbone family {config['family']!r} in a saved config")
+
+
+def match_data(backbone: Backbone, dataset: Dataset, *, image_size: int | None = None) -> Backbone:
+    """Ready ``backbone`` (in place) for ``dataset``'s modality, or raise naming the mismatch.
+
+    An image CNN given audio gets :class:`~headstart.preprocessing.SpectrogramPreprocessing` (the
+    ImageNet-CNN-on-log-mel route); an audio backbone without a clip length gets one. Sample rate
+    and clip length come from the training clips' headers (:func:`headstart.audio.audio_defaults`).
+    ``image_size`` replaces the input size of an image or spectrogram backbone.
+    """
+    prep = backbone.preprocessing
+    clips = [p for p in dataset.items("train") if isinstance(p, Path)] if dataset.modality == "audio" else []
+    if dataset.modality == "audio" and isinstance(prep, ImagePreprocessing) and isinstance(backbone, TimmBackbone):
+        sample_rate, clip_seconds = audio_defaults(clips)
+        prep = backbone.preprocessing = SpectrogramPreprocessing(image=prep, sample_rate=sample_rate, clip_seconds=clip_seconds)
+    elif isinstance(prep, AudioPreprocessing) and dataset.modality == "audio" and prep.clip_seconds is None:
+        prep.clip_seconds = audio_defaults(clips, sample_rate=prep.sampling_rate)[1]
+    if prep.modality != dataset.modality:
+        article = "an" if prep.modality[0] in "aeiou" else "a"
+        raise ValueError(f"{backbone.spec.name!r} is {article} {prep.modality} backbone but {dataset.source} holds {dataset.modality} data; see `headstart list`")
+    if image_size is not None:
+        if isinstance(prep, ImagePreprocessing):
+            backbone.preprocessing = replace(prep, input_size=int(image_size))
+        elif isinstance(prep, SpectrogramPreprocessing):
+            backbone.preprocessing = replace(prep, image=replace(prep.image, input_size=int(image_size)))
+        else:
+            raise ValueError("--image-size applies to image backbones (and image backbones reading spectrograms) only")
+        if isinstance(backbone, TimmBackbone):
+            backbone._feature_dim = None
+    return backbone

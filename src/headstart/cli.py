@@ -106,7 +106,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _predict_inputs(model_modality: str, values: list[str]) -> list[Any]:
-    if model_modality == "image":
+    if model_modality in ("image", "audio"):
         return [Path(v) for v in values]
     texts: list[str] = []
     for value in values:
@@ -127,10 +127,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     model = from_pretrained(args.run)
     items = _predict_inputs(model.modality, args.inputs)
-    if model.modality == "image":
+    if model.modality in ("image", "audio"):
         missing = [str(p) for p in items if not Path(p).is_file()]
         if missing:
-            raise FileNotFoundError(f"{missing[0]}: no such image file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            raise FileNotFoundError(f"{missing[0]}: no such {model.modality} file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     results = predict(model, items)
     if args.json:
         _print_json([r.__dict__ for r in results])

@@ -1,10 +1,13 @@
-"""Datasets: image folders and text tables, split, validated, with bad files skipped and counted.
+"""Datasets: image and audio folders, text tables and file listings, split, validated, with bad files skipped and counted.
 
 ``load_dataset(path)`` accepts
 
-* an image folder with one sub-folder per class, optionally inside ``train/``, ``val/`` and
-  ``test/`` (any of the last two may be missing);
-* a CSV, TSV or JSONL file with a text column and a label column (and optionally ``split``).
+* an image or audio folder with one sub-folder per class, optionally inside ``train/``, ``val/``
+  and ``test/`` (any of the last two may be missing); a folder is audio when it holds more audio
+  files (WAV, FLAC, OGG, MP3, ...) than images;
+* a CSV, TSV or JSONL file with a text column and a label column (and optionally ``split``);
+* a listing of files: a CSV/TSV/JSONL with a ``path`` (or ``file``) column and a label column,
+  paths relative to the listing; a folder holding ``index.csv`` is read through it.
 
 Files that cannot be used are never a traceback: they are skipped and listed with the reason in
 :attr:`Dataset.skipped`. Problems only the user can fix (a class with one example, no label column)
@@ -29,6 +32,8 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image, ImageOps
 
+from headstart.audio import AUDIO_EXTENSIONS, check_audio
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl", ".json"})
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
@@ -36,6 +41,8 @@ TEXT_COLUMNS = ("text", "sentence", "message", "content", "review", "document", 
 LARGEST_DECODE = 4096
 MAX_ASPECT_RATIO = 100  # a 1 x 8,000,000 strip decodes, but resizing its short side to 256 needs 2 billion pixels
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "y")
+PATH_COLUMNS = ("path", "file", "filename", "filepath", "file_path", "audio", "image")
+INDEX_NAME = "index.csv"
 
 Item = Union[Path, str, Image.Image]
 
@@ -46,11 +53,11 @@ class Dataset:
 
     Attributes
     ----------
-    modality : {"image", "text"}
+    modality : {"image", "audio", "text"}
     classes : list of str
         Sorted class names; labels are indices into it.
     splits : dict
-        ``split name -> (items, labels)``; items are paths (images) or strings (texts).
+        ``split name -> (items, labels)``; items are paths (images, audio) or strings (texts).
     skipped : list of (str, str)
         ``(file or row, reason)`` for everything left out.
     notes : list of str
@@ -183,7 +190,27 @@ def _is_loop(folder: Path, root: Path) -> bool:
     return folder.is_symlink() and root.resolve().is_relative_to(folder.resolve())
 
 
-def _scan_class_folders(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[Path], list[str]]:
+FILE_KINDS = {"image": (IMAGE_EXTENSIONS, check_image), "audio": (AUDIO_EXTENSIONS, check_audio)}
+
+
+def check_file(path: Path, modality: str) -> str | None:
+    """Why ``path`` cannot be used as an ``modality`` example ("image" or "audio"), or None."""
+    return FILE_KINDS[modality][1](path)
+
+
+def check_files(paths: Sequence[Path], modality: str) -> list[str | None]:
+    """:func:`check_file` of every path, decoded on 4 threads (Pillow and libsndfile release the GIL)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(FILE_KINDS[modality][1], paths))
+
+
+def folder_modality(root: Path) -> str:
+    """``"audio"`` when a folder tree holds more audio files than images, else ``"image"``."""
+    counts = Counter("image" if p.suffix.lower() in IMAGE_EXTENSIONS else "audio" for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS | AUDIO_EXTENSIONS)
+    return "audio" if counts["audio"] > counts["image"] else "image"
+
+
+def _scan_class_folders(root: Path, skipped: list[tuple[str, str]], modality: str = "image") -> tuple[list[Path], list[str]]:
     paths: list[Path] = []
     names: list[str] = []
     folders = []
@@ -199,32 +226,33 @@ def _scan_class_folders(root: Path, skipped: list[tuple[str, str]]) -> tuple[lis
             if any(part.startswith(".") for part in path.relative_to(folder).parts):
                 skipped.append((str(path), "hidden file"))
                 continue
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.append((str(path), f"not an image file ({path.suffix or 'no extension'})"))
+            if path.suffix.lower() not in FILE_KINDS[modality][0]:
+                skipped.append((str(path), f"not an {modality} file ({path.suffix or 'no extension'})"))
                 continue
             paths.append(path)
             names.append(folder.name)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        problems = list(pool.map(check_image, paths))
+    problems = check_files(paths, modality)
     kept = [(p, n) for p, n, problem in zip(paths, names, problems) if problem is None]
     skipped.extend((str(p), problem) for p, problem in zip(paths, problems) if problem is not None)
     used = {n for _, n in kept}
-    skipped.extend((str(folder), "class folder without usable images; class left out") for folder in folders if folder.name not in used)
+    what = "images" if modality == "image" else "audio clips"
+    skipped.extend((str(folder), f"class folder without usable {what}; class left out") for folder in folders if folder.name not in used)
     return [p for p, _ in kept], [n for _, n in kept]
 
 
-def _load_image_folder(root: Path, *, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+def _load_folder(root: Path, *, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
+    modality = folder_modality(root)
     # A split layout has class folders inside its split folders (a class called "train" does not).
     split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in _class_folders(root) if p.name.lower() in SPLIT_NAMES and _class_folders(p)}
     raw: dict[str, tuple[list[Path], list[str]]] = {}
     if "train" in split_dirs:
         for split, folder in split_dirs.items():
-            raw[split] = _scan_class_folders(folder, skipped)
+            raw[split] = _scan_class_folders(folder, skipped, modality)
     else:
-        raw["all"] = _scan_class_folders(root, skipped)
-    return _finish(root, "image", raw, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        raw["all"] = _scan_class_folders(root, skipped, modality)
+    return _finish(root, modality, raw, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,6 +306,9 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
     if not rows:
         raise ValueError(f"{path}: no rows; the file needs a header and at least one row per class")
     columns = [c for c in rows[0] if isinstance(c, str)]  # a CSV row longer than its header adds a None key
+    path_col = next((c for c in columns if c.lower() in PATH_COLUMNS), None)
+    if text_column is None and path_col is not None and not any(c.lower() in TEXT_COLUMNS for c in columns):
+        return _load_listing(path, rows, columns, path_col, label_column, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     text_col = _pick_column(columns, text_column, TEXT_COLUMNS, "text", path, "--text-column")
     label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
     split_col = next((c for c in columns if c.lower() == "split"), None)
@@ -292,16 +323,50 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
         if label is None or str(label).strip() == "":
             skipped.append((where, "missing label"))
             continue
-        split = "all"
-        if split_col is not None:
-            split = SPLIT_NAMES.get(str(row.get(split_col, "")).strip().lower(), "")
-            if not split:
-                skipped.append((where, f"unknown split {row.get(split_col)!r}"))
-                continue
+        split = _row_split(row, split_col)
+        if not split:
+            skipped.append((where, f"unknown split {row.get(split_col)!r}"))
+            continue
         items, labels = raw.setdefault(split, ([], []))
         items.append(str(text))
         labels.append(label_name(label))
     return _finish(path, "text", raw, skipped, [], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+def _row_split(row: dict[str, Any], split_col: str | None) -> str:
+    """``"all"`` without a split column, the canonical split name, or ``""`` for an unknown one."""
+    return "all" if split_col is None else SPLIT_NAMES.get(str(row.get(split_col, "")).strip().lower(), "")
+
+
+def _load_listing(
+    path: Path, rows: list[dict[str, Any]], columns: list[str], path_col: str, label_column: str | None, *, val_fraction: float, test_fraction: float, seed: int
+) -> Dataset:
+    """A table of ``path,label[,split]`` rows naming image or audio files relative to the table."""
+    label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
+    split_col = next((c for c in columns if c.lower() == "split"), None)
+    skipped: list[tuple[str, str]] = []
+    entries: list[tuple[str, Path, str]] = []
+    for number, row in enumerate(rows, start=2 if path.suffix.lower() in (".csv", ".tsv") else 1):
+        where, file, label, split = f"{path.name}:{number}", str(row.get(path_col) or "").strip(), row.get(label_col), _row_split(row, split_col)
+        if not file or label is None or str(label).strip() == "" or not split:
+            skipped.append((where, "missing path" if not file else "missing label" if split else f"unknown split {row.get(split_col)!r}"))
+            continue
+        entries.append((split, (path.parent / file).resolve() if not Path(file).is_absolute() else Path(file), label_name(label)))
+    kinds = Counter("audio" if f.suffix.lower() in AUDIO_EXTENSIONS else "image" for _, f, _ in entries if f.suffix.lower() in AUDIO_EXTENSIONS | IMAGE_EXTENSIONS)
+    if not kinds:
+        raise ValueError(f"{path}: column {path_col!r} names no image or audio files; list files such as clip.wav or photo.jpg")
+    modality = kinds.most_common(1)[0][0]
+    usable = [e for e in entries if e[1].suffix.lower() in FILE_KINDS[modality][0]]
+    skipped.extend((str(f), f"not an {modality} file ({f.suffix or 'no extension'})") for _, f, _ in entries if f.suffix.lower() not in FILE_KINDS[modality][0])
+    raw: dict[str, tuple[list[Path], list[str]]] = {}
+    for (split, file, label), problem in zip(usable, check_files([f for _, f, _ in usable], modality)):
+        if problem is not None:
+            skipped.append((str(file), problem))
+            continue
+        items, labels = raw.setdefault(split, ([], []))
+        items.append(file)
+        labels.append(label)
+    return _finish(path, modality, raw, skipped, [f"files listed in {path.name}"], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 
 
 def label_name(value: Any) -> str:
@@ -418,36 +483,56 @@ def load_dataset(
     test_fraction: float = 0.2,
     seed: int = 0,
 ) -> Dataset:
-    """Read an image folder or a text table into a split :class:`Dataset` (see module docstring)."""
+    """Read an image or audio folder, a text table or a file listing into a split :class:`Dataset` (see module docstring)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder; pass an image folder or a CSV/TSV/JSONL file")
+        raise FileNotFoundError(f"{path}: no such file or folder; pass an image or audio folder or a CSV/TSV/JSONL file")
+    if path.is_dir() and (path / INDEX_NAME).is_file():
+        path = path / INDEX_NAME
     if path.is_dir():
-        return _load_image_folder(path, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        return _load_folder(path, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     if path.suffix.lower() in TABLE_EXTENSIONS:
         return _load_table(path, text_column=text_column, label_column=label_column, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    raise ValueError(f"{path}: unsupported dataset; pass a folder of class sub-folders or a .csv/.tsv/.jsonl file")
+    raise ValueError(f"{path}: unsupported dataset; pass a folder of class sub-folders or a .csv/.tsv/.jsonl file (text or a path column)")
 
 
 def from_examples(items: Sequence[Any], labels: Sequence[Any], *, val_fraction: float = 0.15, seed: int = 0, source: str = "<in memory>") -> Dataset:
-    """A training :class:`Dataset` from in-memory examples (paths, PIL images or texts)."""
+    """A training :class:`Dataset` from in-memory examples (image or audio paths, PIL images or texts)."""
     if len(items) != len(labels):
         raise ValueError(f"{len(items)} examples but {len(labels)} labels")
-    looks_like_image = [isinstance(x, (Path, Image.Image)) or (isinstance(x, str) and Path(x).suffix.lower() in IMAGE_EXTENSIONS) for x in items]
-    modality = "image" if items and all(looks_like_image) else "text"
+    modality = item_modality(items)
     items = as_items(items, modality)
-    if modality == "image":
-        for item in items:
-            problem = check_image(item) if isinstance(item, Path) else None
-            if problem is not None:
-                raise ValueError(f"{item}: {problem}; remove it from the examples or replace the file")
+    check_items(items, modality)
     raw = {"train": (list(items), [label_name(y) for y in labels])}
     return _finish(Path(source), modality, raw, [], [], val_fraction=val_fraction, test_fraction=0.0, seed=seed)
 
 
+def item_modality(items: Sequence[Any]) -> str:
+    """``"image"``, ``"audio"`` or ``"text"``: what in-memory examples are (paths are told by their extension)."""
+
+    def kind(x: Any) -> str:
+        if isinstance(x, Image.Image):
+            return "image"
+        suffix = Path(x).suffix.lower() if isinstance(x, (str, Path)) and len(str(x)) < 4096 else ""
+        return "image" if suffix in IMAGE_EXTENSIONS else "audio" if suffix in AUDIO_EXTENSIONS else "image" if isinstance(x, Path) else "text"
+
+    kinds = {kind(x) for x in items}
+    return kinds.pop() if len(kinds) == 1 and kinds <= {"image", "audio"} else "text"
+
+
 def as_items(items: Sequence[Any], modality: str) -> list[Any]:
-    """Examples as the loaders expect them: image paths given as strings become ``Path``s."""
-    return [Path(x) if modality == "image" and isinstance(x, str) else x for x in items]
+    """Examples as the loaders expect them: image or audio paths given as strings become ``Path``s."""
+    return [Path(x) if modality in FILE_KINDS and isinstance(x, str) else x for x in items]
+
+
+def check_items(items: Sequence[Any], modality: str) -> None:
+    """Raise on the first file that cannot be used, naming it: for examples the user passes one by one."""
+    if modality not in FILE_KINDS:
+        return
+    for item in items:
+        problem = check_file(item, modality) if isinstance(item, Path) else None
+        if problem is not None:
+            raise ValueError(f"{item}: {problem}; pass {modality} files ({'WAV, FLAC, OGG, MP3' if modality == 'audio' else 'JPEG, PNG, ...'}) or remove it")
 
 
 def content_key(item: Item) -> str:
@@ -469,18 +554,20 @@ def content_key(item: Item) -> str:
 
 
 class ExampleDataset:
-    """A torch-style dataset of (input, label); images are decoded and transformed per access."""
+    """A torch-style dataset of (input, label); files are decoded (``decode``) and transformed per access."""
 
-    def __init__(self, items: Sequence[Any], labels: Sequence[int] | None, transform: Any = None) -> None:
-        self.items, self.labels, self.transform = list(items), labels, transform
+    def __init__(self, items: Sequence[Any], labels: Sequence[int] | None, transform: Any = None, decode: Any = None) -> None:
+        self.items, self.labels, self.transform, self.decode = list(items), labels, transform, decode
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         item = self.items[index]
+        if self.decode is not None:
+            item = self.decode(item)
         if self.transform is not None:
-            item = self.transform(load_image(item))
+            item = self.transform(item)
         return item, (-1 if self.labels is None else int(self.labels[index]))
 
 
@@ -499,15 +586,15 @@ def make_loader(
     import torch
     from torch.utils.data import DataLoader
 
-    from headstart.preprocessing import ImagePreprocessing
+    from headstart.preprocessing import AudioPreprocessing, ImagePreprocessing, SpectrogramPreprocessing
 
     generator = torch.Generator().manual_seed(seed)
-    if isinstance(preprocessing, ImagePreprocessing):
+    if isinstance(preprocessing, (ImagePreprocessing, SpectrogramPreprocessing)):
         transform = preprocessing.train_transform(augment) if train else preprocessing.eval_transform()
         if workers is None:
             workers = min(2, len(items) // batch_size) if len(items) > batch_size else 0
         return DataLoader(
-            ExampleDataset(items, labels, transform),
+            ExampleDataset(items, labels, transform, decode=load_image if isinstance(preprocessing, ImagePreprocessing) else None),
             batch_size=batch_size,
             shuffle=train,
             num_workers=workers,
@@ -516,11 +603,12 @@ def make_loader(
             prefetch_factor=4 if workers else None,
         )
 
-    def collate(batch: list[tuple[str, int]]) -> tuple[dict[str, Any], Any]:
-        texts, ys = zip(*batch)
-        return preprocessing(list(texts)), torch.as_tensor(ys)
+    def collate(batch: list[tuple[Any, int]]) -> tuple[dict[str, Any], Any]:
+        inputs, ys = zip(*batch)
+        return preprocessing(list(inputs)), torch.as_tensor(ys)
 
-    return DataLoader(ExampleDataset(items, labels), batch_size=batch_size, shuffle=train, collate_fn=collate, generator=generator)
+    transform = preprocessing.waveform_transform(augment if train else "none") if isinstance(preprocessing, AudioPreprocessing) else None
+    return DataLoader(ExampleDataset(items, labels, transform), batch_size=batch_size, shuffle=train, collate_fn=collate, generator=generator)
 
 
 def tensor_loader(inputs: Any, labels: Sequence[int], *, batch_size: int, shuffle: bool = False, seed: int = 0) -> Any:

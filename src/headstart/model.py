@@ -23,7 +23,7 @@ from headstart.freezing import FreezableMixin
 from headstart.heads import ClassifierHead
 from headstart.io import atomic_path, atomic_write_text
 from headstart.layers import Block, BlockList
-from headstart.preprocessing import ImagePreprocessing, TextPreprocessing
+from headstart.preprocessing import Preprocessing
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -70,19 +70,20 @@ class TransferModel(FreezableMixin, nn.Module):
         return BlockList(inner + [Block(len(inner), "classifier", self.head)])
 
     @property
-    def preprocessing(self) -> ImagePreprocessing | TextPreprocessing:
+    def preprocessing(self) -> Preprocessing:
         return self.backbone.preprocessing
 
     @property
     def modality(self) -> str:
-        return self.backbone.spec.modality
+        """What the model reads: ``"image"``, ``"text"`` or ``"audio"`` (an image CNN reading spectrograms too)."""
+        return self.preprocessing.modality
 
     def forward(self, inputs: Any) -> torch.Tensor:
         return self.head(self.backbone(inputs))
 
     def fast_layout(self) -> TransferModel:
         """Store image models channels-last: depthwise and 1x1 convolutions run ~1.5x faster on CPU."""
-        if self.modality == "image":
+        if self.backbone.spec.modality == "image":
             self.to(memory_format=torch.channels_last)
         return self
 

@@ -2,7 +2,7 @@
 
 timm keeps mean/std/input size beside each checkpoint as data (``pretrained_cfg``); so do we. A
 saved run stores these objects in its ``config.json`` and reloads them, so predictions after a
-reload see exactly the pixels or tokens the model was trained on.
+reload see exactly the pixels, tokens, waveforms or spectrograms the model was trained on.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from headstart._torchvision import import_torchvision
+from headstart.audio import augment_waveform, fix_length, load_audio, log_mel, mask_spectrogram
 
 _tv = import_torchvision()
 from torchvision import transforms as T  # noqa: E402  (needs the import above first)
@@ -38,6 +39,8 @@ class ImagePreprocessing:
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
 
+    modality = "image"
+
     @property
     def resize_size(self) -> int:
         return int(round(self.input_size / self.crop_pct))
@@ -59,8 +62,7 @@ class ImagePreprocessing:
         small object or defect stays in view, so the label stays true. ``strong`` crops down to 8%
         (torchvision's default) and jitters colour.
         """
-        if augment not in AUGMENT_PRESETS:
-            raise ValueError(f"augment={augment!r} is not one of {AUGMENT_PRESETS}")
+        _check_augment(augment)
         if augment == "none":
             return self.eval_transform()
         interpolation = _INTERPOLATION[self.interpolation]
@@ -83,8 +85,120 @@ class ImagePreprocessing:
         return cls(**fields)
 
 
+def _check_augment(augment: str) -> None:
+    if augment not in AUGMENT_PRESETS:
+        raise ValueError(f"augment={augment!r} is not one of {AUGMENT_PRESETS}")
+
+
+def _rng() -> np.random.Generator:
+    """A generator drawn from torch's RNG, so that ``seed`` and DataLoader worker seeding govern audio augmentation too."""
+    return np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+
+
+def clip_waveform(item: Any, sample_rate: int, clip_seconds: float | None, augment: str = "none") -> np.ndarray:
+    """A file (decoded and resampled) or an in-memory waveform, cut to ``clip_seconds`` and augmented."""
+    waveform = load_audio(item, sample_rate) if isinstance(item, (str, Path)) else np.asarray(item, dtype=np.float32).reshape(-1)
+    if clip_seconds is None:
+        return waveform
+    length = int(round(clip_seconds * sample_rate))
+    return augment_waveform(waveform, length, augment, _rng()) if augment != "none" else fix_length(waveform, length)
+
+
+@dataclass(frozen=True)
+class SpectrogramPreprocessing:
+    """How a clip becomes an image for an ImageNet CNN: fixed-length waveform, log-mel, resized, normalised.
+
+    The route of Palanisamy et al. (2020), "Rethinking CNN models for audio classification": the
+    mel spectrogram in decibels, scaled to [0, 1] from ``top_db`` below the clip's peak to the peak,
+    low frequencies at the bottom, resized to the network's square input and copied to its three
+    channels. Every setting is saved with the run, so ``predict`` rebuilds the same images.
+
+    Parameters
+    ----------
+    image : ImagePreprocessing
+        The network's input size, mean and std.
+    sample_rate : int, default=16000
+    clip_seconds : float, default=1.0
+        Clips are cropped around their middle or zero-padded to this length.
+    n_mels : int, default=64
+    window_ms, hop_ms : float, default=25, 10
+        Analysis window and hop (the FFT length is the next power of two of the window).
+    fmin : float, default=20
+    top_db : float, default=80
+    """
+
+    image: ImagePreprocessing = ImagePreprocessing()
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0
+    n_mels: int = 64
+    window_ms: float = 25.0
+    hop_ms: float = 10.0
+    fmin: float = 20.0
+    top_db: float = 80.0
+
+    modality = "audio"
+
+    @property
+    def input_size(self) -> int:
+        return self.image.input_size
+
+    def log_mel(self, waveform: np.ndarray) -> np.ndarray:
+        """``(n_mels, frames)`` in [0, 1], highest frequency in the first row."""
+        frame_length = int(round(self.window_ms * self.sample_rate / 1000))
+        spec = log_mel(
+            waveform, sample_rate=self.sample_rate, n_mels=self.n_mels, frame_length=frame_length,
+            hop_length=int(round(self.hop_ms * self.sample_rate / 1000)), n_fft=1 << (frame_length - 1).bit_length(),
+            fmin=self.fmin, top_db=self.top_db,
+        )  # fmt: skip
+        return spec[::-1]
+
+    def to_image(self, spec: np.ndarray) -> torch.Tensor:
+        """A ``(3, size, size)`` normalised tensor from a [0, 1] spectrogram."""
+        tensor = torch.from_numpy(np.ascontiguousarray(spec))[None, None]
+        size = self.image.input_size
+        tensor = torch.nn.functional.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[0].expand(3, size, size)
+        mean = torch.tensor(self.image.mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(self.image.std, dtype=torch.float32).view(3, 1, 1)
+        return (tensor - mean) / std
+
+    def eval_transform(self) -> _SpectrogramTransform:
+        return _SpectrogramTransform(self, "none")
+
+    def train_transform(self, augment: str = "light") -> _SpectrogramTransform:
+        """``light``: shift up to 10%, noise at 30-40 dB SNR half the time, one frequency and one time mask of
+        up to 10%; ``strong``: 20%, 10-30 dB, two masks each of up to 15% (see :data:`headstart.audio.AUDIO_AUGMENT`)."""
+        _check_augment(augment)
+        return _SpectrogramTransform(self, augment)
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = asdict(self)
+        return {"kind": "spectrogram", **fields, "image": self.image.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpectrogramPreprocessing:
+        fields = {k: v for k, v in data.items() if k != "kind"}
+        return cls(**{**fields, "image": ImagePreprocessing.from_dict(fields["image"])})
+
+
+@dataclass(frozen=True)
+class _SpectrogramTransform:
+    """Clip (path or waveform) -> image tensor, with ``augment`` applied (a class, so DataLoader workers can pickle it)."""
+
+    preprocessing: SpectrogramPreprocessing
+    augment: str
+
+    def __call__(self, item: Any) -> torch.Tensor:
+        prep = self.preprocessing
+        spec = prep.log_mel(clip_waveform(item, prep.sample_rate, prep.clip_seconds, self.augment))
+        if self.augment != "none":
+            spec = mask_spectrogram(spec, self.augment, _rng())
+        return prep.to_image(spec)
+
+
 class TextPreprocessing:
     """Tokenisation for a Hugging Face text encoder; the tokenizer files are saved with the run."""
+
+    modality = "text"
 
     def __init__(self, tokenizer: Any, max_length: int = 256) -> None:
         self.tokenizer = tokenizer
@@ -110,14 +224,31 @@ class TextPreprocessing:
 
 
 class AudioPreprocessing:
-    """Waveforms (1-D float arrays at the extractor's sampling rate) to a Hugging Face audio encoder's inputs."""
+    """Waveforms (1-D float arrays at the extractor's sampling rate) to a Hugging Face audio encoder's inputs.
 
-    def __init__(self, feature_extractor: Any) -> None:
+    Files are decoded and resampled to the extractor's rate by :meth:`waveform_transform`, cut to
+    ``clip_seconds`` (set from the training data by ``fit`` and saved with the run). Augmentation is
+    on the waveform only (shift, noise): wav2vec2-style encoders mask their own features in training
+    (``mask_time_prob`` in their config), the SpecAugment of those models.
+    """
+
+    modality = "audio"
+
+    def __init__(self, feature_extractor: Any, clip_seconds: float | None = None) -> None:
         self.feature_extractor = feature_extractor
+        self.clip_seconds = clip_seconds
 
     @property
     def sampling_rate(self) -> int:
         return int(self.feature_extractor.sampling_rate)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.sampling_rate
+
+    def waveform_transform(self, augment: str = "none") -> _WaveformTransform:
+        _check_augment(augment)
+        return _WaveformTransform(self.sampling_rate, self.clip_seconds, augment)
 
     def __call__(self, waveforms: list[Any]) -> dict[str, torch.Tensor]:
         batch = self.feature_extractor(
@@ -129,7 +260,7 @@ class AudioPreprocessing:
         return dict(batch)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "audio", "sampling_rate": self.sampling_rate}
+        return {"kind": "audio", "sampling_rate": self.sampling_rate, "clip_seconds": self.clip_seconds}
 
     def save(self, directory: Path) -> None:
         self.feature_extractor.save_pretrained(str(directory))
@@ -138,10 +269,20 @@ class AudioPreprocessing:
     def load(cls, directory: Path, data: dict[str, Any]) -> AudioPreprocessing:
         from transformers import AutoFeatureExtractor
 
-        return cls(AutoFeatureExtractor.from_pretrained(str(directory)))
+        return cls(AutoFeatureExtractor.from_pretrained(str(directory)), clip_seconds=data.get("clip_seconds"))
 
 
-Preprocessing = ImagePreprocessing | TextPreprocessing | AudioPreprocessing
+@dataclass(frozen=True)
+class _WaveformTransform:
+    sample_rate: int
+    clip_seconds: float | None
+    augment: str
+
+    def __call__(self, item: Any) -> np.ndarray:
+        return clip_waveform(item, self.sample_rate, self.clip_seconds, self.augment)
+
+
+Preprocessing = ImagePreprocessing | SpectrogramPreprocessing | TextPreprocessing | AudioPreprocessing
 
 
 def load_preprocessing(data: dict[str, Any], assets: Path) -> Preprocessing:
@@ -150,4 +291,6 @@ def load_preprocessing(data: dict[str, Any], assets: Path) -> Preprocessing:
         return TextPreprocessing.load(assets, data)
     if data["kind"] == "audio":
         return AudioPreprocessing.load(assets, data)
+    if data["kind"] == "spectrogram":
+        return SpectrogramPreprocessing.from_dict(data)
     return ImagePreprocessing.from_dict(data)

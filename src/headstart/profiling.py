@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from headstart.backbones import Backbone, create_backbone
+from headstart.backbones import Backbone, create_backbone, match_data
 from headstart.data import Dataset, load_dataset, stratified_split
 from headstart.features import EmbeddingCache
 from headstart.progress import Progress
@@ -215,9 +215,7 @@ def profile(
     >>> result.plateau, result.best  # doctest: +SKIP
     """
     dataset, items, labels = labelled_examples(data, limit=limit, seed=seed, text_column=text_column, label_column=label_column)
-    model = backbone if isinstance(backbone, Backbone) else create_backbone(backbone)
-    if model.spec.modality != dataset.modality:
-        raise ValueError(f"{model.spec.name!r} is a {model.spec.modality} backbone but {dataset.source} holds {dataset.modality} data; see `headstart list`")
+    model = match_data(backbone if isinstance(backbone, Backbone) else create_backbone(backbone), dataset)
     names = profiled_blocks(model, every) if blocks is None else [model.blocks[model.blocks.index_of(b)].name for b in blocks]
     started = time.perf_counter()
     with Progress(quiet=quiet) as progress:

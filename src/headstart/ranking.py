@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from headstart.backbones import Backbone, TimmBackbone, create_backbone, list_backbones
+from headstart.backbones import Backbone, TimmBackbone, create_backbone, list_backbones, match_data
 from headstart.data import Dataset
 from headstart.features import EmbeddingCache
 from headstart.profiling import labelled_examples
@@ -67,8 +67,11 @@ class Ranking:
 
 
 def default_candidates(modality: str, named: list[str] | None = None) -> list[str]:
-    """Every embedded backbone of ``modality``, then the named ones not already in the list."""
-    names = [spec.name for spec in list_backbones(modality)]
+    """Every embedded backbone of ``modality``, then the named ones not already in the list.
+
+    Audio's embedded backbones are the image CNNs, which read log-mel spectrograms.
+    """
+    names = [spec.name for spec in list_backbones("image" if modality == "audio" else modality)]
     return names + [n for n in named or [] if n not in names]
 
 
@@ -106,10 +109,8 @@ def rank(
     with Progress(quiet=quiet) as progress:
         for candidate in chosen:
             started = time.perf_counter()
-            model = candidate if isinstance(candidate, Backbone) else create_backbone(candidate)
+            model = match_data(candidate if isinstance(candidate, Backbone) else create_backbone(candidate), dataset)
             name = candidate if isinstance(candidate, str) else model.spec.name
-            if model.spec.modality != dataset.modality:
-                raise ValueError(f"{name!r} is a {model.spec.modality} backbone but {dataset.source} holds {dataset.modality} data; see `headstart list`")
             model.to("cuda" if torch.cuda.is_available() else "cpu")
             features, _ = cache.embed(model, items, batch_size=batch_size, progress=progress)
             probabilities = source_probabilities(model, features) if SCORES[score_name][1] == "source" else None

@@ -56,7 +56,7 @@ class Strategy:
     def _train_end_to_end(self, model: TransferModel, data: Dataset, ctx: FitContext, default_augment: str, history: History | None = None) -> History:
         report = freeze_report(model)
         ctx.progress.log(f"{self.name}: {report}")
-        augment = ctx.augment or (default_augment if model.modality == "image" else "none")
+        augment = ctx.augment or (default_augment if model.modality in ("image", "audio") else "none")
         plan = plan_boundary(model, len(data.items("train")) + len(data.items("val")), augment=augment, budget=budget_from_env())
         if plan.start:
             ctx.progress.log(plan.reason)
