@@ -1,0 +1,141 @@
+"""Issue 9 figures: FSDD spoken digits with EfficientNet-Lite0 on log-mel spectrograms, transfer vs scratch.
+
+Usage:
+  python bench/audio.py official CONFIG [CONFIG ...]    official split (takes 0-4 are test); configs in CONFIGS
+  python bench/audio.py speakers CONFIG [CONFIG ...]    train on 5 speakers, test on the 6th, every fold
+  python bench/audio.py profile [--image-size N] [--limit N]   layer-wise profile of lite0 on FSDD spectrograms
+
+Rows are appended to bench/results/audio.jsonl with the exact settings, the machine and the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import headstart
+from headstart.api import fit
+from headstart.backbones import create_backbone, match_data
+from headstart.data import load_dataset
+from headstart.profiling import profile
+
+FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fsdd"
+OUT = Path(__file__).parent / "results" / "audio.jsonl"
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "fe-128": dict(strategy="feature-extraction", image_size=128),
+    "fe-224": dict(strategy="feature-extraction", image_size=224),
+    "ft-128": dict(strategy="fine-tune", image_size=128),
+    "full-128": dict(strategy="full", image_size=128),
+    "scratch-128": dict(strategy="scratch", image_size=128),
+    "scratch-128-e30": dict(strategy="scratch", image_size=128, epochs=30),
+}
+
+
+def _context() -> dict[str, Any]:
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "headstart": headstart.__version__,
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip(),
+    }
+
+
+def _write(row: dict[str, Any]) -> None:
+    print(json.dumps(row), flush=True)
+    with OUT.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def _listing(directory: Path, test_speaker: str | None) -> Path:
+    """FSDD's index as a path,label,split listing: the official split, or one speaker held out as test."""
+    with open(FSDD / "index.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    path = directory / f"fsdd-{test_speaker or 'official'}.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        for r in rows:
+            split = r["split"] if test_speaker is None else ("test" if r["speaker"] == test_speaker else "train")
+            writer.writerow([str(FSDD / r["path"]), r["label"], split])
+    return path
+
+
+def _fit(listing: Path, name: str, task: str, fold: str | None, cache: Path) -> dict[str, Any]:
+    settings = CONFIGS[name]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = fit(listing, backbone="efficientnet_lite0", out=Path(tmp) / "run", quiet=True, cache_dir=cache, **settings)
+    test = run.metrics["test"]
+    prep = run.model.preprocessing.to_dict()
+    return {
+        "task": task, "config": name, "fold": fold, **settings,
+        "spectrogram": {k: v for k, v in prep.items() if k not in ("kind", "image")},
+        "test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "n_test": test["n"],
+        "val_accuracy": run.metrics["val"]["accuracy"],
+        "epochs_run": {p: sum(r["phase"] == p for r in run.history.epochs) for p in dict.fromkeys(r["phase"] for r in run.history.epochs)},
+        "seconds": time.perf_counter() - started, **_context(),
+    }  # fmt: skip
+
+
+def official(names: list[str], cache: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = _listing(Path(tmp), None)
+        for name in names:
+            _write(_fit(listing, name, "official", None, cache))
+
+
+def speakers(names: list[str], cache: Path) -> None:
+    with open(FSDD / "index.csv") as handle:
+        folds = sorted({r["speaker"] for r in csv.DictReader(handle)})
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            accuracies = []
+            for speaker in folds:
+                row = _fit(_listing(Path(tmp), speaker), name, "speakers", speaker, cache)
+                accuracies.append(row["test_accuracy"])
+                _write(row)
+            _write({"task": "speakers-mean", "config": name, **CONFIGS[name], "folds": folds, "accuracies": accuracies,
+                    "mean_accuracy": float(np.mean(accuracies)), "std_accuracy": float(np.std(accuracies)), **_context()})  # fmt: skip
+
+
+def layer_profile(image_size: int, limit: int | None, cache: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = load_dataset(_listing(Path(tmp), None))
+        backbone = match_data(create_backbone("efficientnet_lite0"), dataset, image_size=image_size)
+        result = profile(dataset, backbone=backbone, limit=limit, cache_dir=cache, quiet=True)
+    rows = [{"block": r.block, "dim": r.dim, "probe_accuracy": r.probe_accuracy, "probe_std": r.probe_std, "logme": r.logme} for r in result.rows]
+    _write({"task": "profile", "backbone": "efficientnet_lite0", "image_size": image_size, "n": result.n_examples, "plateau": result.plateau,
+            "best": result.best, "rows": rows, "seconds": result.seconds, **_context()})  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=["official", "speakers", "profile"])
+    parser.add_argument("configs", nargs="*", help=f"one or more of {sorted(CONFIGS)}")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "headstart-bench-audio")
+    args = parser.parse_args()
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configs {unknown}; choose from {sorted(CONFIGS)}")
+    if args.task == "official":
+        official(args.configs, args.cache_dir)
+    elif args.task == "speakers":
+        speakers(args.configs, args.cache_dir)
+    else:
+        layer_profile(args.image_size, args.limit, args.cache_dir)
+
+
+if __name__ == "__main__":
+    main()
