@@ -34,6 +34,7 @@ def tone_folder(tmp_path_factory) -> Path:
     full = (root / "low" / "0.wav").read_bytes()
     (root / "low" / "empty.wav").write_bytes(b"")
     (root / "low" / "header-only.wav").write_bytes(full[:30])
+    (root / "low" / "cut.wav").write_bytes(full[: len(full) // 2])  # cut inside its samples: what is there is used
     (root / "low" / "notes.wav").write_text("not audio at all")
     sf.write(root / "high" / "silent.wav", np.zeros(4000), 8000)
     (root / "high" / "readme.txt").write_text("not a clip")
@@ -58,7 +59,7 @@ def test_audio_folder_skips_and_counts_bad_clips(tone_folder):
 
     dataset = load_dataset(tone_folder)
     assert dataset.modality == "audio" and dataset.classes == ["high", "low"]
-    assert sum(len(dataset.items(s)) for s in ("train", "val", "test")) == 16
+    assert sum(len(dataset.items(s)) for s in ("train", "val", "test")) == 17
     reasons = {Path(f).name: r for f, r in dataset.skipped}
     assert reasons == {
         "empty.wav": "empty file",

@@ -231,22 +231,20 @@ def _profile_table(result: Any, *, folds: int | None = None) -> Table:
 
 
 def cmd_rank(args: argparse.Namespace) -> None:
-    from headstart.data import TABLE_EXTENSIONS
+    from headstart.data import load_dataset
     from headstart.ranking import default_candidates, rank
 
     named = [b.strip() for b in args.backbones.split(",") if b.strip()] if args.backbones else []
-    modality = "text" if Path(args.data).suffix.lower() in TABLE_EXTENSIONS else "image"
+    dataset = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column, seed=args.seed)  # its modality picks the candidates
     result = rank(
-        args.data,
-        backbones=named if args.only else default_candidates(modality, named),
+        dataset,
+        backbones=named if args.only else default_candidates(dataset.modality, named),
         score_name=args.score,
         limit=args.limit,
         batch_size=args.batch_size,
         seed=args.seed,
         cache_dir=args.cache_dir,
         quiet=args.quiet or args.json,
-        text_column=args.text_column,
-        label_column=args.label_column,
     )
     if args.json:
         _print_json(result.to_dict())
