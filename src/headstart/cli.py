@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="train a classifier on DATA by transfer from a pretrained backbone")
-    p.add_argument("data", help="image folder (class sub-folders, optional train/val/test) or CSV/TSV/JSONL with text and label columns")
+    p.add_argument("data", help="image or audio folder (class sub-folders, optional train/val/test), CSV/TSV/JSONL with text and label columns, or a path,label[,split] listing")
     p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default; timm:ARCH, hf:ID_OR_DIR or a run dir")
     p.add_argument("--weights", default=None, help="local weights file for a timm: backbone")
     p.add_argument("--strategy", default="feature-extraction", choices=["feature-extraction", "fine-tune", "full", "scratch", "auto"], help="auto: measure the data first (see `headstart advise`)")
@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=None, help="hidden layer width of the new head")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--augment", default=None, choices=["none", "light", "strong"], help="image augmentation (default light when fine-tuning)")
-    p.add_argument("--image-size", type=int, default=None, help="input resolution instead of the weights' own (saved with the run)")
+    p.add_argument("--image-size", type=int, default=None, help="input resolution (of images, or of spectrogram images for audio) instead of the weights' own (saved with the run)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")
@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("profile", help="per-block linear-probe accuracy and LogME of a backbone on DATA, with a plot")
-    p.add_argument("data", help="image folder or CSV/TSV/JSONL (train and val splits are measured, test is left out)")
+    p.add_argument("data", help="image or audio folder, or CSV/TSV/JSONL (train and val splits are measured, test is left out)")
     p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default")
     p.add_argument("--blocks", default=None, help="comma-separated block names or indices (default: all, or every k-th for deep models)")
     p.add_argument("--every", type=int, default=None, help="profile every k-th block")
