@@ -40,11 +40,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "scratch-128": dict(strategy="scratch", image_size=128),
     "scratch-128-e30": dict(strategy="scratch", image_size=128, epochs=30),
     # 64 px: the spectrogram itself is 64 mel bands x 76 frames, so 64 px loses almost nothing and costs
-    # a quarter of 128 px; 6 epochs each for transfer and scratch (equal budget on 2 shared CPU cores)
+    # a quarter of 128 px; the same number of epochs for transfer and scratch (an equal budget on 2 shared CPU cores)
     "fe-128-stage4": dict(strategy="feature-extraction", image_size=128, cut="stage4"),  # the profile's best block
     "fe-64": dict(strategy="feature-extraction", image_size=64),
     "ft-64-e6": dict(strategy="fine-tune", image_size=64, epochs=6),
     "scratch-64-e6": dict(strategy="scratch", image_size=64, epochs=6),
+    "ft-64-e4": dict(strategy="fine-tune", image_size=64, epochs=4),
+    "scratch-64-e4": dict(strategy="scratch", image_size=64, epochs=4),
 }
 
 
