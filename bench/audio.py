@@ -2,7 +2,7 @@
 
 Usage:
   python bench/audio.py official CONFIG [CONFIG ...]    official split (takes 0-4 are test); configs in CONFIGS
-  python bench/audio.py speakers CONFIG [CONFIG ...]    train on 5 speakers, test on the 6th, every fold
+  python bench/audio.py speakers CONFIG [CONFIG ...] [--folds george,...]   train on 5 speakers, test on the 6th, every fold
   python bench/audio.py profile [--image-size N] [--limit N]   layer-wise profile of lite0 on FSDD spectrograms
 
 Rows are appended to bench/results/audio.jsonl with the exact settings, the machine and the commit.
@@ -102,9 +102,10 @@ def official(names: list[str], cache: Path) -> None:
             _write(_fit(listing, name, "official", None, cache))
 
 
-def speakers(names: list[str], cache: Path) -> None:
+def speakers(names: list[str], cache: Path, only: list[str] | None = None) -> None:
     with open(FSDD / "index.csv") as handle:
         folds = sorted({r["speaker"] for r in csv.DictReader(handle)})
+    folds = [f for f in folds if only is None or f in only]
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             accuracies = []
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("configs", nargs="*", help=f"one or more of {sorted(CONFIGS)}")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--folds", default=None, help="comma-separated speakers to hold out (default: every one); the mean row is then over these only")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "headstart-bench-audio")
     args = parser.parse_args()
     unknown = [c for c in args.configs if c not in CONFIGS]
@@ -140,7 +142,7 @@ def main() -> None:
     if args.task == "official":
         official(args.configs, args.cache_dir)
     elif args.task == "speakers":
-        speakers(args.configs, args.cache_dir)
+        speakers(args.configs, args.cache_dir, args.folds.split(",") if args.folds else None)
     else:
         layer_profile(args.image_size, args.limit, args.cache_dir)
 
