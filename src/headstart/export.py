@@ -91,7 +91,7 @@ def example_inputs(model: TransferModel, texts: list[str] | None = None) -> dict
     if isinstance(preprocessing, TextPreprocessing):
         batch = preprocessing(texts or ["a short example", "a somewhat longer example sentence for the exporter"])
         return {k: batch[k] for k in TEXT_INPUTS if k in batch}
-    raise ValueError(f"export supports image and text models; this run holds a {model.modality} model")
+    raise ValueError(f"export supports image and text models; this run holds an {model.modality} model (audio export is not supported yet)")
 
 
 def export_model(run: str | Path, *, format: str = "onnx", out: str | Path | None = None, overwrite: bool = False) -> Export:
