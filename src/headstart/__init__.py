@@ -13,6 +13,7 @@ from headstart.data import load_dataset  # noqa: E402
 from headstart.estimator import TransferClassifier  # noqa: E402
 from headstart.freezing import freeze, freeze_report, unfreeze  # noqa: E402
 from headstart.model import TransferModel  # noqa: E402
+from headstart.pretraining import pretrain  # noqa: E402
 from headstart.profiling import profile  # noqa: E402
 from headstart.ranking import rank  # noqa: E402
 
@@ -31,6 +32,7 @@ __all__ = [
     "load_dataset",
     "predict",
     "predict_proba",
+    "pretrain",
     "profile",
     "rank",
     "resume",

@@ -98,6 +98,20 @@ class Backbone(FreezableMixin, nn.Module):
         """JSON-able data from which :func:`backbone_from_config` rebuilds this architecture."""
         raise NotImplementedError
 
+    def source_head(self) -> nn.Module | None:
+        """The classifier trained on this very body, if any: what LEEP and NCE read.
+
+        For a backbone loaded from a run directory it is that run's head (e.g. the source classes
+        of a :func:`headstart.pretrain` model); a cut backbone has none.
+        """
+        return self._run_head[0] if self._run_head else None
+
+    def keep_run_head(self, head: nn.Module) -> None:
+        """Remember the head of the run this backbone was loaded from (not a submodule: never trained or saved with it)."""
+        self._run_head = (head,)
+
+    _run_head: tuple[nn.Module, ...] = ()
+
     def save_assets(self, directory: Path) -> None:
         """Write files besides the weights that a reload needs (tokenizer, HF config)."""
 
@@ -273,7 +287,9 @@ class TimmBackbone(Backbone):
         return len(self.stages) == self._full_depth
 
     def source_head(self) -> nn.Module | None:
-        """The pretrained classifier (e.g. ImageNet's 1000 classes) if the full body is kept."""
+        """The pretrained classifier (ImageNet's 1000 classes, or a run's own head) if the full body is kept."""
+        if self._run_head:
+            return self._run_head[0]
         if not self.keeps_full_body:
             return None
         head = self._source[0].get_classifier()
@@ -645,7 +661,9 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path |
         if not pretrained:
             saved = json.loads((path / "config.json").read_text())
             return backbone_from_config(saved["backbone"], path / "backbone", saved["preprocessing"])
-        return TransferModel.from_pretrained(path).backbone
+        run = TransferModel.from_pretrained(path)
+        run.backbone.keep_run_head(run.head)  # the run's classifier is this body's source head (LEEP, NCE)
+        return run.backbone
     known = sorted(_REGISTRY) + ["timm:<arch>", "hf:<id or folder>", "<run dir>"]
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
     hint = f"did you mean {close}? " if close else ""

@@ -87,6 +87,31 @@ def _print_run(run: Any, *, as_json: bool) -> None:
     console.print(f"saved to {run.directory}")
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from headstart.pretraining import pretrain
+
+    run = pretrain(
+        args.data,
+        arch=args.arch,
+        out=args.out,
+        epochs=args.epochs,
+        lr=args.lr,
+        patience=args.patience,
+        image_size=args.image_size,
+        augment=args.augment,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        quiet=args.quiet or args.json,
+        cache_dir=args.cache_dir,
+        text_column=args.text_column,
+        label_column=args.label_column,
+    )
+    _print_run(run, as_json=args.json)
+    if not args.json:
+        print(f"use it as a backbone: headstart fit TARGET --backbone {run.directory}  (or profile / rank / advise)")
+
+
 def cmd_resume(args: argparse.Namespace) -> None:
     from headstart.api import resume
 
@@ -389,6 +414,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-to", default=None, choices=["tensorboard", "mlflow"], help="also log per-epoch metrics and the report there (optional extras)")
     p.add_argument("--log-uri", default=None, help="TensorBoard log dir (default RUN/tensorboard) or MLflow tracking URI (default: MLflow's own)")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("pretrain", help="train a source model from scratch on DATA and save it as a backbone for fit/profile/rank/advise")
+    p.add_argument("data", help="source dataset: image folder or CSV/TSV/JSONL, as for fit")
+    p.add_argument("--arch", default="resnet18", help="timm architecture (resnet18, resnet10t, test_resnet ...), timm:ARCH, hf:CONFIG_DIR or an embedded name (default resnet18)")
+    p.add_argument("--out", default=None, help="run directory, later passed as --backbone (default runs/<data>-pretrain-<arch>-<time>)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of every block")
+    p.add_argument("--patience", type=int, default=10, help="epochs without better validation loss before stopping")
+    p.add_argument("--image-size", type=int, default=None, help="input resolution (default the architecture's own, usually 224)")
+    p.add_argument("--augment", default=None, choices=["none", "light", "strong"], help="image augmentation (default light: crops and flips)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (implies --quiet)")
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("resume", help="continue a fit that Ctrl-C or a crash interrupted, after its last finished epoch")
     p.add_argument("run", help="run directory of the interrupted fit (it holds checkpoint/)")

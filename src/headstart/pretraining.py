@@ -1,0 +1,120 @@
+"""Develop a source model: train an architecture from scratch on a source dataset, keep it as a backbone.
+
+When no pretrained network is close to a target domain (scans, spectrograms, a private sensor),
+the *develop-model* route trains one on a larger related labelled set first and transfers from
+that. :func:`pretrain` is :func:`headstart.fit` with the ``scratch`` strategy and defaults for a
+source model (longer training, more patience); it writes an ordinary run directory, and a run
+directory is a backbone: ``fit``, ``profile``, ``rank`` and ``advise`` take its path as
+``--backbone``, and its classifier serves as the source head that LEEP and NCE read.
+
+>>> source = headstart.pretrain("data/source", arch="resnet18", image_size=64, out="runs/source")  # doctest: +SKIP
+>>> headstart.fit("data/target", backbone="runs/source", strategy="fine-tune")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+
+import timm
+
+from headstart.api import Run, _default_run_dir, fit
+from headstart.backbones import list_backbones
+from headstart.data import Dataset
+from headstart.training import Callback
+
+
+def source_architecture(arch: str) -> str:
+    """The backbone name :func:`pretrain` builds for ``arch``.
+
+    A bare timm architecture (``resnet18``) becomes ``timm:resnet18``; ``timm:ARCH``,
+    ``hf:CONFIG_DIR`` (a folder with a Hugging Face ``config.json``, plus a tokenizer for text),
+    embedded names and run directories are taken as they are: only their architecture is used.
+    """
+    embedded = [spec.name for spec in list_backbones()]
+    if arch in embedded or arch.startswith(("timm:", "hf:")) or (Path(arch) / "config.json").is_file():
+        return arch
+    if timm.is_model(arch):
+        return f"timm:{arch}"
+    close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+    raise ValueError(
+        f"Unknown architecture {arch!r}" + (f"; did you mean {close}?" if close else "")
+        + " Pass a timm name (resnet18, resnet10t, test_efficientnet ...), hf:CONFIG_DIR, an embedded backbone or a run directory"
+    )  # fmt: skip
+
+
+def pretrain(
+    data: str | Path | Dataset,
+    *,
+    arch: str = "resnet18",
+    out: str | Path | None = None,
+    epochs: int = 30,
+    lr: float = 1e-3,
+    patience: int | None = 10,
+    image_size: int | None = None,
+    augment: str | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+    overwrite: bool = False,
+    save: bool = True,
+    quiet: bool = False,
+    cache_dir: str | Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Run:
+    """Train ``arch`` from random weights on ``data`` and save it as a source backbone.
+
+    Parameters
+    ----------
+    data : path or Dataset
+        The source dataset: an image folder or a CSV/TSV/JSONL text table, as for :func:`fit`.
+    arch : str, default="resnet18"
+        See :func:`source_architecture`. Small timm models (``test_resnet``, ``resnet10t``) train in
+        minutes on a CPU at a small ``image_size``.
+    out : path, optional
+        Run directory; default ``runs/<data>-pretrain-<arch>-<time>``. Pass it to later commands
+        as ``backbone=out``.
+    epochs, lr, patience :
+        Every block trains at ``lr`` (AdamW, warm-up + cosine), early stopping on validation loss
+        after ``patience`` epochs without improvement.
+    image_size : int, optional
+        Input resolution; default the architecture's own (224 for most timm models). Saved with the
+        run, so every later use of the backbone resizes to it.
+    augment : {"none", "light", "strong"}, optional
+        Image augmentation; default ``light`` (crops and horizontal flips: pass ``none`` where a
+        flip changes the class, as for digits or text in images).
+    save : bool, default=True
+        Write the run directory; ``False`` only returns the trained :class:`~headstart.api.Run`.
+
+    Other parameters are those of :func:`headstart.fit`.
+
+    Returns
+    -------
+    Run
+        ``run.directory`` is the new backbone; ``run.metrics`` its held-out accuracy on the source task.
+    """
+    backbone = source_architecture(arch)
+    if save and out is None:
+        out = _default_run_dir(data, f"pretrain-{Path(arch).name.removeprefix('timm:').removeprefix('hf:').replace('/', '_')}")
+    return fit(
+        data,
+        backbone=backbone,
+        strategy="scratch",
+        out=out,
+        epochs=epochs,
+        lr=lr,
+        patience=patience,
+        image_size=image_size,
+        augment=augment,
+        batch_size=batch_size,
+        seed=seed,
+        overwrite=overwrite,
+        save=save,
+        quiet=quiet,
+        cache_dir=cache_dir,
+        text_column=text_column,
+        label_column=label_column,
+        callbacks=callbacks,
+    )
