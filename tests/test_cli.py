@@ -10,7 +10,7 @@ import pytest
 
 from headstart.cli import main
 
-COMMANDS = ["fit", "resume", "evaluate", "predict", "summary", "list", "demo", "stylize", "profile", "rank", "advise", "report", "export"]
+COMMANDS = ["fit", "pretrain", "resume", "evaluate", "predict", "summary", "list", "demo", "stylize", "profile", "rank", "advise", "report", "export"]
 
 
 def test_module_entry_point_help():
