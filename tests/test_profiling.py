@@ -146,6 +146,15 @@ def test_advise_cli_images(elpv_folder, capsys):
     assert "next: headstart fit" in capsys.readouterr().out
 
 
+def test_advise_cli_text(topics_csv, capsys):
+    assert main(["advise", str(topics_csv), "--json"]) == 0  # minilm by default for a table
+    advice = json.loads(capsys.readouterr().out)
+    assert advice["case"].startswith("small") and advice["strategy"] == "feature-extraction"  # 30 utterances per topic
+    assert advice["measurements"]["plateau"] in ["embeddings"] + [f"layer{i}" for i in range(6)]
+    assert main(["advise", str(topics_csv), "--backbone", "efficientnet_lite0"]) == 2
+    assert "image backbone" in capsys.readouterr().err
+
+
 def test_fit_auto_text_python(topics_csv, tmp_path):
     import headstart
 
