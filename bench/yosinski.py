@@ -162,17 +162,18 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def table(rows: list[dict]) -> str:
-    """Mean (min-max) test accuracy on B per n and kind, as markdown."""
-    ns = sorted({r["n"] for r in rows if r["n"] > 0})
+    """Markdown: per n and kind, the mean test accuracy on B and its paired difference from baseB (same seed) ± standard error."""
+    base = {r["seed"]: r["test_accuracy"] for r in rows if r["kind"] == "baseB"}
     blocks = {r["n"]: r["block"] for r in rows if "block" in r}
     lines = ["| n | last copied block | " + " | ".join(KINDS) + " |", "|---:|---|" + "---:|" * len(KINDS)]
-    base = [r["test_accuracy"] for r in rows if r["kind"] == "baseB"]
-    lines.append(f"| 0 | (baseB) | {np.mean(base):.3f} ({min(base):.3f}–{max(base):.3f}) |" + " |" * (len(KINDS) - 1))
-    for n in ns:
+    lines.append(f"| 0 | (baseB, {len(base)} seeds) | {np.mean(list(base.values())):.3f} (range {min(base.values()):.3f}–{max(base.values()):.3f}) |" + " |" * (len(KINDS) - 1))
+    for n in sorted(blocks):
         cells = []
         for kind in KINDS:
-            values = [r["test_accuracy"] for r in rows if r["kind"] == kind and r["n"] == n]
-            cells.append(f"{np.mean(values):.3f} ({min(values):.3f}–{max(values):.3f})")
+            mine = [r for r in rows if r["kind"] == kind and r["n"] == n]
+            delta = 100 * np.array([r["test_accuracy"] - base[r["seed"]] for r in mine])
+            error = delta.std(ddof=1) / np.sqrt(len(delta)) if len(delta) > 1 else float("nan")
+            cells.append(f"{np.mean([r['test_accuracy'] for r in mine]):.3f} ({delta.mean():+.1f} ± {error:.1f})")
         lines.append(f"| {n} | {blocks[n]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
