@@ -71,6 +71,7 @@ class Backbone(FreezableMixin, nn.Module):
 
     spec: BackboneSpec
     preprocessing: Preprocessing
+    _run_head: tuple[nn.Module, ...] = ()  # see keep_run_head
 
     @property
     def blocks(self) -> BlockList:
@@ -109,8 +110,6 @@ class Backbone(FreezableMixin, nn.Module):
     def keep_run_head(self, head: nn.Module) -> None:
         """Remember the head of the run this backbone was loaded from (not a submodule: never trained or saved with it)."""
         self._run_head = (head,)
-
-    _run_head: tuple[nn.Module, ...] = ()
 
     def save_assets(self, directory: Path) -> None:
         """Write files besides the weights that a reload needs (tokenizer, HF config)."""
