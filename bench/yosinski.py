@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 import headstart
 from headstart.backbones import Backbone, create_backbone
-from headstart.data import Dataset, load_image, stratified_split
+from headstart.data import Dataset, load_image, stratified_split, tensor_loader
 from headstart.freezing import freeze_bottom, set_batchnorm
 from headstart.model import TransferModel
 from headstart.preprocessing import ImagePreprocessing
@@ -77,8 +77,7 @@ def tensors(task: Dataset, preprocessing: ImagePreprocessing, split: str, *, bat
     """The split as preprocessed tensors, once: without augmentation every epoch would recompute the same pixels."""
     transform = preprocessing.eval_transform()
     inputs = torch.stack([transform(load_image(item)) for item in task.items(split)])
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(inputs, torch.from_numpy(task.labels(split))), batch_size=batch_size, shuffle=split == "train", generator=generator)
+    return tensor_loader(inputs, task.labels(split), batch_size=batch_size, shuffle=split == "train", seed=seed)
 
 
 def transferred(source: Backbone, n: int, seed: int) -> Backbone:
@@ -112,20 +111,20 @@ def run_seed(seed: int, args: argparse.Namespace, record: dict) -> None:
                                  patience=args.patience, batch_size=args.batch_size, seed=seed, save=False, quiet=True)  # fmt: skip
         bases[name] = run.model.backbone
         _write({**common, "kind": f"base{name}", "n": 0, "test_accuracy": run.metrics["test"]["accuracy"], "epochs_run": len(run.history.epochs),
-                "seconds": time.perf_counter() - started})  # fmt: skip
+                "seconds": time.perf_counter() - started}, args.results)  # fmt: skip
     preprocessing = bases["B"].preprocessing
     loaders = {split: tensors(task_b, preprocessing, split, batch_size=args.batch_size, seed=seed) for split in ("train", "val", "test")}
     for n in range(1, len(bases["A"].blocks) + 1):
         for kind, (source, fine_tuned) in KINDS.items():
             started = time.perf_counter()
             result = train_on_b(transferred(bases[source], n, seed), task_b, loaders, frozen=0 if fine_tuned else n, settings=settings)
-            _write({**common, "kind": kind, "n": n, "block": bases[source].blocks[n - 1].name, **result, "seconds": time.perf_counter() - started})
+            _write({**common, "kind": kind, "n": n, "block": bases[source].blocks[n - 1].name, **result, "seconds": time.perf_counter() - started}, args.results)
 
 
-def _write(row: dict) -> None:
+def _write(row: dict, results: Path) -> None:
     print(f"seed {row['seed']} {row['kind']:>5} n={row['n']}: {row['test_accuracy']:.4f} ({row['epochs_run']} epochs, {row['seconds']:.0f}s)", flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as handle:
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with results.open("a") as handle:
         handle.write(json.dumps(row) + "\n")
 
 
@@ -187,6 +186,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--per-class", type=int, default=40, help="training images per digit and task (half as many for validation)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines appended to and read back (default bench/results/yosinski.jsonl)")
+    parser.add_argument("--png", type=Path, default=PLOT, help="the figure (default docs/yosinski-digits.png)")
     parser.add_argument("--plot", action="store_true", help="only redraw the plot and print the table from the jsonl")
     args = parser.parse_args()
     if not args.plot:
@@ -196,9 +197,9 @@ def main() -> None:
                   "machine": f"{platform.machine()}, {os.cpu_count()} threads, torch {torch.__version__}", "commit": commit}  # fmt: skip
         for seed in (int(s) for s in args.seeds.split(",")):
             run_seed(seed, args, record)
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     print(table(rows))
-    print(f"plot: {plot(rows, PLOT).relative_to(ROOT)}")
+    print(f"plot: {plot(rows, args.png)}")
 
 
 if __name__ == "__main__":
