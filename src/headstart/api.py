@@ -35,6 +35,7 @@ from headstart.io import atomic_write_text
 from headstart.metrics import classification_metrics
 from headstart.model import TransferModel
 from headstart.progress import Progress
+from headstart.regularizers import L2SP, make_penalties
 from headstart.strategies import FitContext, Strategy, make_strategy
 from headstart.tracking import make_tracker
 from headstart.training import Callback, History, evaluate_loader, seed_everything
@@ -95,6 +96,16 @@ def fit(
     trainable_blocks: int | None = None,
     freeze: float | None = None,
     batchnorm: str | None = None,
+    head_warmup: bool | None = None,
+    layer_decay: float | None = None,
+    block_lrs: tuple[float, float] | dict[str, float] | None = None,
+    l2sp: float | None = None,
+    bss: float | None = None,
+    unfreeze_blocks: int | None = None,
+    lora_rank: int | None = None,
+    accumulate: int | None = None,
+    grad_clip: float | None | str = "default",
+    precision: str | None = None,
     cut: str | int | None = None,
     hidden: int | None = None,
     dropout: float = 0.0,
@@ -134,6 +145,22 @@ def fit(
         What early stopping and the kept weights follow; each strategy has its own default.
     trainable_blocks, freeze :
         For ``fine-tune``: how many top blocks train, or which fraction of blocks stays frozen.
+    head_warmup : bool, optional
+        ``False`` skips fitting the head on cached features first (plain fine-tuning instead of
+        LP-FT) for ``fine-tune``, ``full``, ``gradual`` and ``lora``.
+    layer_decay, block_lrs :
+        Per-block learning rates, see :class:`headstart.training.TrainSettings`.
+    l2sp, bss : float, optional
+        Weights of the L2-SP and BSS penalties toward the pretrained network (TLlib: 0.01 and
+        0.001), see :mod:`headstart.regularizers`.
+    unfreeze_blocks : int, optional
+        For ``gradual``: how many backbone blocks are trainable by the last stage (default all).
+        Stages last ``epochs`` epochs each, or end earlier after ``patience`` epochs without improvement.
+    lora_rank : int, optional
+        For ``lora``: the adapters' rank (default 8).
+    accumulate, grad_clip, precision :
+        Gradient accumulation steps, gradient-norm clipping (``None`` for none) and ``"bf16"``
+        autocast on a GPU; see :class:`headstart.training.TrainSettings`.
     cut : block name or index, optional
         Use the pooled output of this block instead of the last one.
     image_size : int, optional
@@ -181,8 +208,12 @@ def fit(
         chosen_settings = {k: v if v is not None else advice.fit_kwargs.get(k) for k, v in given.items()}
         cut, trainable_blocks, lr, body_lr, epochs, batchnorm = (chosen_settings[k] for k in given)
     chosen = strategy if isinstance(strategy, Strategy) else make_strategy(
-        strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, monitor=monitor, trainable_blocks=trainable_blocks, freeze=freeze, batchnorm=batchnorm
-    )
+        strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, monitor=monitor, trainable_blocks=trainable_blocks, freeze=freeze, batchnorm=batchnorm,
+        head_warmup=head_warmup, layer_decay=layer_decay, block_lrs=block_lrs, accumulate=accumulate, grad_clip=grad_clip, precision=precision,
+        unfreeze_blocks=unfreeze_blocks, lora_rank=lora_rank,
+    )  # fmt: skip
+    if (l2sp or bss) and chosen.name in ("feature-extraction", "scratch"):
+        raise ValueError(f"--l2sp/--bss regularise a pretrained backbone while it trains; --strategy {chosen.name} trains none")
     if directory is not None and not resume:
         write_fit_args(directory, {**arguments, **chosen_settings, "data": str(Path(dataset.source).resolve()) if not isinstance(data, Dataset) else None,
                                    "strategy": chosen.name if isinstance(strategy, str) else None})  # fmt: skip
@@ -210,7 +241,8 @@ def fit(
         for warning in dataset.warnings:
             progress.log(f"warning: {warning}")
         ctx = FitContext(progress=progress, cache=EmbeddingCache(cache_dir), images=image_cache(cache_dir), batch_size=batch_size, seed=seed, augment=augment,
-                         callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks])  # fmt: skip
+                         callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks],
+                         penalties=make_penalties(model, l2sp=l2sp, bss=bss))  # fmt: skip
         if resume:
             progress.log(f"resuming {directory} from its checkpoint")
         history, model = _run_strategy(chosen, model, build, dataset, ctx, checkpoint, directory)
@@ -264,6 +296,7 @@ def _run_strategy(
                 checkpoint.reset()
                 write_fit_args(directory, {**read_fit_args(directory), "batch_size": ctx.batch_size})
             model = build()
+            ctx.penalties = [type(p)(model, p.alpha) if isinstance(p, L2SP) else p for p in ctx.penalties]  # the new model's source weights
         except KeyboardInterrupt:
             if directory is None:
                 raise

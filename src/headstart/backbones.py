@@ -72,6 +72,7 @@ class Backbone(FreezableMixin, nn.Module):
     spec: BackboneSpec
     preprocessing: Preprocessing
     _run_head: tuple[nn.Module, ...] = ()  # see keep_run_head
+    adapter: dict[str, Any] | None = None  # LoRA settings once headstart.adapters.add_lora ran
 
     @property
     def blocks(self) -> BlockList:

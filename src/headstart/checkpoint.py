@@ -4,7 +4,8 @@ Ctrl-C (or a crash, or a lost machine) during ``headstart fit`` leaves ``RUN/che
 arguments of the fit (``fit.json``), and, once an epoch has finished, the weights being trained, the
 AdamW and scheduler state, the best weights so far, the history and the random number generators.
 ``headstart resume RUN`` rebuilds the same data and model, skips the phases that had finished and
-continues the interrupted one after its last finished epoch. On CPU the result is identical to a run
+continues the interrupted one after its last finished epoch, with its frozen set (checked by the
+freeze audit against the one recorded here), optimizer, scheduler and random state. On CPU the result is identical to a run
 that was never interrupted (``tests/test_reliability.py`` checks it).
 
 Each save writes a new tensor file, then ``state.json`` naming it (the commit point, written
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from headstart.freezing import check_frozen_set, frozen_parameter_names
 from headstart.io import atomic_path, atomic_write_text
 from headstart.training import Callback
 
@@ -119,12 +121,15 @@ class Checkpoint(Callback):
         tensors = saved["tensors"]
         history.epochs[:] = saved["history"]
         history.kept_epoch = saved["kept_epoch"]
+        history.audits[:] = saved.get("audits", [])
         state["model"].load_state_dict(_unprefixed("model", tensors))
         _set_rng_state(saved["rng"], tensors)
         self.saved = None  # restored: from here on this instance saves again
         if saved["finished"]:
             state["epochs_done"], state["resume"] = state["settings"].epochs, (None, None, 0, 0)
             return
+        check_frozen_set(state["model"], saved["frozen"], phase=saved["phase"])  # before the optimizer state, whose groups follow it
+        state["resumed"] = True
         optimizer_state = {"state": {}, "param_groups": saved["optimizer_groups"]}
         for key, value in _unprefixed("optimizer", tensors).items():
             index, name = key.split("/", 1)
@@ -164,6 +169,8 @@ class Checkpoint(Callback):
             "finished": finished,
             "history": state["history"].epochs,
             "kept_epoch": state["history"].kept_epoch,
+            "audits": state["history"].audits,
+            "frozen": sorted(frozen_parameter_names(state["model"])),
             "rng": rng_meta,
         }
         if not finished:

@@ -59,6 +59,16 @@ def cmd_fit(args: argparse.Namespace) -> None:
         trainable_blocks=args.trainable_blocks,
         freeze=args.freeze,
         batchnorm=args.batchnorm,
+        head_warmup=False if args.no_head_warmup else None,
+        layer_decay=args.layer_decay,
+        block_lrs=_block_lrs(args.block_lrs),
+        l2sp=args.l2sp,
+        bss=args.bss,
+        unfreeze_blocks=args.unfreeze_blocks,
+        lora_rank=args.lora_rank,
+        accumulate=args.accumulate,
+        grad_clip="default" if args.grad_clip is None else (args.grad_clip or None),
+        precision=args.precision,
         cut=int(args.cut) if args.cut is not None and args.cut.lstrip("-").isdigit() else args.cut,
         hidden=args.hidden,
         dropout=args.dropout,
@@ -75,6 +85,19 @@ def cmd_fit(args: argparse.Namespace) -> None:
         log_uri=args.log_uri,
     )
     _print_run(run, as_json=args.json)
+
+
+def _block_lrs(text: str | None) -> tuple[float, float] | dict[str, float] | None:
+    """``LOW:HIGH`` (geometric from the first block to the head) or ``BLOCK=RATE,...`` (names or globs)."""
+    if not text:
+        return None
+    try:
+        if "=" not in text:
+            low, high = text.split(":")
+            return float(low), float(high)
+        return {name.strip(): float(rate) for name, rate in (part.split("=") for part in text.split(",") if part.strip())}
+    except ValueError:
+        raise ValueError(f"--block-lrs {text!r}: write LOW:HIGH (e.g. 1e-5:1e-3) or BLOCK=RATE,... (e.g. 'layer5=1e-4,layer4=5e-5')") from None
 
 
 def _print_run(run: Any, *, as_json: bool) -> None:
@@ -388,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="image or audio folder (class sub-folders, optional train/val/test), CSV/TSV/JSONL with text and label columns, or a path,label[,split] listing")
     p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default; timm:ARCH, hf:ID_OR_DIR or a run dir")
     p.add_argument("--weights", default=None, help="local weights file for a timm: backbone")
-    p.add_argument("--strategy", default="feature-extraction", choices=["feature-extraction", "fine-tune", "full", "scratch", "auto"], help="auto: measure the data first (see `headstart advise`)")
+    p.add_argument("--strategy", default="feature-extraction", choices=["feature-extraction", "fine-tune", "full", "gradual", "lora", "scratch", "auto"], help="auto: measure the data first (see `headstart advise`)")
     p.add_argument("--out", default=None, help="run directory (default runs/<data>-<strategy>-<time>)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="head learning rate")
@@ -398,6 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trainable-blocks", type=int, default=None, help="fine-tune: number of top backbone blocks that train")
     p.add_argument("--freeze", type=float, default=None, help="fine-tune: fraction of backbone blocks frozen from the input (default 0.5)")
     p.add_argument("--batchnorm", default=None, choices=["eval", "train"], help="fine-tune/full: BatchNorm of trainable blocks in eval (default: keeps ImageNet statistics) or train mode")
+    p.add_argument("--no-head-warmup", action="store_true", help="fine-tune/full/gradual/lora: skip fitting the head on cached features first (plain FT instead of LP-FT)")
+    p.add_argument("--layer-decay", type=float, default=None, help="layer-wise lr decay: the block k below the head trains at lr*decay^k (replaces --body-lr)")
+    p.add_argument("--block-lrs", default=None, help="per-block rates: LOW:HIGH (geometric, first block to head) or BLOCK=RATE,... (names or globs)")
+    p.add_argument("--l2sp", type=float, nargs="?", const=0.01, default=None, help="L2-SP penalty toward the pretrained weights (default weight 0.01)")
+    p.add_argument("--bss", type=float, nargs="?", const=0.001, default=None, help="Batch Spectral Shrinkage penalty (default weight 0.001)")
+    p.add_argument("--unfreeze-blocks", type=int, default=None, help="gradual: backbone blocks trainable by the last stage (each stage: --epochs, or until --patience epochs without improvement)")
+    p.add_argument("--lora-rank", type=int, default=None, help="lora: adapter rank (default 8)")
+    p.add_argument("--accumulate", type=int, default=None, help="gradient accumulation: batches per optimizer step")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default 1.0; 0 for none)")
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="bf16: autocast on a GPU that supports it")
     p.add_argument("--cut", default=None, help="use the pooled output of this block (name or index)")
     p.add_argument("--hidden", type=int, default=None, help="hidden layer width of the new head")
     p.add_argument("--dropout", type=float, default=0.0)

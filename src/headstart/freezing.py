@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, Union
 
+import torch
 from torch import nn
 
 from headstart.layers import Block, BlockList
@@ -223,3 +224,80 @@ def freeze_report(model: HasBlocks) -> FreezeReport:
 def human_count(n: int) -> str:
     """Parameter counts as people read them: 1.05M, 12.3K, 512."""
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)
+
+
+class FreezeAuditError(ValueError):
+    """What a phase is about to train differs from what is meant to be frozen (the CLI prints it and exits 2)."""
+
+
+def audit_freeze(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    meant_frozen: set[str],
+    phase: str = "train",
+) -> str:
+    """Check, before a phase trains, that freezing is what it claims to be; return the audit line.
+
+    Checked: every parameter named in ``meant_frozen`` (the frozen set the phase was built with, or
+    the one a checkpoint recorded) still has ``requires_grad=False``, holds no gradient and is not
+    in ``optimizer``; every parameter in ``optimizer`` requires a gradient and every trainable one
+    is in it (else it would silently not train); BatchNorm layers in frozen blocks (all of them
+    when the model keeps BatchNorm in eval) are in eval mode, so their statistics do not move.
+    Lightning's unfreezing loses its frozen set on resume (Lightning #6891): this catches that.
+
+    Raises
+    ------
+    FreezeAuditError
+        On the first kind of mismatch, naming up to three parameters or layers.
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    params = dict(model.named_parameters())
+    problems: list[tuple[str, list[str]]] = [
+        ("meant to be frozen but requires a gradient", [n for n in sorted(meant_frozen) if n in params and params[n].requires_grad]),
+        ("meant to be trainable but frozen", [n for n, p in params.items() if n not in meant_frozen and not p.requires_grad]),
+        ("frozen but in the optimizer", [n for n, p in params.items() if not p.requires_grad and id(p) in in_optimizer]),
+        ("frozen but holds a gradient", [n for n, p in params.items() if not p.requires_grad and p.grad is not None]),
+        ("trainable but not in the optimizer", [n for n, p in params.items() if p.requires_grad and id(p) not in in_optimizer]),
+        ("in the optimizer but not part of the model", [f"{len(in_optimizer - set(names))} tensors"] if in_optimizer - set(names) else []),
+    ]
+    bn_total, bn_eval = 0, 0
+    if model.training:
+        frozen_bn: list[str] = []
+        blocks = model.blocks if isinstance(model, FreezableMixin) else []  # type: ignore[attr-defined]
+        must_be_eval = {id(m) for block in blocks if is_frozen(block) for m in _stat_layers(block.module)}
+        if getattr(model, "batchnorm", "train") == "eval":
+            must_be_eval |= {id(m) for m in _stat_layers(model)}
+        for name, module in model.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                bn_total += 1
+                bn_eval += not module.training
+                if id(module) in must_be_eval and module.training:
+                    frozen_bn.append(name)
+        problems.append(("BatchNorm meant to stay in eval mode is training (its statistics would move)", frozen_bn))
+    for what, found in problems:
+        if found:
+            more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+            raise FreezeAuditError(f"freeze audit ({phase}): {len(found)} {what}: {', '.join(found[:3])}{more}; the run was stopped before training")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return (
+        f"freeze audit ({phase}): ok: {human_count(trainable)} trainable in {len(optimizer.param_groups)} optimizer groups, "
+        f"{human_count(frozen)} frozen with no gradient and not in the optimizer, BatchNorm in eval {bn_eval}/{bn_total}"
+    )
+
+
+def check_frozen_set(model: nn.Module, recorded: Iterable[str], *, phase: str) -> None:
+    """Refuse to continue a phase whose rebuilt model freezes other parameters than the checkpoint recorded."""
+    changed = sorted(set(recorded) ^ frozen_parameter_names(model))
+    if changed:
+        raise FreezeAuditError(
+            f"freeze audit ({phase}): after resume {len(changed)} parameters differ from the frozen set the checkpoint recorded "
+            f"({', '.join(changed[:3])}); the run was stopped before training"
+        )
+
+
+def frozen_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters of ``model`` that do not require a gradient."""
+    return {n for n, p in model.named_parameters() if not p.requires_grad}

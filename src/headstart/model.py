@@ -95,6 +95,7 @@ class TransferModel(FreezableMixin, nn.Module):
             "preprocessing": self.preprocessing.to_dict(),
             "head": self.head.config(),
             "classes": self.classes,
+            **({"adapter": self.backbone.adapter} if self.backbone.adapter else {}),
         }
 
     def save_pretrained(self, directory: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
@@ -120,6 +121,10 @@ class TransferModel(FreezableMixin, nn.Module):
         if "headstart_version" not in config:
             raise ValueError(f"{config_file}: not written by headstart (no headstart_version)")
         backbone = backbone_from_config(config["backbone"], directory / ASSETS_DIR, config["preprocessing"])
+        if config.get("adapter"):  # the same LoRA layers before the weights (adapter and head) load
+            from headstart.adapters import add_lora
+
+            add_lora(backbone, **config["adapter"])
         model = cls(backbone, ClassifierHead.from_config(config["head"]), config["classes"])
         try:
             state = load_file(str(directory / WEIGHTS_NAME))

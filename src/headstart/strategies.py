@@ -4,8 +4,16 @@
 ``feature-extraction``  whole body frozen; pooled features computed once (cached); only the head trains
 ``fine-tune``           head first on cached features, then the top blocks train (smaller rate than the head)
 ``full``                head first on cached features, then every block trains (smaller body rate)
+``gradual``             head first, then blocks unfrozen from the top one stage at a time (ULMFiT)
+``lora``                head first, then low-rank adapters in the attention layers (transformers only)
 ``scratch``             same architecture from random initialisation: what transfer bought
 =====================  ===========================================================================
+
+``fine-tune`` is LP-FT (Kumar et al., ICLR 2022) by default: the head is fitted to convergence on
+cached features before any backbone weight moves; ``head_warmup=False`` gives plain fine-tuning.
+Every end-to-end phase can add penalties toward the pretrained weights (``FitContext.penalties``,
+see :mod:`headstart.regularizers`) and use per-block rates (``TrainSettings.layer_decay``,
+``TrainSettings.block_lrs``).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from headstart.freezing import freeze, freeze_bottom, freeze_report, set_batchno
 from headstart.image_cache import DecodedImageCache
 from headstart.model import TransferModel
 from headstart.progress import Progress
+from headstart.regularizers import Penalty
 from headstart.training import Callback, History, TrainSettings, fit_model
 
 
@@ -38,6 +47,7 @@ class FitContext:
     augment: str | None = None
     log: list[str] = field(default_factory=list)
     callbacks: list[Callback] = field(default_factory=list)
+    penalties: list[Penalty] = field(default_factory=list)
 
 
 class Strategy:
@@ -53,19 +63,23 @@ class Strategy:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "settings": self.settings.to_dict()}
 
-    def _train_end_to_end(self, model: TransferModel, data: Dataset, ctx: FitContext, default_augment: str, history: History | None = None) -> History:
+    def _train_end_to_end(
+        self, model: TransferModel, data: Dataset, ctx: FitContext, default_augment: str, history: History | None = None,
+        *, settings: TrainSettings | None = None, phase: str | None = None,
+    ) -> History:
         report = freeze_report(model)
-        ctx.progress.log(f"{self.name}: {report}")
+        ctx.progress.log(f"{phase or self.name}: {report}")
         augment = ctx.augment or (default_augment if model.modality in ("image", "audio") else "none")
         plan = plan_boundary(model, len(data.items("train")) + len(data.items("val")), augment=augment, budget=budget_from_env())
         if plan.start:
             ctx.progress.log(plan.reason)
-        if plan.use:  # the frozen bottom runs once; only the top trains per step
+        if plan.use and not any(p.needs_features for p in ctx.penalties):  # the frozen bottom runs once; only the top trains per step
             train_x, val_x = (boundary_activations(model, data.items(s), plan.start, progress=ctx.progress) for s in ("train", "val"))
             train = tensor_loader(train_x, data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed)
             val = tensor_loader(val_x, data.labels("val"), batch_size=ctx.batch_size * 2, shuffle=False, seed=ctx.seed)
             top = TopModel(model, plan.start)
-            return fit_model(top, train, val, self.settings, phase=self.name, history=history, progress=ctx.progress, callbacks=ctx.callbacks)
+            return fit_model(top, train, val, settings or self.settings, phase=phase or self.name, history=history, progress=ctx.progress,
+                             callbacks=ctx.callbacks, penalties=ctx.penalties)  # fmt: skip
         train_items, val_items = data.items("train"), data.items("val")
         if ctx.images is not None and model.modality == "image":  # decode and resize once, not every epoch
             train_items, line = ctx.images.prepare(train_items, model.preprocessing, augment=augment, progress=ctx.progress)
@@ -73,7 +87,8 @@ class Strategy:
             ctx.progress.log(line)
         train = make_loader(train_items, data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed)
         val = make_loader(val_items, data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2)
-        return fit_model(model, train, val, self.settings, phase=self.name, history=history, progress=ctx.progress, callbacks=ctx.callbacks)
+        return fit_model(model, train, val, settings or self.settings, phase=phase or self.name, history=history, progress=ctx.progress,
+                         callbacks=ctx.callbacks, penalties=ctx.penalties)  # fmt: skip
 
 
 def warm_up_head(model: TransferModel, data: Dataset, ctx: FitContext) -> History:
@@ -172,6 +187,9 @@ class Full(Strategy):
         set_batchnorm(model, self.batchnorm)
         return self._train_end_to_end(model, data, ctx, default_augment="light", history=history)
 
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "head_warmup": self.head_warmup, "batchnorm": self.batchnorm}
+
 
 @dataclass
 class Scratch(Strategy):
@@ -187,7 +205,97 @@ class Scratch(Strategy):
         return self._train_end_to_end(model, data, ctx, default_augment="light")
 
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FeatureExtraction, FineTune, Full, Scratch)}
+@dataclass
+class Gradual(Strategy):
+    """Head first, then backbone blocks unfrozen from the top, ``per_stage`` more at each stage.
+
+    Each stage is a training phase of ``settings.epochs`` epochs (the ``E`` of "unfreeze every E
+    epochs") with its own warm-up and cosine decay, as fastai's ``fit_one_cycle`` per stage in
+    ULMFiT. With ``settings.patience`` set, a stage also ends on a validation plateau (that many
+    epochs without improvement) and the next block is unfrozen. The schedule goes to the run log,
+    and, being a sequence of phases, survives a resume exactly (each phase is checkpointed).
+
+    Parameters
+    ----------
+    blocks : int or None, default=None
+        How many backbone blocks are unfrozen by the last stage; ``None``: all of them.
+    per_stage : int, default=1
+        Blocks unfrozen at each stage.
+    head_warmup : bool, default=True
+        Fit the head on cached features first (see :func:`warm_up_head`).
+    batchnorm : {"eval", "train"}, default="eval"
+    """
+
+    name: ClassVar[str] = "gradual"
+    blocks: int | None = None
+    per_stage: int = 1
+    head_warmup: bool = True
+    batchnorm: str = "eval"
+    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=2, lr=1e-3, body_lr=1e-4, patience=None, monitor="val_accuracy"))
+
+    def schedule(self, model: TransferModel) -> list[int]:
+        """Number of trainable backbone blocks at each stage."""
+        n = len(model.backbone.blocks)
+        last = n if self.blocks is None else self.blocks
+        if not 1 <= last <= n or self.per_stage < 1:
+            raise ValueError(f"gradual unfreezing: blocks={self.blocks} must be between 1 and {n} and per_stage={self.per_stage} at least 1")
+        return [min(k, last) for k in range(self.per_stage, last + self.per_stage, self.per_stage)]
+
+    def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        history = warm_up_head(model, data, ctx) if self.head_warmup else History()
+        stages = self.schedule(model)
+        names = model.backbone.blocks.names()
+        for stage, trainable in enumerate(stages, start=1):
+            freeze_bottom(model, trainable + 1)  # + the head
+            set_batchnorm(model, self.batchnorm)
+            start = (history.epochs[-1]["epoch"] if history.epochs else 0) + 1
+            ctx.progress.log(
+                f"gradual: stage {stage}/{len(stages)} from epoch {start}: trainable {', '.join(names[len(names) - trainable:])} + classifier"
+                + (f" (next block after {self.settings.epochs} epochs or {self.settings.patience} without improvement)" if self.settings.patience else f" (next block after {self.settings.epochs} epochs)")
+            )
+            history = self._train_end_to_end(model, data, ctx, default_augment="light", history=history, phase=f"gradual-{stage}")
+        return history
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "blocks": self.blocks, "per_stage": self.per_stage, "head_warmup": self.head_warmup, "batchnorm": self.batchnorm}
+
+
+@dataclass
+class LoRA(Strategy):
+    """Head first, then low-rank adapters (PEFT's LoRA) in a transformer backbone; base weights stay frozen.
+
+    Parameters
+    ----------
+    rank : int, default=8
+    alpha : float, default=16
+        LoRA scaling numerator (the update is ``alpha / rank * B @ A``).
+    dropout : float, default=0.1
+    targets : tuple of str, default=("query", "value")
+        Names of the linear layers that get adapters (PEFT's ``target_modules``).
+    head_warmup : bool, default=True
+    """
+
+    name: ClassVar[str] = "lora"
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.1
+    targets: tuple[str, ...] = ("query", "value")
+    head_warmup: bool = True
+    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=5e-4, patience=5, monitor="val_accuracy"))
+
+    def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        from headstart.adapters import add_lora
+
+        history = warm_up_head(model, data, ctx) if self.head_warmup else None
+        report = add_lora(model.backbone, rank=self.rank, alpha=self.alpha, dropout=self.dropout, targets=self.targets)
+        ctx.progress.log(f"lora: {report}")
+        return self._train_end_to_end(model, data, ctx, default_augment="light", history=history)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "rank": self.rank, "alpha": self.alpha, "dropout": self.dropout, "targets": list(self.targets), "head_warmup": self.head_warmup}
+
+
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FeatureExtraction, FineTune, Full, Gradual, LoRA, Scratch)}
 
 
 def make_strategy(
@@ -201,12 +309,24 @@ def make_strategy(
     trainable_blocks: int | None = None,
     freeze: float | None = None,
     batchnorm: str | None = None,
+    head_warmup: bool | None = None,
+    layer_decay: float | None = None,
+    block_lrs: tuple[float, float] | dict[str, float] | None = None,
+    accumulate: int | None = None,
+    grad_clip: float | None | str = "default",
+    precision: str | None = None,
+    unfreeze_blocks: int | None = None,
+    lora_rank: int | None = None,
 ) -> Strategy:
     """Build a strategy by name, overriding only the settings that were given."""
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; choose one of {list(STRATEGIES)}")
     if (trainable_blocks is not None or freeze is not None) and name != "fine-tune":
         raise ValueError("--trainable-blocks/--freeze only apply to --strategy fine-tune")
+    if unfreeze_blocks is not None and name != "gradual":
+        raise ValueError("--unfreeze-blocks only applies to --strategy gradual")
+    if lora_rank is not None and name != "lora":
+        raise ValueError("--lora-rank only applies to --strategy lora")
     strategy = STRATEGIES[name]()
     overrides: dict[str, Any] = {}
     if epochs is not None:
@@ -219,15 +339,28 @@ def make_strategy(
         overrides["body_lr"] = body_lr
     if patience != "default":
         overrides["patience"] = patience
-    if monitor is not None:
-        overrides["monitor"] = monitor
+    if grad_clip != "default":
+        overrides["grad_clip"] = grad_clip
+    for key, value in (("monitor", monitor), ("layer_decay", layer_decay), ("block_lrs", block_lrs), ("accumulate", accumulate), ("precision", precision)):
+        if value is not None:
+            overrides[key] = value
+    if (layer_decay is not None or block_lrs is not None) and name in ("feature-extraction", "lora"):
+        raise ValueError(f"--layer-decay/--block-lrs set rates per backbone block; --strategy {name} trains no backbone block")
     strategy.settings = replace(strategy.settings, **overrides)
     if batchnorm is not None:
-        if not isinstance(strategy, (FineTune, Full)):
-            raise ValueError("--batchnorm applies to --strategy fine-tune or full")
+        if not isinstance(strategy, (FineTune, Full, Gradual)):
+            raise ValueError("--batchnorm applies to --strategy fine-tune, full or gradual")
         strategy.batchnorm = batchnorm
+    if head_warmup is not None:
+        if not isinstance(strategy, (FineTune, Full, Gradual, LoRA)):
+            raise ValueError("--no-head-warmup applies to --strategy fine-tune, full, gradual or lora")
+        strategy.head_warmup = head_warmup
     if isinstance(strategy, FineTune):
         strategy.trainable_blocks = trainable_blocks
         if freeze is not None:
             strategy.freeze = freeze
+    if isinstance(strategy, Gradual):
+        strategy.blocks = unfreeze_blocks
+    if isinstance(strategy, LoRA) and lora_rank is not None:
+        strategy.rank = lora_rank
     return strategy

@@ -7,7 +7,9 @@ Progressive disclosure, the Keras way: :func:`fit_model` does the common case in
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fnmatch
 import math
 import random
 import time
@@ -19,10 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from headstart.freezing import audit_freeze, frozen_parameter_names
 from headstart.progress import Progress
+from headstart.regularizers import Penalty
 
 EVENTS = ("on_fit_start", "on_epoch_end", "on_fit_end")
 MONITORS = ("val_loss", "val_accuracy")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -48,6 +53,19 @@ class TrainSettings:
     label_smoothing : float, default=0.0
     grad_clip : float or None, default=1.0
         Clip the gradient norm at this value.
+    layer_decay : float or None, default=None
+        Layer-wise learning-rate decay (timm, BEiT): the backbone block at depth ``k`` below the
+        head trains at ``lr * layer_decay**k``; replaces ``body_lr``.
+    block_lrs : (low, high) or dict or None, default=None
+        Explicit per-block rates. ``(low, high)`` spreads rates geometrically from ``low`` (first
+        block) to ``high`` (the head), fastai's ``slice(lo, hi)``; a dict maps block names or globs
+        (``"layer5"``, ``"stage*"``, ``"classifier"`` for the head) to rates, other blocks keep the
+        rule above. Both replace ``body_lr``.
+    accumulate : int, default=1
+        Gradient accumulation: one optimizer step per ``accumulate`` batches.
+    precision : {"fp32", "bf16"}, default="fp32"
+        ``"bf16"`` runs forward passes under bfloat16 autocast on a GPU that supports it (the
+        weights and the optimizer stay in float32).
     """
 
     epochs: int = 10
@@ -59,10 +77,26 @@ class TrainSettings:
     monitor: str = "val_loss"
     label_smoothing: float = 0.0
     grad_clip: float | None = 1.0
+    layer_decay: float | None = None
+    block_lrs: tuple[float, float] | dict[str, float] | None = None
+    accumulate: int = 1
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor={self.monitor!r}; choose one of {MONITORS}")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"layer_decay={self.layer_decay} must be in (0, 1]; 0.7-0.9 is usual")
+        if self.layer_decay is not None and self.block_lrs is not None:
+            raise ValueError("pass layer_decay or block_lrs, not both")
+        if isinstance(self.block_lrs, (list, tuple)):
+            if len(self.block_lrs) != 2 or not 0 < self.block_lrs[0] <= self.block_lrs[1]:
+                raise ValueError(f"block_lrs={self.block_lrs!r}: give (low, high) with 0 < low <= high, e.g. (1e-5, 1e-3)")
+            self.block_lrs = (float(self.block_lrs[0]), float(self.block_lrs[1]))
+        if not isinstance(self.accumulate, int) or self.accumulate < 1:
+            raise ValueError(f"accumulate={self.accumulate!r} must be a positive integer")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}; choose one of {PRECISIONS}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +118,7 @@ class History:
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
     kept_epoch: int | None = None  # the epoch whose weights the model holds after training
+    audits: list[str] = field(default_factory=list)  # the freeze audit line of every phase that trained
 
     def overfitting(self) -> dict[str, Any]:
         """Flag epochs where validation loss rose for 2+ epochs while training loss kept falling."""
@@ -107,7 +142,7 @@ class History:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "kept_epoch": self.kept_epoch, "overfitting": self.overfitting()}
+        return {"epochs": self.epochs, "kept_epoch": self.kept_epoch, "overfitting": self.overfitting(), "freeze_audits": self.audits}
 
 
 class Callback:
@@ -134,19 +169,62 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def param_groups(model: nn.Module, lr: float, body_lr: float | None, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups of trainable parameters only: head at ``lr``, backbone at ``body_lr``; no decay on 1-D tensors."""
-    parts: list[tuple[Iterable[nn.Parameter], float]]
-    if hasattr(model, "backbone") and hasattr(model, "head"):
-        parts = [(model.head.parameters(), lr), (model.backbone.parameters(), body_lr if body_lr is not None else lr / 10)]
-    else:
-        parts = [(model.parameters(), lr)]
+def block_rates(model: nn.Module, lr: float, body_lr: float | None, *, layer_decay: float | None = None,
+                block_lrs: tuple[float, float] | dict[str, float] | None = None) -> list[tuple[str, list[nn.Parameter], float]]:
+    """``(block name, parameters, rate)`` from the head down to the first block (see :class:`TrainSettings`)."""
+    if not (hasattr(model, "backbone") and hasattr(model, "head")):
+        return [("all", list(model.parameters()), lr)]
+    blocks = list(model.backbone.blocks)
+    body = body_lr if body_lr is not None else lr / 10
+    head_rate = lr
+    rates = [body] * len(blocks)
+    if layer_decay is not None:
+        rates = [lr * layer_decay ** (len(blocks) - i) for i in range(len(blocks))]
+    elif isinstance(block_lrs, tuple):
+        low, high = block_lrs
+        rates = [low * (high / low) ** (i / len(blocks)) for i in range(len(blocks))]
+        head_rate = high
+    elif isinstance(block_lrs, dict):
+        unknown = [g for g in block_lrs if not any(fnmatch.fnmatchcase(b.name, g) for b in [*blocks, *model.blocks[-1:]])]
+        if unknown:
+            raise KeyError(f"block_lrs: no block matches {unknown}; blocks are {model.blocks.names()}")
+        rates = [next((r for g, r in block_lrs.items() if fnmatch.fnmatchcase(b.name, g)), rate) for b, rate in zip(blocks, rates)]
+        head_rate = next((r for g, r in block_lrs.items() if fnmatch.fnmatchcase("classifier", g)), lr)
+    parts = [("classifier", list(model.head.parameters()), head_rate)]
+    seen: set[int] = set()
+    for block, rate in reversed(list(zip(blocks, rates))):
+        params = [p for p in block.module.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        parts.append((block.name, params, rate))
+    rest = [p for p in model.backbone.parameters() if id(p) not in seen]  # parameters outside every block
+    if rest:
+        parts.append(("backbone-other", rest, body))
+    return parts
+
+
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    body_lr: float | None,
+    weight_decay: float,
+    *,
+    layer_decay: float | None = None,
+    block_lrs: tuple[float, float] | dict[str, float] | None = None,
+    decay_body: bool = True,
+) -> list[dict[str, Any]]:
+    """AdamW groups of trainable parameters only, one rate per block (see :func:`block_rates`); no decay on 1-D tensors.
+
+    Each group carries the ``block`` it belongs to. ``decay_body=False`` turns weight decay off in
+    the backbone (L2-SP pulls it toward the pretrained weights instead of toward zero).
+    """
     groups = []
-    for params, rate in parts:
+    for name, params, rate in block_rates(model, lr, body_lr, layer_decay=layer_decay, block_lrs=block_lrs):
         trainable = [p for p in params if p.requires_grad]
-        decay = [p for p in trainable if p.ndim > 1]
-        no_decay = [p for p in trainable if p.ndim <= 1]
-        groups += [g for g in ({"params": decay, "lr": rate, "weight_decay": weight_decay}, {"params": no_decay, "lr": rate, "weight_decay": 0.0}) if g["params"]]
+        decay = weight_decay if decay_body or name == "classifier" or name == "all" else 0.0
+        matrices = [p for p in trainable if p.ndim > 1]
+        vectors = [p for p in trainable if p.ndim <= 1]
+        groups += [g for g in ({"params": matrices, "lr": rate, "weight_decay": decay, "block": name},
+                               {"params": vectors, "lr": rate, "weight_decay": 0.0, "block": name}) if g["params"]]  # fmt: skip
     if not groups:
         raise ValueError("Nothing to train: every parameter is frozen; unfreeze some blocks or use feature extraction")
     return groups
@@ -196,6 +274,19 @@ def _should_log(epoch: int, epochs: int) -> bool:
     return epochs <= 20 or epoch == 1 or epoch % math.ceil(epochs / 10) == 0
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 autocast on a GPU that supports it; nothing elsewhere.
+
+    On the 2-core CPU headstart is developed on, bf16 autocast made training steps slower, not
+    faster (BENCHMARKS.md, "bf16 on CPU"), so ``precision="bf16"`` is refused there.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type != "cuda" or not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision='bf16' needs a GPU with bfloat16 support; this run is on {device.type} (use precision='fp32')")
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
 def fit_model(
     model: nn.Module,
     train_loader: Sequence[Any] | Iterable[Any],
@@ -206,19 +297,27 @@ def fit_model(
     history: History | None = None,
     progress: Progress | None = None,
     callbacks: Sequence[Callback] = (),
+    penalties: Sequence[Penalty] = (),
 ) -> History:
     """Train the parameters of ``model`` that require gradients; restore the best validation weights.
 
     Frozen parameters are neither given gradients nor handed to the optimizer, which is built here
-    from what is trainable at the start of the phase.
+    from what is trainable at the start of the phase. Before the first step, :func:`audit_freeze`
+    checks that this is still so (after any callback, e.g. a restored checkpoint) and logs the result.
+    ``penalties`` (see :mod:`headstart.regularizers`) are added to the loss.
     """
     history = history or History()
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(param_groups(model, settings.lr, settings.body_lr, settings.weight_decay))
-    steps_per_epoch = max(1, len(train_loader))  # type: ignore[arg-type]
+    decay_body = not any(p.replaces_weight_decay for p in penalties)
+    optimizer = torch.optim.AdamW(param_groups(model, settings.lr, settings.body_lr, settings.weight_decay, layer_decay=settings.layer_decay,
+                                               block_lrs=settings.block_lrs, decay_body=decay_body))  # fmt: skip
+    meant_frozen = frozen_parameter_names(model)
+    batches_per_epoch = max(1, len(train_loader))  # type: ignore[arg-type]
+    steps_per_epoch = math.ceil(batches_per_epoch / settings.accumulate)
     scheduler = make_scheduler(optimizer, settings.epochs * steps_per_epoch, settings.warmup)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    split_forward = any(p.needs_features for p in penalties)
     best: dict[str, Any] | None = None
     best_state, best_epoch, waited = None, 0, 0
     if history.epochs and val_loader is not None:
@@ -235,26 +334,38 @@ def fit_model(
     if "resume" in state:  # a callback restored a checkpoint of this phase (see headstart.checkpoint)
         best, best_state, best_epoch, waited = state.pop("resume")
     done = state.pop("epochs_done", 0)
+    resumed = state.pop("resumed", False)
     first_epoch = (history.epochs[-1]["epoch"] if history.epochs else 0) + 1
+    if done < settings.epochs:
+        model.train()
+        line = audit_freeze(model, optimizer, meant_frozen=meant_frozen, phase=phase) + (" (after resume)" if resumed else "")
+        history.audits.append(line)
+        if progress is not None:
+            progress.log(line)
     for epoch in range(first_epoch, first_epoch + settings.epochs - done):
         started = time.perf_counter()
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
-        task = progress.task(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}", total=steps_per_epoch) if progress else None
-        for inputs, y in train_loader:
+        task = progress.task(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}", total=batches_per_epoch) if progress else None
+        optimizer.zero_grad(set_to_none=True)
+        for batch, (inputs, y) in enumerate(train_loader, start=1):
             inputs, y = to_device(inputs, device), y.to(device)
-            logits = model(inputs)
-            loss = loss_fn(logits, y)
+            with autocast(device, settings.precision):
+                features = model.backbone(inputs) if split_forward else None  # type: ignore[operator]
+                logits = (model.head(features) if split_forward else model(inputs)).float()  # type: ignore[operator]
+                loss = loss_fn(logits, y)
+                penalty = sum((p(model, features) for p in penalties), torch.zeros((), device=device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"{phase} epoch {epoch}: loss became {loss.item()}; lower the learning rate (now {settings.lr:g})"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.grad_clip:
-                nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            ((loss + penalty.float()) / settings.accumulate).backward()
+            if batch % settings.accumulate == 0 or batch == batches_per_epoch:
+                if settings.grad_clip:
+                    nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(-1) == y).sum())
             seen += len(y)
