@@ -300,3 +300,29 @@ def test_bf16_on_cpu_is_refused_with_a_reason(elpv_folder):
         pytest.skip("bf16 autocast is allowed on a GPU")
     with pytest.raises(ValueError, match="bf16.*needs a GPU"):
         fit(elpv_folder, strategy="fine-tune", epochs=1, precision="bf16", head_warmup=False, save=False, quiet=True, **SMALL)
+
+
+# -- learning-rate finder ------------------------------------------------------------------------------
+
+
+def test_lr_find_before_and_after_a_fit_changes_nothing(fe_run, elpv_folder, tmp_path, capsys):
+    from headstart.cli import main
+    from headstart.lr_finder import lr_find
+
+    model = fe_run.model
+    before = copy.deepcopy(model.state_dict())
+    torch.manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(64, model.head.in_features), dim=1) * 5
+    y = (x[:, 0] > 0).long()
+    result = lr_find(model.head, [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)], steps=60)
+    assert 1e-7 <= result.suggestion <= 10 and len(result.lrs) == len(result.losses) >= 5
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()) and not model.training
+    assert all(p.grad is None for p in model.parameters())
+    plot = result.plot(tmp_path / "lr.png")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for extra in ([], ["--run", str(fe_run.directory)]):  # before a fit (new model) and after one (the saved run)
+        assert main(["lr-find", str(elpv_folder), "--steps", "30", "--plot", str(tmp_path / "cli.png"), "--json", *extra]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert 1e-7 <= out["suggestion"] <= 10 and Path(out["plot"]).is_file()
+    assert main(["lr-find", str(elpv_folder), "--trainable-blocks", "1", "--steps", "8", "--image-size", "64", "--batch-size", "8", "--plot", "none"]) == 0
+    assert "suggested learning rate for the top 1 blocks and the head" in capsys.readouterr().out

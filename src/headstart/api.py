@@ -32,6 +32,7 @@ from headstart.features import EmbeddingCache
 from headstart.freezing import freeze_report
 from headstart.image_cache import image_cache
 from headstart.io import atomic_write_text
+from headstart.lr_finder import LRFinderResult, lr_find
 from headstart.metrics import classification_metrics
 from headstart.model import TransferModel
 from headstart.progress import Progress
@@ -441,3 +442,50 @@ def prediction_records(items: Sequence[Any], labels: np.ndarray, probs: np.ndarr
         name = str(Path(item).resolve()) if isinstance(item, Path) else item[:1000] if isinstance(item, str) else None
         examples.append({"item": name, "true": classes[int(y)], "predicted": classes[k], "confidence": round(float(row[k]), 6), "p_true": round(float(row[int(y)]), 6)})
     return {"split": split, "modality": modality, "examples": examples}
+
+
+def find_lr(
+    data: str | Path | Dataset,
+    *,
+    backbone: str = "efficientnet_lite0",
+    run: str | Path | None = None,
+    trainable_blocks: int = 0,
+    steps: int = 100,
+    start: float = 1e-7,
+    end: float = 10.0,
+    batch_size: int = 32,
+    image_size: int | None = None,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    quiet: bool = True,
+) -> LRFinderResult:
+    """Learning-rate range test on ``data``'s training split, before a fit or on a saved ``run``.
+
+    ``trainable_blocks=0`` tests the head alone on cached features (the rate of feature extraction
+    and of the head warm-up); ``k > 0`` tests the top ``k`` backbone blocks and the head end to end
+    (the rate of ``fine-tune``). The model is not changed; see :mod:`headstart.lr_finder`.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from headstart.freezing import freeze_bottom
+
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
+    seed_everything(seed)
+    model = TransferModel.from_pretrained(run) if run is not None else TransferModel.from_backbone(backbone, dataset.classes)
+    if model.classes != dataset.classes:
+        raise ValueError(f"{run}: the run's classes {model.classes[:5]} differ from {dataset.source}'s {dataset.classes[:5]}")
+    if image_size is not None and isinstance(model.preprocessing, ImagePreprocessing):
+        model.backbone.preprocessing = replace(model.preprocessing, input_size=int(image_size))
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu").fast_layout()
+    items, labels = dataset.items("train"), dataset.labels("train")
+    generator = torch.Generator().manual_seed(seed)
+    if trainable_blocks == 0:
+        with Progress(quiet=quiet) as progress:
+            features, _ = EmbeddingCache(cache_dir).embed(model.backbone, items, progress=progress)
+        loader: Any = DataLoader(TensorDataset(torch.from_numpy(np.ascontiguousarray(features)), torch.from_numpy(labels)), batch_size=batch_size, shuffle=True, generator=generator)
+        return lr_find(model.head, loader, start=start, end=end, steps=steps)
+    freeze_bottom(model, trainable_blocks + 1)
+    loader = make_loader(items, labels, model.preprocessing, batch_size=batch_size, train=True, augment="none", seed=seed)
+    return lr_find(model, loader, start=start, end=end, steps=steps)

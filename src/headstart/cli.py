@@ -141,6 +141,34 @@ def cmd_resume(args: argparse.Namespace) -> None:
     _print_run(resume(args.run, quiet=args.quiet or args.json), as_json=args.json)
 
 
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    from headstart.api import find_lr
+
+    result = find_lr(
+        args.data,
+        backbone=args.backbone or _default_backbone(args.data),
+        run=args.run,
+        trainable_blocks=args.trainable_blocks,
+        steps=args.steps,
+        start=args.start,
+        end=args.end,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        quiet=args.quiet or args.json,
+    )
+    plot = None if args.plot == "none" else result.plot(args.plot or f"lr-find-{Path(args.data).stem}.png")
+    if args.json:
+        _print_json({**result.to_dict(), "plot": str(plot) if plot else None})
+        return
+    what = "the head on cached features" if args.trainable_blocks == 0 else f"the top {args.trainable_blocks} blocks and the head"
+    print(f"suggested learning rate for {what}: {result.suggestion:.2g} (steepest descent; minimum/10: {result.minimum / 10:.2g})"
+          + (f"; plot {plot}" if plot else ""))  # fmt: skip
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from headstart.api import evaluate
 
@@ -472,6 +500,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true", help="print the result as JSON (implies --quiet)")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test on DATA (before a fit, or on a saved --run): suggested rate and a plot")
+    p.add_argument("data")
+    p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default")
+    p.add_argument("--run", default=None, help="test the model of this saved run instead of a new one")
+    p.add_argument("--trainable-blocks", type=int, default=0, help="0: the head alone on cached features; k: the top k blocks and the head (fine-tune)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--start", type=float, default=1e-7)
+    p.add_argument("--end", type=float, default=10.0)
+    p.add_argument("--plot", default=None, help="PNG path (default lr-find-<data>.png; 'none' for no plot)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("evaluate", help="metrics of a saved run on a dataset")
     p.add_argument("run")

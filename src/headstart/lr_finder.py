@@ -1,0 +1,121 @@
+"""Learning-rate range test (Smith 2017; fastai's ``lr_find``): rates rise exponentially, one batch each.
+
+The loss of each step is smoothed; the test stops once it exceeds ``diverge`` times its minimum.
+The suggestion is the rate where the smoothed loss falls fastest (steepest negative slope against
+log rate), which is fastai's "steep"; ``minimum / 10`` is also reported. The model is restored
+afterwards (weights, train/eval mode, frozen set, gradients), so the test can run before a fit or
+on a fitted model (fastai #3658 crashes there) and change nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from headstart.training import param_groups, to_device
+
+
+@dataclass
+class LRFinderResult:
+    """Rates tried, their smoothed losses, and the suggested rate."""
+
+    lrs: list[float]
+    losses: list[float]
+    suggestion: float
+    minimum: float  # the rate of the lowest smoothed loss
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"suggestion": self.suggestion, "minimum_over_10": self.minimum / 10, "lrs": self.lrs, "losses": self.losses}
+
+    def plot(self, path: str | Path) -> Path:
+        """Loss against rate (log scale) with the suggestion marked; written as PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from headstart.io import atomic_path
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(self.lrs, self.losses)
+        ax.set_xscale("log")
+        ax.axvline(self.suggestion, color="tab:red", linestyle="--", label=f"steepest {self.suggestion:.2g}")
+        ax.axvline(self.minimum / 10, color="tab:green", linestyle=":", label=f"minimum/10 {self.minimum / 10:.2g}")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("smoothed training loss")
+        ax.legend()
+        fig.tight_layout()
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        return path
+
+
+def lr_find(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    *,
+    start: float = 1e-7,
+    end: float = 10.0,
+    steps: int = 100,
+    smooth: float = 0.98,
+    diverge: float = 4.0,
+    weight_decay: float = 0.01,
+) -> LRFinderResult:
+    """Range test on the trainable parameters of ``model`` (all at one rate); ``model`` is left as it was."""
+    if not 0 < start < end or steps < 5:
+        raise ValueError(f"lr_find: need 0 < start < end and at least 5 steps (got start={start}, end={end}, steps={steps})")
+    saved = copy.deepcopy(model.state_dict())
+    was_training = model.training
+    grads = {p: p.grad for p in model.parameters()}
+    device = next(model.parameters()).device
+    groups = param_groups(model, start, start, weight_decay)
+    optimizer = torch.optim.AdamW(groups)
+    loss_fn = nn.CrossEntropyLoss()
+    lrs: list[float] = []
+    losses: list[float] = []
+    average, best = 0.0, math.inf
+    try:
+        model.train()
+        batches = itertools.cycle(train_loader) if hasattr(train_loader, "__len__") else iter(train_loader)
+        for step, (inputs, y) in zip(range(steps), batches):
+            lr = start * (end / start) ** (step / (steps - 1))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = loss_fn(model(to_device(inputs, device)).float(), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = loss.item()
+            if not math.isfinite(value):
+                break
+            average = smooth * average + (1 - smooth) * value
+            smoothed = average / (1 - smooth ** (step + 1))
+            lrs.append(lr)
+            losses.append(smoothed)
+            best = min(best, smoothed)
+            if step > 5 and smoothed > diverge * best:
+                break
+    finally:
+        model.load_state_dict(saved)
+        model.train(was_training)
+        for param, grad in grads.items():
+            param.grad = grad
+    if len(losses) < 5:
+        raise FloatingPointError(f"lr_find: the loss diverged after {len(losses)} steps; start lower than {start:g}")
+    logs = np.log10(lrs)
+    slopes = np.gradient(np.asarray(losses), logs)
+    skip = max(1, len(losses) // 10)  # the first steps are dominated by the smoothing's warm-up
+    window = slopes[skip : len(slopes) - 1] if len(slopes) - 1 > skip else slopes
+    steepest = int(np.argmin(window)) + (skip if len(slopes) - 1 > skip else 0)
+    return LRFinderResult(lrs, losses, float(lrs[steepest]), float(lrs[int(np.argmin(losses))]))
