@@ -105,11 +105,14 @@ def test_audit_after_resume_refuses_a_different_frozen_set(elpv_folder, tmp_path
     with pytest.raises(FreezeAuditError, match="after resume .* differ from the frozen set the checkpoint recorded"):
         resume(out, quiet=True)
     args_file.write_text(json.dumps(args))
-    run = resume(out, quiet=True)
+    from headstart.cli import main
+
+    assert main(["fit", "--resume", str(out), "--quiet"]) == 0  # `headstart fit --resume RUN` = `headstart resume RUN`
+    run = from_pretrained(out)
     log = (out / "log.txt").read_text()
     assert "freeze audit (fine-tune): ok" in log and "(after resume)" in log
     assert json.loads((out / "history.json").read_text())["freeze_audits"][-1].endswith("(after resume)")
-    assert run.metrics["test"]["n"] > 0
+    assert run.classes == ["defective", "functional"] and json.loads((out / "metrics.json").read_text())["test"]["n"] > 0
 
 
 # -- SIGKILL mid-epoch, then resume -------------------------------------------------------------
@@ -194,7 +197,8 @@ def test_layer_decay_and_block_rates_on_a_cnn_and_a_transformer(model, minilm):
 def test_layer_decay_fit_on_text_and_cli(topics_csv, tmp_path, capsys):
     from headstart.cli import main
 
-    assert main(["fit", str(topics_csv), "--strategy", "full", "--epochs", "1", "--no-head-warmup", "--layer-decay", "0.7", "--out", str(tmp_path / "t"), "--json"]) == 0
+    args = ["fit", str(topics_csv), "--strategy", "full", "--epochs", "1", "--no-head-warmup", "--cut", "layer1", "--layer-decay", "0.7"]
+    assert main([*args, "--out", str(tmp_path / "t"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["test"]["n"] > 0
     groups = json.loads((tmp_path / "t" / "config.json").read_text())["training"]["strategy"]["settings"]
     assert groups["layer_decay"] == 0.7 and groups["body_lr"] == 1e-4  # recorded; body_lr is replaced by the decay
@@ -320,9 +324,39 @@ def test_lr_find_before_and_after_a_fit_changes_nothing(fe_run, elpv_folder, tmp
     assert all(p.grad is None for p in model.parameters())
     plot = result.plot(tmp_path / "lr.png")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for extra in ([], ["--run", str(fe_run.directory)]):  # before a fit (new model) and after one (the saved run)
-        assert main(["lr-find", str(elpv_folder), "--steps", "30", "--plot", str(tmp_path / "cli.png"), "--json", *extra]) == 0
-        out = json.loads(capsys.readouterr().out)
-        assert 1e-7 <= out["suggestion"] <= 10 and Path(out["plot"]).is_file()
-    assert main(["lr-find", str(elpv_folder), "--trainable-blocks", "1", "--steps", "8", "--image-size", "64", "--batch-size", "8", "--plot", "none"]) == 0
+    assert main(["lr-find", str(elpv_folder), "--steps", "30", "--plot", str(tmp_path / "cli.png"), "--json"]) == 0  # before a fit: a new model
+    out = json.loads(capsys.readouterr().out)
+    assert 1e-7 <= out["suggestion"] <= 10 and Path(out["plot"]).is_file()
+    after = ["--run", str(fe_run.directory), "--trainable-blocks", "1", "--steps", "8", "--image-size", "64", "--batch-size", "8", "--plot", "none"]
+    assert main(["lr-find", str(elpv_folder), *after]) == 0  # after a fit: the saved run's model, end to end
+    assert json.loads((fe_run.directory / "lr_find.json").read_text())["suggestion"] > 0  # for the run's report
     assert "suggested learning rate for the top 1 blocks and the head" in capsys.readouterr().out
+
+
+# -- few-shot contrastive tuning --------------------------------------------------------------------
+
+
+def test_contrastive_tuning_separates_the_classes_of_a_few_examples(topics_csv, minilm):
+    from headstart.data import load_dataset
+    from headstart.fewshot import contrastive_pairs, contrastive_tune, embed
+
+    pairs = contrastive_pairs([0, 0, 1, 1, 2, 2], iterations=3, seed=0)
+    assert len(pairs) == 36 and sum(t for _, _, t in pairs) == 18 and all(i != j for i, j, _ in pairs)
+    assert all((i // 2 == j // 2) == (t == 1.0) for i, j, t in pairs)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        contrastive_pairs([0, 1, 1])
+    data = load_dataset(topics_csv, seed=0)
+    labels = data.labels("train")
+    chosen = [i for c in range(3) for i in [k for k, y in enumerate(labels) if y == c][:4]]  # 4 examples per class
+    texts, y = [data.items("train")[i] for i in chosen], labels[chosen]
+    encoder = copy.deepcopy(minilm)
+
+    def margin(model):
+        e = torch.from_numpy(embed(model, texts))
+        sims, same = e @ e.T, torch.from_numpy(y[:, None] == y[None, :])
+        off = ~torch.eye(len(y), dtype=torch.bool)
+        return float(sims[same & off].mean() - sims[~same].mean())
+
+    before = margin(encoder)
+    losses = contrastive_tune(encoder, texts, y, iterations=4, lr=5e-5, batch_size=8, seed=0)
+    assert len(losses) == 12 and margin(encoder) > before

@@ -465,7 +465,8 @@ def find_lr(
 
     ``trainable_blocks=0`` tests the head alone on cached features (the rate of feature extraction
     and of the head warm-up); ``k > 0`` tests the top ``k`` backbone blocks and the head end to end
-    (the rate of ``fine-tune``). The model is not changed; see :mod:`headstart.lr_finder`.
+    (the rate of ``fine-tune``). The model is not changed (see :mod:`headstart.lr_finder`); with
+    ``run``, the curve is saved as ``RUN/lr_find.json`` for the run's report.
     """
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -476,8 +477,7 @@ def find_lr(
     model = TransferModel.from_pretrained(run) if run is not None else TransferModel.from_backbone(backbone, dataset.classes)
     if model.classes != dataset.classes:
         raise ValueError(f"{run}: the run's classes {model.classes[:5]} differ from {dataset.source}'s {dataset.classes[:5]}")
-    if image_size is not None and isinstance(model.preprocessing, ImagePreprocessing):
-        model.backbone.preprocessing = replace(model.preprocessing, input_size=int(image_size))
+    match_data(model.backbone, dataset, image_size=image_size)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu").fast_layout()
     items, labels = dataset.items("train"), dataset.labels("train")
     generator = torch.Generator().manual_seed(seed)
@@ -485,7 +485,13 @@ def find_lr(
         with Progress(quiet=quiet) as progress:
             features, _ = EmbeddingCache(cache_dir).embed(model.backbone, items, progress=progress)
         loader: Any = DataLoader(TensorDataset(torch.from_numpy(np.ascontiguousarray(features)), torch.from_numpy(labels)), batch_size=batch_size, shuffle=True, generator=generator)
-        return lr_find(model.head, loader, start=start, end=end, steps=steps)
-    freeze_bottom(model, trainable_blocks + 1)
-    loader = make_loader(items, labels, model.preprocessing, batch_size=batch_size, train=True, augment="none", seed=seed)
-    return lr_find(model, loader, start=start, end=end, steps=steps)
+        result = lr_find(model.head, loader, start=start, end=end, steps=steps)
+    else:
+        freeze_bottom(model, trainable_blocks + 1)
+        loader = make_loader(items, labels, model.preprocessing, batch_size=batch_size, train=True, augment="none", seed=seed)
+        result = lr_find(model, loader, start=start, end=end, steps=steps)
+    if run is not None:  # the run's report.html shows the curve (headstart report RUN)
+        from headstart.report import LR_FIND_NAME
+
+        atomic_write_text(Path(run) / LR_FIND_NAME, json.dumps(result.to_dict()))
+    return result

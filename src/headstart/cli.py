@@ -436,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="train a classifier on DATA by transfer from a pretrained backbone")
-    p.add_argument("data", help="image or audio folder (class sub-folders, optional train/val/test), CSV/TSV/JSONL with text and label columns, or a path,label[,split] listing")
+    p.add_argument("data", nargs="?", help="image or audio folder (class sub-folders, optional train/val/test), CSV/TSV/JSONL with text and label columns, or a path,label[,split] listing")
+    p.add_argument("--resume", default=None, metavar="RUN", help="continue the interrupted run RUN with its own arguments (same as `headstart resume RUN`)")
     p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default; timm:ARCH, hf:ID_OR_DIR or a run dir")
     p.add_argument("--weights", default=None, help="local weights file for a timm: backbone")
     p.add_argument("--strategy", default="feature-extraction", choices=["feature-extraction", "fine-tune", "full", "gradual", "lora", "scratch", "auto"], help="auto: measure the data first (see `headstart advise`)")
@@ -642,8 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    if getattr(args, "command", None) == "fit" and args.backbone is None:
-        args.backbone = _default_backbone(args.data)
+    if getattr(args, "command", None) == "fit":
+        if args.resume is not None:
+            args.run, args.func = args.resume, cmd_resume
+        elif args.data is None:
+            print("error: headstart fit needs DATA (or --resume RUN to continue an interrupted run)", file=sys.stderr)
+            return 2
+        elif args.backbone is None:
+            args.backbone = _default_backbone(args.data)
     try:
         args.func(args)
     except KeyboardInterrupt as interrupt:

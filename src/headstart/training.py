@@ -277,8 +277,9 @@ def _should_log(epoch: int, epochs: int) -> bool:
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     """bfloat16 autocast on a GPU that supports it; nothing elsewhere.
 
-    On the 2-core CPU headstart is developed on, bf16 autocast made training steps slower, not
-    faster (BENCHMARKS.md, "bf16 on CPU"), so ``precision="bf16"`` is refused there.
+    CPU bf16 autocast is refused: it was not shown to be faster on the shared CPU headstart is
+    developed on (the measurement could not be made reliably, see BENCHMARKS.md), and it costs
+    accuracy, so it stays GPU-only until a measurement says otherwise.
     """
     if precision == "fp32":
         return contextlib.nullcontext()
