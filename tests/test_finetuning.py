@@ -349,7 +349,7 @@ def test_contrastive_tuning_separates_the_classes_of_a_few_examples(topics_csv, 
     labels = data.labels("train")
     chosen = [i for c in range(3) for i in [k for k, y in enumerate(labels) if y == c][:4]]  # 4 examples per class
     texts, y = [data.items("train")[i] for i in chosen], labels[chosen]
-    encoder = copy.deepcopy(minilm)
+    encoder = copy.deepcopy(minilm).cut("layer2")  # three layers: the same mechanics, half the time
 
     def margin(model):
         e = torch.from_numpy(embed(model, texts))
@@ -358,5 +358,5 @@ def test_contrastive_tuning_separates_the_classes_of_a_few_examples(topics_csv, 
         return float(sims[same & off].mean() - sims[~same].mean())
 
     before = margin(encoder)
-    losses = contrastive_tune(encoder, texts, y, iterations=4, lr=5e-5, batch_size=8, seed=0)
-    assert len(losses) == 12 and margin(encoder) > before
+    losses = contrastive_tune(encoder, texts, y, iterations=2, lr=1e-4, batch_size=8, seed=0)
+    assert len(losses) == 6 and margin(encoder) > before
