@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -327,9 +328,11 @@ def test_lr_find_before_and_after_a_fit_changes_nothing(fe_run, elpv_folder, tmp
     assert main(["lr-find", str(elpv_folder), "--steps", "30", "--plot", str(tmp_path / "cli.png"), "--json"]) == 0  # before a fit: a new model
     out = json.loads(capsys.readouterr().out)
     assert 1e-7 <= out["suggestion"] <= 10 and Path(out["plot"]).is_file()
-    after = ["--run", str(fe_run.directory), "--trainable-blocks", "1", "--steps", "8", "--image-size", "64", "--batch-size", "8", "--plot", "none"]
+    saved = tmp_path / "run"  # a copy: lr-find --run writes lr_find.json into the run, and fe_run is shared by other tests
+    shutil.copytree(fe_run.directory, saved)
+    after = ["--run", str(saved), "--trainable-blocks", "1", "--steps", "8", "--image-size", "64", "--batch-size", "8", "--plot", "none"]
     assert main(["lr-find", str(elpv_folder), *after]) == 0  # after a fit: the saved run's model, end to end
-    assert json.loads((fe_run.directory / "lr_find.json").read_text())["suggestion"] > 0  # for the run's report
+    assert json.loads((saved / "lr_find.json").read_text())["suggestion"] > 0 and not (fe_run.directory / "lr_find.json").exists()
     assert "suggested learning rate for the top 1 blocks and the head" in capsys.readouterr().out
 
 
