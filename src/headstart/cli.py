@@ -429,6 +429,16 @@ def cmd_stylize(args: argparse.Namespace) -> None:
     print(f"saved {out} ({image.width}x{image.height}) in {time.perf_counter() - start:.1f} s")
 
 
+def _data_options(p: argparse.ArgumentParser) -> None:
+    """The options every command that reads DATA shares, spelled and explained once."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache/headstart or $HEADSTART_CACHE)")
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (implies --quiet)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from headstart.style import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT, DEFAULT_TEMPERATURE, DEFAULT_TV_WEIGHT
 
@@ -513,12 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="PNG path (default lr-find-<data>.png; 'none' for no plot)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--text-column", default=None)
-    p.add_argument("--label-column", default=None)
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--json", action="store_true")
+    _data_options(p)
     p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("evaluate", help="metrics of a saved run on a dataset")
@@ -555,12 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=0.01, help="accuracy within which a block is as good as the best (default 0.01 = 1 point)")
     p.add_argument("--plot", default=None, help="PNG path (default profile-<data>-<backbone>.png; 'none' for no plot)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--text-column", default=None)
-    p.add_argument("--label-column", default=None)
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--json", action="store_true")
+    _data_options(p)
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("rank", help="rank candidate backbones for DATA by a transferability score (one forward pass each)")
@@ -570,12 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", default="logme", choices=["logme", "hscore", "hscore-shrinkage", "leep", "nce"])
     p.add_argument("--limit", type=int, default=None, help="stratified subset of this many examples")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--text-column", default=None)
-    p.add_argument("--label-column", default=None)
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--json", action="store_true")
+    _data_options(p)
     p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("advise", help="place DATA in the four cases (small/large x similar/different) and recommend how to fit it")
@@ -583,12 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default")
     p.add_argument("--limit", type=int, default=400, help="examples profiled (stratified subset; size counts all)")
     p.add_argument("--every", type=int, default=None, help="profile every k-th block")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--text-column", default=None)
-    p.add_argument("--label-column", default=None)
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--json", action="store_true")
+    _data_options(p)
     p.set_defaults(func=cmd_advise)
 
     p = sub.add_parser("report", help="(re)build the self-contained HTML report of a run (fit writes it too)")
