@@ -40,6 +40,8 @@ CONFIGS = {
     "elpv-ft-acc": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20, monitor="val_accuracy"),
     "elpv-full-acc": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="full", epochs=20, monitor="val_accuracy"),
     "elpv-ft-advised": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20, trainable_blocks=5, batchnorm="train"),
+    "elpv-ft-dihedral": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=25, patience=8, augment="dihedral"),
+    "elpv-ft-lite2-dihedral": dict(data="elpv-binary", backbone="efficientnet_lite2", strategy="fine-tune", epochs=25, patience=8, augment="dihedral"),
     "elpv-ft-300": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=12, image_size=300),
 }
 

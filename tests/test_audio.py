@@ -103,6 +103,8 @@ def test_spectrogram_augmentation_presets():
         assert not torch.equal(first, clean)
     with pytest.raises(ValueError, match="not one of"):
         prep.train_transform("heavy")
+    with pytest.raises(ValueError, match="for audio"):  # quarter turns would swap time and frequency
+        prep.train_transform("dihedral")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import class_folder as _folder
 from conftest import photo as _photo
 from PIL import Image
@@ -139,3 +140,34 @@ def test_jsonl_row_that_is_not_an_object(tmp_path):
     bad.write_text('{"text": "a", "label": 1}\n[1, 2]\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not a JSON object"):
         load_dataset(bad)
+
+
+def test_dihedral_augmentation_covers_the_eight_symmetries_of_the_square():
+    """Every output is one of the 8 rotations/reflections of some crop; over many draws all 8 appear."""
+
+    from headstart.preprocessing import ImagePreprocessing
+
+    prep = ImagePreprocessing(input_size=8, crop_pct=1.0, mean=(0.0,) * 3, std=(1.0,) * 3)
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    image = Image.fromarray(np.stack([pixels] * 3, axis=-1))
+    base = torch.as_tensor(pixels, dtype=torch.float32) / 255
+    symmetries = [torch.rot90(t, k) for t in (base, base.flip(-1)) for k in range(4)]
+    transform = prep.train_transform("dihedral")
+    transform.transforms[0].scale = (1.0, 1.0)  # full-image crop, so each output is exactly a symmetry
+    transform.transforms[0].ratio = (1.0, 1.0)
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        out = transform(image)
+        assert out.shape == (3, 8, 8)
+        matches = [i for i, s in enumerate(symmetries) if torch.allclose(out[0], s, atol=1e-6)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == set(range(8))
+
+
+def test_cli_augment_choices_match_presets():
+    from headstart.cli import AUGMENT_CHOICES
+    from headstart.preprocessing import AUDIO_AUGMENT_PRESETS, AUGMENT_PRESETS
+
+    assert AUGMENT_CHOICES == AUGMENT_PRESETS and set(AUDIO_AUGMENT_PRESETS) < set(AUGMENT_PRESETS)

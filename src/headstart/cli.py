@@ -12,6 +12,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+# headstart.preprocessing.AUGMENT_PRESETS, spelled out so that `headstart --help` need not import torchvision
+# (tests/test_cli.py checks the two agree).
+AUGMENT_CHOICES = ("none", "light", "strong", "dihedral")
+
 _USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, OSError, ImportError, FloatingPointError, MemoryError)
 
 
@@ -473,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cut", default=None, help="use the pooled output of this block (name or index)")
     p.add_argument("--hidden", type=int, default=None, help="hidden layer width of the new head")
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--augment", default=None, choices=["none", "light", "strong"], help="image augmentation (default light when fine-tuning)")
+    p.add_argument("--augment", default=None, choices=AUGMENT_CHOICES, help="image augmentation (default light when fine-tuning; dihedral adds vertical flips and quarter turns for images with no up or down)")
     p.add_argument("--image-size", type=int, default=None, help="input resolution (of images, or of spectrogram images for audio) instead of the weights' own (saved with the run)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
@@ -495,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of every block")
     p.add_argument("--patience", type=int, default=10, help="epochs without better validation loss before stopping")
     p.add_argument("--image-size", type=int, default=None, help="input resolution (default the architecture's own, usually 224)")
-    p.add_argument("--augment", default=None, choices=["none", "light", "strong"], help="image augmentation (default light: crops and flips)")
+    p.add_argument("--augment", default=None, choices=AUGMENT_CHOICES, help="image augmentation (default light: crops and flips)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")

@@ -26,7 +26,17 @@ _INTERPOLATION = {
     "nearest": T.InterpolationMode.NEAREST,
 }
 
-AUGMENT_PRESETS = ("none", "light", "strong")
+AUGMENT_PRESETS = ("none", "light", "strong", "dihedral")
+"""Augmentation presets. ``dihedral`` is for images with no up, down, left or right (solar cells,
+microscopy, satellite tiles, spectrogram-free textures): ``light`` plus vertical flips and quarter
+turns, the eight symmetries of the square."""
+
+
+class RandomQuarterTurn(torch.nn.Module):
+    """Rotate a tensor image by 0, 90, 180 or 270 degrees, each equally likely (exact, no interpolation)."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(image, int(torch.randint(0, 4, ()).item()), dims=(-2, -1))
 
 
 @dataclass(frozen=True)
@@ -60,19 +70,22 @@ class ImagePreprocessing:
 
         ``light`` crops at least 75% of the image (fastai's usual ``min_scale=0.75``) and flips: a
         small object or defect stays in view, so the label stays true. ``strong`` crops down to 8%
-        (torchvision's default) and jitters colour.
+        (torchvision's default) and jitters colour. ``dihedral`` is ``light`` plus vertical flips and
+        quarter turns, for images whose orientation carries no meaning.
         """
         _check_augment(augment)
         if augment == "none":
             return self.eval_transform()
         interpolation = _INTERPOLATION[self.interpolation]
         steps: list[Any] = [
-            T.RandomResizedCrop(self.input_size, scale=(0.75 if augment == "light" else 0.08, 1.0), interpolation=interpolation),
+            T.RandomResizedCrop(self.input_size, scale=(0.08 if augment == "strong" else 0.75, 1.0), interpolation=interpolation),
             T.RandomHorizontalFlip(),
         ]
         if augment == "strong":
             steps.append(T.ColorJitter(0.3, 0.3, 0.3))
         steps += [T.ToTensor(), T.Normalize(self.mean, self.std)]
+        if augment == "dihedral":
+            steps += [T.RandomVerticalFlip(), RandomQuarterTurn()]
         return T.Compose(steps)
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,9 +98,12 @@ class ImagePreprocessing:
         return cls(**fields)
 
 
-def _check_augment(augment: str) -> None:
-    if augment not in AUGMENT_PRESETS:
-        raise ValueError(f"augment={augment!r} is not one of {AUGMENT_PRESETS}")
+AUDIO_AUGMENT_PRESETS = ("none", "light", "strong")
+
+
+def _check_augment(augment: str, presets: tuple[str, ...] = AUGMENT_PRESETS) -> None:
+    if augment not in presets:
+        raise ValueError(f"augment={augment!r} is not one of {presets}" + (" for audio" if presets == AUDIO_AUGMENT_PRESETS else ""))
 
 
 def _rng() -> np.random.Generator:
@@ -167,7 +183,7 @@ class SpectrogramPreprocessing:
     def train_transform(self, augment: str = "light") -> _SpectrogramTransform:
         """``light``: shift up to 10%, noise at 30-40 dB SNR half the time, one frequency and one time mask of
         up to 10%; ``strong``: 20%, 10-30 dB, two masks each of up to 15% (see :data:`headstart.audio.AUDIO_AUGMENT`)."""
-        _check_augment(augment)
+        _check_augment(augment, AUDIO_AUGMENT_PRESETS)
         return _SpectrogramTransform(self, augment)
 
     def to_dict(self) -> dict[str, Any]:
@@ -247,7 +263,7 @@ class AudioPreprocessing:
         return self.sampling_rate
 
     def waveform_transform(self, augment: str = "none") -> _WaveformTransform:
-        _check_augment(augment)
+        _check_augment(augment, AUDIO_AUGMENT_PRESETS)
         return _WaveformTransform(self.sampling_rate, self.clip_seconds, augment)
 
     def __call__(self, waveforms: list[Any]) -> dict[str, torch.Tensor]:
