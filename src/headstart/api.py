@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from headstart import __version__
+from headstart import __version__, distributed
 from headstart.backbones import match_data
 from headstart.checkpoint import ARGS_NAME, Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
 from headstart.data import Dataset, as_items, check_items, load_dataset, make_loader
@@ -187,14 +187,20 @@ def fit(
     started = time.perf_counter()
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    distributed.setup()  # under torchrun: join the group; only rank 0 writes files and prints
+    main = distributed.is_main()
+    quiet = quiet or not main
     directory = None
     if save:
         directory = Path(out) if out is not None else _default_run_dir(data, strategy if isinstance(strategy, str) else strategy.name)
-    if directory is not None and not resume:
+        if distributed.active():  # one name for all ranks (the default name has a timestamp)
+            directory = Path(distributed.from_main(str(directory)))
+    if directory is not None and not resume and main:
         _check_run_dir(directory, overwrite)
     if resume and directory is None:
         raise ValueError("resume=True needs the run directory: pass out=RUN (or call headstart.resume(RUN))")
-    checkpoint = Checkpoint(directory, resume=resume) if directory is not None else None
+    distributed.barrier()  # rank 0 has checked (and cleared, with overwrite) the run directory
+    checkpoint = Checkpoint(directory, resume=resume, write=main) if directory is not None else None
     dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
     advice_lines: list[str] = []
     advice_record: dict[str, Any] | None = None
@@ -215,7 +221,7 @@ def fit(
     )  # fmt: skip
     if (l2sp or bss) and chosen.name in ("feature-extraction", "scratch"):
         raise ValueError(f"--l2sp/--bss regularise a pretrained backbone while it trains; --strategy {chosen.name} trains none")
-    if directory is not None and not resume:
+    if directory is not None and not resume and main:
         write_fit_args(directory, {**arguments, **chosen_settings, "data": str(Path(dataset.source).resolve()) if not isinstance(data, Dataset) else None,
                                    "strategy": chosen.name if isinstance(strategy, str) else None})  # fmt: skip
 
@@ -223,10 +229,10 @@ def fit(
         seed_everything(seed)
         model = TransferModel.from_backbone(backbone, dataset.classes, cut=cut, hidden=hidden, dropout=dropout, pretrained=chosen.pretrained, weights=weights)
         match_data(model.backbone, dataset, image_size=image_size)
-        return model.to("cuda" if torch.cuda.is_available() else "cpu").fast_layout()
+        return model.to(distributed.device()).fast_layout()
 
     model = build()
-    tracker = make_tracker(log_to, uri=log_uri, directory=directory, experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"headstart-{Path(dataset.source).stem}")
+    tracker = None if not main else make_tracker(log_to, uri=log_uri, directory=directory, experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"headstart-{Path(dataset.source).stem}")
     if tracker is not None:
         tracker.start(directory.name if directory is not None else "headstart", arguments)
     with Progress(quiet=quiet) as progress:
@@ -262,7 +268,7 @@ def fit(
     model.train()  # the modes training used: frozen blocks' BatchNorm in eval (as `headstart summary` shows)
     blocks = freeze_report(model).to_rows()
     run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice_record)
-    if directory is not None:
+    if directory is not None and main:
         _save_run(run, chosen, backbone=backbone, seed=seed, batch_size=ctx.batch_size, log_lines=log_lines, blocks=blocks)
         if report:
             from headstart.report import write_report
@@ -274,6 +280,7 @@ def fit(
         shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # finished: nothing left to resume
     if tracker is not None:
         tracker.finish(metrics, directory)
+    distributed.barrier()  # the other ranks return once rank 0 has saved the run
     return run
 
 

@@ -82,8 +82,9 @@ class Checkpoint(Callback):
     per phase (head warm-up, then fine-tuning), and the n-th ``on_fit_start`` is phase n.
     """
 
-    def __init__(self, run: str | Path, *, resume: bool = False) -> None:
+    def __init__(self, run: str | Path, *, resume: bool = False, write: bool = True) -> None:
         self.directory = checkpoint_dir(run)
+        self.write = write  # False on torchrun ranks other than 0: they restore from the checkpoint but never write it
         self.phase_index = -1
         self.phase_ends: list[int] = []  # history length at the end of each finished phase
         self.saved: dict[str, Any] | None = None
@@ -93,7 +94,7 @@ class Checkpoint(Callback):
             if state_file.is_file():
                 self.saved = json.loads(state_file.read_text(encoding="utf-8"))
                 self.saved["tensors"] = load_file(str(self.directory / self.saved["tensors_file"]))
-        else:
+        elif write:
             for old in self.directory.glob("*"):  # an overwritten run starts afresh
                 if old.name != ARGS_NAME:
                     old.unlink() if old.is_file() else shutil.rmtree(old)
@@ -160,6 +161,8 @@ class Checkpoint(Callback):
 
     # -- storage -----------------------------------------------------------------------------
     def _save(self, state: dict[str, Any], *, finished: bool) -> None:
+        if not self.write:
+            return
         rng_meta, tensors = _rng_state()
         tensors.update(_prefixed("model", state["model"].state_dict()))
         meta: dict[str, Any] = {

@@ -105,6 +105,10 @@ def _block_lrs(text: str | None) -> tuple[float, float] | dict[str, float] | Non
 
 
 def _print_run(run: Any, *, as_json: bool) -> None:
+    from headstart import distributed
+
+    if not distributed.is_main():  # under torchrun rank 0 speaks for all
+        return
     if as_json:
         _print_json({"directory": str(run.directory), "metrics": run.metrics, "overfitting": run.history.overfitting(), "seconds": run.seconds})
         return

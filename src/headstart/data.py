@@ -581,43 +581,54 @@ def make_loader(
     augment: str = "none",
     seed: int = 0,
     workers: int | None = None,
+    shard: bool = False,
 ) -> Any:
-    """A DataLoader yielding ``(inputs, labels)`` batches ready for a backbone."""
-    import torch
-    from torch.utils.data import DataLoader
+    """A DataLoader yielding ``(inputs, labels)`` batches ready for a backbone.
 
+    ``shard``: under torchrun, this rank's share of the examples (see :func:`_loader`).
+    """
     from headstart.preprocessing import AudioPreprocessing, ImagePreprocessing, SpectrogramPreprocessing
 
-    generator = torch.Generator().manual_seed(seed)
     if isinstance(preprocessing, (ImagePreprocessing, SpectrogramPreprocessing)):
         transform = preprocessing.train_transform(augment) if train else preprocessing.eval_transform()
         if workers is None:
             workers = min(2, len(items) // batch_size) if len(items) > batch_size else 0
-        return DataLoader(
-            ExampleDataset(items, labels, transform, decode=load_image if isinstance(preprocessing, ImagePreprocessing) else None),
-            batch_size=batch_size,
-            shuffle=train,
-            num_workers=workers,
-            generator=generator,
-            persistent_workers=False,
-            prefetch_factor=4 if workers else None,
-        )
+        dataset = ExampleDataset(items, labels, transform, decode=load_image if isinstance(preprocessing, ImagePreprocessing) else None)
+        return _loader(dataset, batch_size=batch_size, shuffle=train, seed=seed, shard=shard, num_workers=workers, persistent_workers=False,
+                       prefetch_factor=4 if workers else None)  # fmt: skip
+
+    import torch
 
     def collate(batch: list[tuple[Any, int]]) -> tuple[dict[str, Any], Any]:
         inputs, ys = zip(*batch)
         return preprocessing(list(inputs)), torch.as_tensor(ys)
 
     transform = preprocessing.waveform_transform(augment if train else "none") if isinstance(preprocessing, AudioPreprocessing) else None
-    return DataLoader(ExampleDataset(items, labels, transform), batch_size=batch_size, shuffle=train, collate_fn=collate, generator=generator)
+    return _loader(ExampleDataset(items, labels, transform), batch_size=batch_size, shuffle=train, seed=seed, shard=shard, collate_fn=collate)
 
 
-def tensor_loader(inputs: Any, labels: Sequence[int], *, batch_size: int, shuffle: bool = False, seed: int = 0) -> Any:
+def tensor_loader(inputs: Any, labels: Sequence[int], *, batch_size: int, shuffle: bool = False, seed: int = 0, shard: bool = False) -> Any:
     """Batches of precomputed tensors (cached features or activations), shuffled as :func:`make_loader` shuffles."""
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import TensorDataset
 
     dataset = TensorDataset(torch.as_tensor(inputs), torch.as_tensor(np.asarray(labels)))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+    return _loader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, shard=shard)
+
+
+def _loader(dataset: Any, *, batch_size: int, shuffle: bool, seed: int, shard: bool, **options: Any) -> Any:
+    """The one DataLoader recipe: seeded shuffling; with ``shard`` under torchrun, a ``DistributedSampler``
+    for training (same number of steps on every rank) or an unpadded share for evaluation."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from headstart import distributed
+
+    sampler = distributed.train_sampler(dataset, seed=seed) if shard and shuffle else None
+    if shard and not shuffle:
+        dataset = distributed.eval_subset(dataset)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      generator=torch.Generator().manual_seed(seed), **options)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------

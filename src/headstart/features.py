@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from headstart import distributed
 from headstart.backbones import Backbone
 from headstart.data import content_key, make_loader
 from headstart.io import ShardStore
@@ -131,16 +132,23 @@ class EmbeddingCache:
         cuts = {name: backbone if name == last else backbone.cut(name) for name in names}
         folders = {name: self.root / _backbone_key(cut) for name, cut in cuts.items()}
         keys = [content_key(item) for item in items]
+        distributed.barrier()  # every rank sees the same cache, hence the same missing items and the same shares
         indexes = {}
         for name, folder in folders.items():
             folder.mkdir(parents=True, exist_ok=True)
             indexes[name] = self._index(folder)
         missing = sorted({k: i for i, k in enumerate(keys) if any(k not in index for index in indexes.values())}.values())
-        for start, fresh in iter_block_embeddings(backbone, [items[i] for i in missing], names, batch_size=batch_size, progress=progress):
-            done = missing[start : start + len(fresh[names[0]])]
+        distributed.check_shared(self.root, len(missing))
+        mine = distributed.share(missing)  # under torchrun each rank embeds its share; alone, all of it
+        for start, fresh in iter_block_embeddings(backbone, [items[i] for i in mine], names, batch_size=batch_size, progress=progress):
+            done = mine[start : start + len(fresh[names[0]])]
             for name, folder in folders.items():  # each chunk is stored as soon as it is computed
                 shard = self._write(folder, [keys[i] for i in done], fresh[name])
                 indexes[name].update({keys[i]: (shard, row) for row, i in enumerate(done)})
+        if distributed.active():  # the other ranks' shards complete the cache
+            distributed.barrier()
+            indexes = {name: self._index(folder) for name, folder in folders.items()}
+            distributed.check_shared(self.root, sum(k not in index for index in indexes.values() for k in keys), expect=0)
         return {name: self._gather(indexes[name], keys, cuts[name].feature_dim) for name in names}, len(missing)
 
     def _write(self, folder: Path, keys: list[str], features: np.ndarray) -> Path:

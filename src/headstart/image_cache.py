@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from headstart import distributed
 from headstart.data import content_key, load_image
 from headstart.features import default_cache_dir
 from headstart.io import ShardStore
@@ -107,15 +108,20 @@ class DecodedImageCache:
             return list(items), "decoded-image cache: not used (no image files)"
         folder.mkdir(parents=True, exist_ok=True)
         keys = {i: content_key(items[i]) for i in paths}
+        distributed.barrier()  # every rank sees the same cache, hence the same missing images and the same shares
         index = self._store.index(folder)
         missing = [i for i in paths if keys[i] not in index]
+        distributed.check_shared(self.root, len(missing))
         if missing:
             needed = len(missing) * side * side * 3 * 4 // 3  # a 4:3 photo at the cached side
             free = shutil.disk_usage(folder).free
             if needed > free // 2:
                 return list(items), f"decoded-image cache: not used (about {needed / 2**20:.0f} MiB needed, {free / 2**20:.0f} MiB free in {folder})"
-            self._decode(folder, [items[i] for i in missing], [keys[i] for i in missing], side, preprocessing.interpolation, progress, workers)
+            mine = distributed.share(missing)  # under torchrun each rank decodes its share
+            self._decode(folder, [items[i] for i in mine], [keys[i] for i in mine], side, preprocessing.interpolation, progress, workers)
+            distributed.barrier()
             index = self._store.index(folder)
+            distributed.check_shared(self.root, sum(keys[i] not in index for i in paths), expect=0)
         out = list(items)
         for i in paths:
             shard, row, meta = index[keys[i]]

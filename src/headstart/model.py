@@ -78,8 +78,10 @@ class TransferModel(FreezableMixin, nn.Module):
         """What the model reads: ``"image"``, ``"text"`` or ``"audio"`` (an image CNN reading spectrograms too)."""
         return self.preprocessing.modality
 
-    def forward(self, inputs: Any) -> torch.Tensor:
-        return self.head(self.backbone(inputs))
+    def forward(self, inputs: Any, return_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits; with ``return_features`` also the pooled features (for penalties on them, e.g. BSS, inside one DDP forward)."""
+        features = self.backbone(inputs)
+        return (features, self.head(features)) if return_features else self.head(features)
 
     def fast_layout(self) -> TransferModel:
         """Store image models channels-last: depthwise and 1x1 convolutions run ~1.5x faster on CPU."""

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from headstart import distributed
 from headstart.activations import TopModel, boundary_activations, budget_from_env, plan_boundary
 from headstart.data import Dataset, make_loader, tensor_loader
 from headstart.features import EmbeddingCache
@@ -75,8 +76,8 @@ class Strategy:
             ctx.progress.log(plan.reason)
         if plan.use and not any(p.needs_features for p in ctx.penalties):  # the frozen bottom runs once; only the top trains per step
             train_x, val_x = (boundary_activations(model, data.items(s), plan.start, progress=ctx.progress) for s in ("train", "val"))
-            train = tensor_loader(train_x, data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed)
-            val = tensor_loader(val_x, data.labels("val"), batch_size=ctx.batch_size * 2, shuffle=False, seed=ctx.seed)
+            train = tensor_loader(train_x, data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed, shard=True)
+            val = tensor_loader(val_x, data.labels("val"), batch_size=ctx.batch_size * 2, shuffle=False, seed=ctx.seed, shard=True)
             top = TopModel(model, plan.start)
             return fit_model(top, train, val, settings or self.settings, phase=phase or self.name, history=history, progress=ctx.progress,
                              callbacks=ctx.callbacks, penalties=ctx.penalties)  # fmt: skip
@@ -85,8 +86,8 @@ class Strategy:
             train_items, line = ctx.images.prepare(train_items, model.preprocessing, augment=augment, progress=ctx.progress)
             val_items, _ = ctx.images.prepare(val_items, model.preprocessing, progress=ctx.progress)
             ctx.progress.log(line)
-        train = make_loader(train_items, data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed)
-        val = make_loader(val_items, data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2)
+        train = make_loader(train_items, data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed, shard=True)
+        val = make_loader(val_items, data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2, shard=True)
         return fit_model(model, train, val, settings or self.settings, phase=phase or self.name, history=history, progress=ctx.progress,
                          callbacks=ctx.callbacks, penalties=ctx.penalties)  # fmt: skip
 
@@ -125,6 +126,7 @@ class FeatureExtraction(Strategy):
         val = tensor_loader(features["val"], data.labels("val"), batch_size=1024)
         model.head.train()
         history = fit_model(model.head, train, val, self.settings, phase=self.name, progress=ctx.progress, callbacks=ctx.callbacks)
+        distributed.broadcast_module(model.head)  # under torchrun every rank trained the same head; rank 0's is the one saved
         return history
 
 

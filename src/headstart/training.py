@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from headstart import distributed
 from headstart.freezing import audit_freeze, frozen_parameter_names
 from headstart.progress import Progress
 from headstart.regularizers import Penalty
@@ -265,8 +266,18 @@ def evaluate_loader(model: nn.Module, loader: Iterable[Any], device: torch.devic
             losses.append(nn.functional.cross_entropy(logits, y, reduction="sum").item())
         probs.append(logits.softmax(-1).cpu().numpy())
         labels.append(y.cpu().numpy())
+    if not labels:  # this rank's share of a tiny set can be empty
+        return float("nan"), np.empty((0, 0), dtype=np.float32), np.empty(0, dtype=np.int64)
     n = sum(len(x) for x in labels)
     return (sum(losses) / n if losses and n else float("nan")), np.concatenate(probs), np.concatenate(labels)
+
+
+def validate(model: nn.Module, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
+    """``val_loss`` and ``val_accuracy`` over ``loader``; under torchrun each rank holds a share and the sums are reduced."""
+    loss, probs, labels = evaluate_loader(model, loader, device)
+    n = len(labels)
+    loss_sum, correct, n = distributed.sum_over_ranks(loss * n if n else 0.0, float((probs.argmax(1) == labels).sum()) if n else 0.0, n)
+    return {"val_loss": loss_sum / n if n else float("nan"), "val_accuracy": correct / n if n else float("nan")}
 
 
 def _should_log(epoch: int, epochs: int) -> bool:
@@ -323,8 +334,7 @@ def fit_model(
     best_state, best_epoch, waited = None, 0, 0
     if history.epochs and val_loader is not None:
         # A later phase (fine-tuning after the head warm-up) must not end worse than it started.
-        val_loss, probs, labels = evaluate_loader(model, val_loader, device)
-        best = {"val_loss": val_loss, "val_accuracy": float((probs.argmax(1) == labels).mean())}
+        best = validate(model, val_loader, device)
         best_state, best_epoch = copy.deepcopy(model.state_dict()), history.epochs[-1]["epoch"]
     state: dict[str, Any] = {
         "model": model, "epoch": 0, "history": history, "stop": False, "phase": phase,
@@ -343,25 +353,33 @@ def fit_model(
         history.audits.append(line)
         if progress is not None:
             progress.log(line)
+    net = distributed.wrap(model, train_loader)  # DDP over what trains in this phase when batches are sharded across ranks
+    if net is not model and progress is not None:
+        progress.log(f"{phase}: DistributedDataParallel on {distributed.world_size()} ranks ({distributed.backend()}): "
+                     f"{sum(p.requires_grad for p in model.parameters())} trainable tensors all-reduced, {len(meant_frozen)} frozen left out")  # fmt: skip
     for epoch in range(first_epoch, first_epoch + settings.epochs - done):
         started = time.perf_counter()
         model.train()
+        if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]  # a new shuffle per epoch, the same on every rank
         total_loss, correct, seen = 0.0, 0, 0
         task = progress.task(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}", total=batches_per_epoch) if progress else None
         optimizer.zero_grad(set_to_none=True)
         for batch, (inputs, y) in enumerate(train_loader, start=1):
             inputs, y = to_device(inputs, device), y.to(device)
-            with autocast(device, settings.precision):
-                features = model.backbone(inputs) if split_forward else None  # type: ignore[operator]
-                logits = (model.head(features) if split_forward else model(inputs)).float()  # type: ignore[operator]
+            stepping = batch % settings.accumulate == 0 or batch == batches_per_epoch
+            # Accumulated micro-batches skip DDP's all-reduce; the stepping one reduces the sum.
+            with autocast(device, settings.precision), (contextlib.nullcontext() if stepping or net is model else net.no_sync()):  # type: ignore[operator]
+                features, logits = net(inputs, return_features=True) if split_forward else (None, net(inputs))
+                logits = logits.float()
                 loss = loss_fn(logits, y)
                 penalty = sum((p(model, features) for p in penalties), torch.zeros((), device=device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{phase} epoch {epoch}: loss became {loss.item()}; lower the learning rate (now {settings.lr:g})"
-                )
-            ((loss + penalty.float()) / settings.accumulate).backward()
-            if batch % settings.accumulate == 0 or batch == batches_per_epoch:
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{phase} epoch {epoch}: loss became {loss.item()}; lower the learning rate (now {settings.lr:g})"
+                    )
+                ((loss + penalty.float()) / settings.accumulate).backward()
+            if stepping:
                 if settings.grad_clip:
                     nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
                 optimizer.step()
@@ -374,6 +392,7 @@ def fit_model(
                 task.advance()
         if task is not None:
             task.done()
+        total_loss, correct, seen = distributed.sum_over_ranks(total_loss, correct, seen)
         record: dict[str, Any] = {
             "epoch": epoch,
             "phase": phase,
@@ -383,8 +402,7 @@ def fit_model(
             "train_seconds": time.perf_counter() - started,  # the training steps alone, without validation
         }
         if val_loader is not None:
-            val_loss, probs, labels = evaluate_loader(model, val_loader, device)
-            record.update(val_loss=val_loss, val_accuracy=float((probs.argmax(1) == labels).mean()))
+            record.update(validate(model, val_loader, device))
         else:
             record.update(val_loss=record["train_loss"], val_accuracy=record["train_accuracy"])
         record["seconds"] = time.perf_counter() - started
