@@ -333,7 +333,26 @@ def test_lr_find_before_and_after_a_fit_changes_nothing(fe_run, elpv_folder, tmp
     after = ["--run", str(saved), "--trainable-blocks", "1", "--steps", "8", "--image-size", "64", "--batch-size", "8", "--plot", "none"]
     assert main(["lr-find", str(elpv_folder), *after]) == 0  # after a fit: the saved run's model, end to end
     assert json.loads((saved / "lr_find.json").read_text())["suggestion"] > 0 and not (fe_run.directory / "lr_find.json").exists()
-    assert "suggested learning rate for the top 1 blocks and the head" in capsys.readouterr().out
+    assert "the top 1 blocks and the head: " in capsys.readouterr().out
+
+
+def test_lr_find_on_a_flat_curve_suggests_below_where_it_breaks():
+    """A fitted model: the loss is flat until the rate breaks training; the steepest point is noise, so it is not the answer."""
+    from headstart.lr_finder import lr_find
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = (x[:, 0] > 0).long()
+    head = torch.nn.Linear(8, 2)
+    with torch.no_grad():  # already the solution: nothing left to descend
+        head.weight.zero_()
+        head.weight[1, 0], head.weight[0, 0] = 20.0, -20.0
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)]
+    flat = lr_find(head, batches, steps=80, start=1e-6, end=100)
+    assert flat.flat and flat.ceiling is not None and flat.suggestion == pytest.approx(flat.ceiling / 10)
+    assert "no rate lowers the loss by 10%" in flat.describe()
+    fresh = lr_find(torch.nn.Linear(8, 2), batches, steps=80, start=1e-6, end=100)
+    assert not fresh.flat and "steepest descent" in fresh.describe()
 
 
 # -- few-shot contrastive tuning --------------------------------------------------------------------

@@ -128,3 +128,50 @@ def test_runs_saved_before_the_report_still_get_one(fe_run, tmp_path):
     page = write_report(run).read_text(encoding="utf-8")
     assert {"data", "strategy", "curves", "results"} <= _sections(page) and "mistakes" not in _sections(page)
     assert "pill frozen" not in page and "defective" in page
+
+
+@pytest.fixture(scope="module")
+def sms_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 real SMS-spam rows (every 18th of the shared set, in order), written to a temporary CSV."""
+    from conftest import shared_dataset
+
+    lines = (shared_dataset("sms_spam") / "data.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    path = tmp_path_factory.mktemp("sms") / "sms_spam.csv"
+    path.write_text(lines[0] + "".join(lines[1::18][:300]), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("which", ["hymenoptera-fine-tune", "sms-spam"])
+def test_shared_reports_show_every_section(which, sms_subset, tmp_path, capsys):
+    """A real run per modality with everything a report can show: lr-find and profile saved into the
+    run, a scratch sibling; every section of the navigation is rendered with its images in Chromium."""
+    from conftest import shared_dataset
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium; .ci/run installs it); this test renders the report in it")
+    if which == "sms-spam":
+        data, fit_args, scratch_args, size = str(sms_subset), ["--strategy", "feature-extraction"], ["--epochs", "1"], []
+    else:
+        data, size = str(shared_dataset("hymenoptera")), ["--image-size", "64"]
+        fit_args, scratch_args = ["--strategy", "fine-tune", "--trainable-blocks", "2", "--epochs", "2"], ["--epochs", "1"]
+    run, scratch = tmp_path / "runs" / "transfer", tmp_path / "runs" / "scratch"
+    assert main(["fit", data, *fit_args, *size, "--out", str(run), "--quiet"]) in (0, None)
+    assert main(["fit", data, "--strategy", "scratch", *scratch_args, *size, "--out", str(scratch), "--quiet"]) in (0, None)
+    assert main(["lr-find", data, "--run", str(run), "--steps", "30", "--plot", "none", "--quiet", *size]) in (0, None)
+    assert main(["profile", data, "--run", str(run), "--limit", "120", "--folds", "3", "--plot", "none", "--quiet"]) in (0, None)
+    capsys.readouterr()
+    report = write_report(run)
+    with Chromium(binary) as browser:
+        browser.open(report.resolve().as_uri())
+        images = browser.images()
+        assert images and not [i for i in images if not i["complete"] or i["naturalWidth"] == 0]
+        assert browser.console_errors() == []
+        shown = set(browser.evaluate("Array.from(document.querySelectorAll('section')).filter(s => s.offsetHeight > 0).map(s => s.id)"))
+        from headstart.report import NAV
+
+        assert {section for section, _ in NAV} <= shown, {section for section, _ in NAV} - shown
+        assert "macro F1" in browser.evaluate("document.querySelector('#compare .lead').textContent")
+        folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+        folder.mkdir(parents=True, exist_ok=True)
+        browser.screenshot(folder / f"report-{which}.png")

@@ -173,8 +173,7 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
         _print_json({**result.to_dict(), "plot": str(plot) if plot else None})
         return
     what = "the head on cached features" if args.trainable_blocks == 0 else f"the top {args.trainable_blocks} blocks and the head"
-    print(f"suggested learning rate for {what}: {result.suggestion:.2g} (steepest descent; minimum/10: {result.minimum / 10:.2g})"
-          + (f"; plot {plot}" if plot else ""))  # fmt: skip
+    print(f"{what}: {result.describe()}" + (f"; plot {plot}" if plot else ""))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -280,7 +279,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     blocks = [int(b) if b.lstrip("-").isdigit() else b for b in args.blocks.split(",")] if args.blocks else None
     result = profile(
         args.data,
-        backbone=args.backbone or _default_backbone(args.data),
+        backbone=args.backbone or (None if args.run else _default_backbone(args.data)),
         blocks=blocks,
         every=args.every,
         limit=args.limit,
@@ -292,6 +291,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
         quiet=args.quiet or args.json,
         text_column=args.text_column,
         label_column=args.label_column,
+        run=args.run,
     )
     plot = None if args.plot == "none" else result.plot(args.plot or f"profile-{Path(args.data).stem}-{result.backbone.replace(':', '_').replace('/', '_')}.png")
     if args.json:
@@ -567,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--tolerance", type=float, default=0.01, help="accuracy within which a block is as good as the best (default 0.01 = 1 point)")
     p.add_argument("--plot", default=None, help="PNG path (default profile-<data>-<backbone>.png; 'none' for no plot)")
+    p.add_argument("--run", default=None, help="profile this saved run's source backbone and input size, and save the result in RUN for its report")
     p.add_argument("--batch-size", type=int, default=32)
     _data_options(p)
     p.set_defaults(func=cmd_profile)

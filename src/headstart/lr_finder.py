@@ -2,7 +2,9 @@
 
 The loss of each step is smoothed; the test stops once it exceeds ``diverge`` times its minimum.
 The suggestion is the rate where the smoothed loss falls fastest (steepest negative slope against
-log rate), which is fastai's "steep"; ``minimum / 10`` is also reported. The model is restored
+log rate), which is fastai's "steep"; ``minimum / 10`` is also reported. On a fitted model the
+curve is flat until it breaks, and its steepest point is noise: then the suggestion is a tenth of
+the rate where the loss blew up, and the result says so (``flat``). The model is restored
 afterwards (weights, train/eval mode, frozen set, gradients), so the test can run before a fit or
 on a fitted model (fastai #3658 crashes there) and change nothing.
 """
@@ -32,9 +34,19 @@ class LRFinderResult:
     losses: list[float]
     suggestion: float
     minimum: float  # the rate of the lowest smoothed loss
+    flat: bool = False  # no rate lowered the loss by 10%: a fitted model; the suggestion is then ceiling / 10
+    ceiling: float | None = None  # the rate at which the smoothed loss blew up (``diverge`` times its minimum), if it did
 
     def to_dict(self) -> dict[str, Any]:
-        return {"suggestion": self.suggestion, "minimum_over_10": self.minimum / 10, "lrs": self.lrs, "losses": self.losses}
+        return {"suggestion": self.suggestion, "minimum_over_10": self.minimum / 10, "flat": self.flat, "ceiling": self.ceiling,
+                "lrs": self.lrs, "losses": self.losses}  # fmt: skip
+
+    def describe(self) -> str:
+        """One line for the terminal and the report: what the curve says."""
+        if self.flat:
+            above = f"; it blows up at {self.ceiling:.2g}" if self.ceiling else ""
+            return f"no rate lowers the loss by 10% (the model is already near a minimum){above}: keep rates at or below {self.suggestion:.2g}"
+        return f"suggested rate {self.suggestion:.2g} (steepest descent; minimum/10: {self.minimum / 10:.2g})"
 
     def plot(self, path: str | Path) -> Path:
         """Loss against rate (log scale) with the suggestion marked; written as PNG."""
@@ -48,7 +60,7 @@ class LRFinderResult:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(self.lrs, self.losses)
         ax.set_xscale("log")
-        ax.axvline(self.suggestion, color="tab:red", linestyle="--", label=f"steepest {self.suggestion:.2g}")
+        ax.axvline(self.suggestion, color="tab:red", linestyle="--", label=f"{'ceiling/10' if self.flat else 'steepest'} {self.suggestion:.2g}")
         ax.axvline(self.minimum / 10, color="tab:green", linestyle=":", label=f"minimum/10 {self.minimum / 10:.2g}")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("smoothed training loss")
@@ -85,6 +97,7 @@ def lr_find(
     lrs: list[float] = []
     losses: list[float] = []
     average, best = 0.0, math.inf
+    ceiling: float | None = None  # the rate at which the loss blew up, if it did
     try:
         model.train()
         batches = itertools.cycle(train_loader) if hasattr(train_loader, "__len__") else iter(train_loader)
@@ -98,6 +111,7 @@ def lr_find(
             optimizer.step()
             value = loss.item()
             if not math.isfinite(value):
+                ceiling = lr
                 break
             average = smooth * average + (1 - smooth) * value
             smoothed = average / (1 - smooth ** (step + 1))
@@ -105,6 +119,7 @@ def lr_find(
             losses.append(smoothed)
             best = min(best, smoothed)
             if step > 5 and smoothed > diverge * best:
+                ceiling = lr
                 break
     finally:
         model.load_state_dict(saved)
@@ -118,4 +133,9 @@ def lr_find(
     skip = max(1, len(losses) // 10)  # the first steps are dominated by the smoothing's warm-up
     window = slopes[skip : len(slopes) - 1] if len(slopes) - 1 > skip else slopes
     steepest = int(np.argmin(window)) + (skip if len(slopes) - 1 > skip else 0)
-    return LRFinderResult(lrs, losses, float(lrs[steepest]), float(lrs[int(np.argmin(losses))]))
+    lowest = skip + int(np.argmin(losses[skip:]))
+    # A fitted model (lr-find after fit) has nothing left to descend: the "steepest" point is noise.
+    # Flat: the loss falls by less than 10% of where it started, or by less than 0.02 nats.
+    flat = losses[skip] - losses[lowest] < max(0.1 * abs(losses[skip]), 0.02)
+    suggestion = (ceiling or float(lrs[-1])) / 10 if flat else float(lrs[steepest])
+    return LRFinderResult(lrs, losses, suggestion, float(lrs[lowest]), flat, ceiling)

@@ -116,12 +116,7 @@ class TransferModel(FreezableMixin, nn.Module):
     def from_pretrained(cls, directory: str | Path) -> TransferModel:
         """Load a model written by :meth:`save_pretrained`, with its preprocessing."""
         directory = Path(directory)
-        config_file = directory / CONFIG_NAME
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{directory}: not a headstart run (no {CONFIG_NAME}); pass the directory `headstart fit` wrote")
-        config = json.loads(config_file.read_text())
-        if "headstart_version" not in config:
-            raise ValueError(f"{config_file}: not written by headstart (no headstart_version)")
+        config = read_run_config(directory)
         backbone = backbone_from_config(config["backbone"], directory / ASSETS_DIR, config["preprocessing"])
         if config.get("adapter"):  # the same LoRA layers before the weights (adapter and head) load
             from headstart.adapters import add_lora
@@ -139,3 +134,17 @@ class TransferModel(FreezableMixin, nn.Module):
                 f"(missing {sorted(result.missing_keys)[:3]}, unexpected {sorted(result.unexpected_keys)[:3]})"
             )
         return model.fast_layout().eval()
+
+
+def read_run_config(directory: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a saved run, or a one-line error saying what the directory lacks."""
+    config_file = Path(directory) / CONFIG_NAME
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{directory}: not a headstart run (no {CONFIG_NAME}); pass the directory `headstart fit` wrote")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{config_file}: not valid JSON ({error}); the run is damaged, fit it again") from None
+    if not isinstance(config, dict) or "headstart_version" not in config:
+        raise ValueError(f"{config_file}: not written by headstart (no headstart_version)")
+    return config

@@ -9,6 +9,7 @@ information for the target; where it falls, they carry source-specific features 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ import numpy as np
 from headstart.backbones import Backbone, create_backbone, match_data
 from headstart.data import Dataset, load_dataset, stratified_split
 from headstart.features import EmbeddingCache
+from headstart.io import atomic_write_text
+from headstart.model import read_run_config
 from headstart.progress import Progress
 from headstart.transferability import logme
 
@@ -183,7 +186,7 @@ class Profile:
 def profile(
     data: str | Path | Dataset,
     *,
-    backbone: str | Backbone = "efficientnet_lite0",
+    backbone: str | Backbone | None = None,
     blocks: list[str | int] | None = None,
     every: int | None = None,
     limit: int | None = None,
@@ -195,11 +198,17 @@ def profile(
     quiet: bool = True,
     text_column: str | None = None,
     label_column: str | None = None,
+    run: str | Path | None = None,
 ) -> Profile:
     """Score every block of ``backbone`` on ``data`` (train + val splits) with a linear probe and LogME.
 
     Parameters
     ----------
+    backbone : str or Backbone, optional
+        Default: the source backbone of ``run`` (at the run's input size), else ``efficientnet_lite0``.
+    run : path, optional
+        A saved run; the result is also written to ``run/profile.json``, which the run's report
+        shows (``headstart report RUN``).
     blocks : list of block names or indices, optional
         Default: every block, or every ``every``-th (see :func:`profiled_blocks`).
     limit : int, optional
@@ -215,7 +224,14 @@ def profile(
     >>> result.plateau, result.best  # doctest: +SKIP
     """
     dataset, items, labels = labelled_examples(data, limit=limit, seed=seed, text_column=text_column, label_column=label_column)
-    model = match_data(backbone if isinstance(backbone, Backbone) else create_backbone(backbone), dataset)
+    image_size = None
+    if run is not None and backbone is None:
+        config = read_run_config(run)
+        if "training" not in config:
+            raise ValueError(f"{run}: saved without its training record (save_pretrained); name its backbone (--backbone)")
+        backbone, image_size = config["training"]["backbone"], config["preprocessing"].get("input_size")
+    backbone = backbone or "efficientnet_lite0"
+    model = match_data(backbone if isinstance(backbone, Backbone) else create_backbone(backbone), dataset, image_size=image_size)
     names = profiled_blocks(model, every) if blocks is None else [model.blocks[model.blocks.index_of(b)].name for b in blocks]
     started = time.perf_counter()
     with Progress(quiet=quiet) as progress:
@@ -226,4 +242,9 @@ def profile(
         mean, std = probe_accuracy(features[name], labels, folds=folds, seed=seed)
         rows.append(BlockScore(model.blocks.index_of(name), name, features[name].shape[1], mean, std, logme(features[name], labels)))
     seconds = {"features": embedded, "scores": time.perf_counter() - started - embedded}
-    return Profile(model.spec.name, str(dataset.source), len(items), dataset.classes, tolerance, rows, seconds)
+    result = Profile(model.spec.name, str(dataset.source), len(items), dataset.classes, tolerance, rows, seconds)
+    if run is not None:  # the run's report.html shows the plot (headstart report RUN)
+        from headstart.report import PROFILE_NAME
+
+        atomic_write_text(Path(run) / PROFILE_NAME, json.dumps(result.to_dict()))
+    return result

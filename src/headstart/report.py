@@ -11,7 +11,9 @@ Sections appear when the run holds their data:
 * dataset summary, strategy and settings, frozen/trainable blocks, training curves with phase
   boundaries and the overfitting flag, confusion matrix and per-class precision/recall/F1, the
   worst mistakes (``predictions.json``) - every run written by ``fit``;
-* the advisor's rationale and the layer-wise profile - runs fitted with ``strategy="auto"``;
+* the advisor's rationale - runs fitted with ``strategy="auto"``;
+* the layer-wise profile - those runs, or any run given ``headstart profile DATA --run RUN``
+  (``profile.json``);
 * the learning-rate finder plot - when the run directory holds ``lr_find.json``
   (``{"lrs": [...], "losses": [...], "suggestion": lr}``);
 * transfer vs scratch - when a run in ``compare`` (or a sibling directory fitted on the same
@@ -39,6 +41,7 @@ from headstart.io import atomic_write_text
 
 REPORT_NAME = "report.html"
 LR_FIND_NAME = "lr_find.json"
+PROFILE_NAME = "profile.json"
 GALLERY_SIZE = 12
 TRAIN_COLOR, VAL_COLOR, KEPT_COLOR, ALERT_COLOR = "#2563eb", "#ea580c", "#16a34a", "#dc2626"
 
@@ -54,6 +57,7 @@ class SavedRun:
     dataset: dict[str, Any]
     predictions: dict[str, Any] = field(default_factory=dict)
     lr_find: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
     log: str = ""
 
     @property
@@ -96,6 +100,7 @@ class SavedRun:
             dataset=read(DATASET_NAME) or config.get("dataset", {}),
             predictions=read(PREDICTIONS_NAME) or {},
             lr_find=read(LR_FIND_NAME),
+            profile=read(PROFILE_NAME),
             log=log.read_text(encoding="utf-8", errors="replace") if log.is_file() else "",
         )
 
@@ -172,7 +177,7 @@ def _sections(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any]:
         else None,
         "results": _results_section(test) if test else None,
         "mistakes": _mistakes_section(run.predictions) if run.predictions.get("examples") else None,
-        "profile": _profile_section(run.training.get("advice") or {}),
+        "profile": _profile_section(run.profile or (run.training.get("advice") or {}).get("profile")),
         "compare": _compare_section(run, others) if others else None,
         "log": run.log.strip() or None,
     }
@@ -330,7 +335,11 @@ def _lr_find_section(data: dict[str, Any]) -> dict[str, Any] | None:
         ax.set_ylim(min(finite) - 0.05 * abs(min(finite)), min(max(finite), 4 * np.median(finite)))
     image = _png(fig)
     plt.close(fig)
-    return {"image": image, "suggestion": suggestion}
+    from headstart.lr_finder import LRFinderResult
+
+    fields = {k: data.get(k) for k in ("flat", "ceiling")}
+    line = LRFinderResult(lrs, losses, float(suggestion or 0), float(lrs[int(np.argmin(losses))]), bool(fields["flat"]), fields["ceiling"]).describe() if suggestion else None
+    return {"image": image, "suggestion": suggestion, "line": line}
 
 
 def _phases(epochs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -374,14 +383,14 @@ def _mistakes_section(predictions: dict[str, Any]) -> dict[str, Any]:
     return {"split": predictions.get("split", "test"), "n": len(examples), "wrong": len(wrong), "cards": cards, "modality": predictions.get("modality")}
 
 
-def _profile_section(advice: dict[str, Any]) -> dict[str, Any] | None:
-    if not advice.get("profile"):
+def _profile_section(profile: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not profile:
         return None
     import matplotlib.pyplot as plt
 
     from headstart.profiling import Profile
 
-    result = Profile.from_dict(advice["profile"])
+    result = Profile.from_dict(profile)
     fig = result.figure()
     image = _png(fig)
     plt.close(fig)
@@ -408,7 +417,7 @@ def _compare_section(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any
     gain = None
     if scratch and transfer:
         best = max(transfer, key=lambda r: r["accuracy"])
-        gain = {"best": best["strategy"], "points": 100 * (best["accuracy"] - scratch[0]["accuracy"])}
+        gain = {"best": best["strategy"], "points": 100 * (best["accuracy"] - scratch[0]["accuracy"]), "f1": (best["macro_f1"], scratch[0]["macro_f1"])}
     return {"rows": rows, "gain": gain, "image": _png(_compare_figure(runs))}
 
 
