@@ -40,3 +40,27 @@ def test_mlflow_file_store(elpv_folder, tmp_path, monkeypatch, capsys):
     metrics = __import__("json").loads((out / "metrics.json").read_text())
     assert run.data.metrics["test/macro_f1"] == pytest.approx(metrics["test"]["macro_f1"])
     assert {"report.html", "metrics.json", "history.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.parametrize("error, status", [(KeyboardInterrupt, "KILLED"), (RuntimeError, "FAILED")])
+def test_mlflow_run_is_closed_when_the_fit_breaks(error, status, elpv_folder, tmp_path, monkeypatch):
+    """Ctrl-C or a crash mid-fit ends the MLflow run (KILLED / FAILED, with the error as a tag) instead of leaving it RUNNING."""
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install headstart[mlflow])")
+    from mlflow.tracking import MlflowClient
+
+    from headstart.api import fit
+    from headstart.training import Callback
+
+    class Break(Callback):
+        def on_epoch_end(self, state):
+            if state["epoch"] == 2:
+                raise error("stopped by the test")
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    with pytest.raises(error):
+        fit(elpv_folder, out=tmp_path / "run", epochs=4, log_to="mlflow", log_uri=uri, callbacks=[Break()], quiet=True)
+    client = MlflowClient(tracking_uri=uri)
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == status and run.data.tags["error"].startswith(error.__name__)  # Ctrl-C's message says how to resume
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2  # the epochs before the break were logged

@@ -235,51 +235,56 @@ def fit(
     tracker = None if not main else make_tracker(log_to, uri=log_uri, directory=directory, experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"headstart-{Path(dataset.source).stem}")
     if tracker is not None:
         tracker.start(directory.name if directory is not None else "headstart", arguments)
-    with Progress(quiet=quiet) as progress:
-        summary = dataset.summary()
-        progress.log(f"data: {dataset.source}: {', '.join(f'{s} {sum(c.values())}' for s, c in summary['counts'].items())}; classes {dataset.classes}")
-        for note in dataset.notes:
-            progress.log(f"data: {note}")
-        for line in advice_lines:
-            progress.log(f"auto: {line}")
-        if dataset.skipped:
-            reasons = ", ".join(f"{n} {r}" for r, n in summary["skipped_reasons"].items())
-            progress.log(f"data: skipped {len(dataset.skipped)} ({reasons}): " + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else ""))
-        for warning in dataset.warnings:
-            progress.log(f"warning: {warning}")
-        ctx = FitContext(progress=progress, cache=EmbeddingCache(cache_dir), images=image_cache(cache_dir), batch_size=batch_size, seed=seed, augment=augment,
-                         callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks],
-                         penalties=make_penalties(model, l2sp=l2sp, bss=bss))  # fmt: skip
-        if resume:
-            progress.log(f"resuming {directory} from its checkpoint")
-        history, model = _run_strategy(chosen, model, build, dataset, ctx, checkpoint, directory)
-        overfit = history.overfitting()
-        if overfit["detected"]:
-            progress.log(f"warning: {overfit['message']}")
-        metrics, predictions = {}, {}
-        for split in ("val", "test"):
-            if dataset.items(split):
-                metrics[split], labels, probs = _scored(model, dataset, split, batch_size=64, cache=ctx.cache)
-                predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)  # test wins
-        seconds = time.perf_counter() - started
-        if "test" in metrics:
-            progress.log(f"test: accuracy {metrics['test']['accuracy']:.4f}, balanced {metrics['test']['balanced_accuracy']:.4f}, macro F1 {metrics['test']['macro_f1']:.4f} (n={metrics['test']['n']}) in {seconds:.0f}s")
-        log_lines = list(progress.lines)
-    model.train()  # the modes training used: frozen blocks' BatchNorm in eval (as `headstart summary` shows)
-    blocks = freeze_report(model).to_rows()
-    run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice_record)
-    if directory is not None and main:
-        _save_run(run, chosen, backbone=backbone, seed=seed, batch_size=ctx.batch_size, log_lines=log_lines, blocks=blocks)
-        if report:
-            from headstart.report import write_report
+    try:
+        with Progress(quiet=quiet) as progress:
+            summary = dataset.summary()
+            progress.log(f"data: {dataset.source}: {', '.join(f'{s} {sum(c.values())}' for s, c in summary['counts'].items())}; classes {dataset.classes}")
+            for note in dataset.notes:
+                progress.log(f"data: {note}")
+            for line in advice_lines:
+                progress.log(f"auto: {line}")
+            if dataset.skipped:
+                reasons = ", ".join(f"{n} {r}" for r, n in summary["skipped_reasons"].items())
+                progress.log(f"data: skipped {len(dataset.skipped)} ({reasons}): " + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else ""))
+            for warning in dataset.warnings:
+                progress.log(f"warning: {warning}")
+            ctx = FitContext(progress=progress, cache=EmbeddingCache(cache_dir), images=image_cache(cache_dir), batch_size=batch_size, seed=seed, augment=augment,
+                             callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks],
+                             penalties=make_penalties(model, l2sp=l2sp, bss=bss))  # fmt: skip
+            if resume:
+                progress.log(f"resuming {directory} from its checkpoint")
+            history, model = _run_strategy(chosen, model, build, dataset, ctx, checkpoint, directory)
+            overfit = history.overfitting()
+            if overfit["detected"]:
+                progress.log(f"warning: {overfit['message']}")
+            metrics, predictions = {}, {}
+            for split in ("val", "test"):
+                if dataset.items(split):
+                    metrics[split], labels, probs = _scored(model, dataset, split, batch_size=64, cache=ctx.cache)
+                    predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)  # test wins
+            seconds = time.perf_counter() - started
+            if "test" in metrics:
+                progress.log(f"test: accuracy {metrics['test']['accuracy']:.4f}, balanced {metrics['test']['balanced_accuracy']:.4f}, macro F1 {metrics['test']['macro_f1']:.4f} (n={metrics['test']['n']}) in {seconds:.0f}s")
+            log_lines = list(progress.lines)
+        model.train()  # the modes training used: frozen blocks' BatchNorm in eval (as `headstart summary` shows)
+        blocks = freeze_report(model).to_rows()
+        run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice_record)
+        if directory is not None and main:
+            _save_run(run, chosen, backbone=backbone, seed=seed, batch_size=ctx.batch_size, log_lines=log_lines, blocks=blocks)
+            if report:
+                from headstart.report import write_report
 
-            try:
-                write_report(directory)
-            except Exception as error:  # noqa: BLE001 - the trained run is saved; a page must not make it look failed
-                warnings.warn(f"{directory}: report.html not written ({type(error).__name__}: {error}); the run is saved, retry with `headstart report {directory}`", stacklevel=2)
-        shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # finished: nothing left to resume
-    if tracker is not None:
-        tracker.finish(metrics, directory)
+                try:
+                    write_report(directory)
+                except Exception as error:  # noqa: BLE001 - the trained run is saved; a page must not make it look failed
+                    warnings.warn(f"{directory}: report.html not written ({type(error).__name__}: {error}); the run is saved, retry with `headstart report {directory}`", stacklevel=2)
+            shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # finished: nothing left to resume
+        if tracker is not None:
+            tracker.finish(metrics, directory)
+    except BaseException as error:  # a crash or Ctrl-C: the tracker marks its run failed or killed instead of leaving it running
+        if tracker is not None:
+            tracker.abort(error)
+        raise
     distributed.barrier()  # the other ranks return once rank 0 has saved the run
     return run
 

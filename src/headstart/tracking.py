@@ -35,6 +35,9 @@ class Tracker(Callback):
     def finish(self, metrics: dict[str, Any], directory: Path | None) -> None:
         """After the run was saved: held-out ``metrics`` and the run ``directory`` (report inside)."""
 
+    def abort(self, error: BaseException) -> None:
+        """The fit raised ``error`` (KeyboardInterrupt for Ctrl-C): close what :meth:`start` opened."""
+
 
 class TensorBoardTracker(Tracker):
     """Event files under ``log_dir/<run name>`` (default ``<run>/tensorboard``), readable by ``tensorboard --logdir``."""
@@ -72,6 +75,11 @@ class TensorBoardTracker(Tracker):
             copy = shutil.copy(report, self.log_dir / report.name)
             self.writer.add_text("report", f"Run report (self-contained HTML): `{Path(copy).resolve()}`", 0)
         self.writer.close()
+
+    def abort(self, error: BaseException) -> None:
+        if self.writer is not None:
+            self.writer.add_text("error", f"{type(error).__name__}: {error}", 0)
+            self.writer.close()
 
 
 class MLflowTracker(Tracker):
@@ -111,6 +119,13 @@ class MLflowTracker(Tracker):
                 if (directory / name).is_file():
                     self.mlflow.log_artifact(str(directory / name))
         self.mlflow.end_run()
+
+    def abort(self, error: BaseException) -> None:
+        """End the run as KILLED (Ctrl-C) or FAILED, with the error as a tag, so the UI does not show it running forever."""
+        if self.run_id is None:
+            return
+        self.mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+        self.mlflow.end_run(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
 
 
 def make_tracker(log_to: str | None, *, uri: str | None, directory: Path | None, experiment: str | None) -> Tracker | None:
