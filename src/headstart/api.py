@@ -167,7 +167,9 @@ def fit(
     image_size : int, optional
         Input resolution instead of the weights' own, for images or spectrogram images (saved with the run, so ``predict`` reuses it).
     batch_size : int, default=32
-        Halved and the run restarted when the GPU runs out of memory (down to 1).
+        Examples per step, for training and for embedding: it bounds peak memory (embedding 224-pixel
+        images with efficientnet_lite0 peaks near 1.0 GB at 32 and 1.5 GB at 64, see BENCHMARKS.md,
+        P4). Halved and the run restarted when the GPU runs out of memory (down to 1).
     seed : int, default=0
         Same data, seed and settings give identical results on CPU.
     callbacks : sequence of Callback, default=()
@@ -260,7 +262,7 @@ def fit(
             metrics, predictions = {}, {}
             for split in ("val", "test"):
                 if dataset.items(split):
-                    metrics[split], labels, probs = _scored(model, dataset, split, batch_size=64, cache=ctx.cache)
+                    metrics[split], labels, probs = _scored(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache)
                     predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)  # test wins
             seconds = time.perf_counter() - started
             if "test" in metrics:

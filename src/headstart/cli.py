@@ -268,9 +268,11 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def _default_backbone(data: str) -> str:
-    from headstart.data import TABLE_EXTENSIONS
+    """minilm for a table of texts; efficientnet_lite0 for images, audio (as spectrograms) and listings of their files."""
+    from headstart.data import TABLE_EXTENSIONS, table_lists_files
 
-    return "minilm" if Path(data).suffix.lower() in TABLE_EXTENSIONS else "efficientnet_lite0"
+    is_table = Path(data).suffix.lower() in TABLE_EXTENSIONS and Path(data).is_file()
+    return "minilm" if is_table and not table_lists_files(data) else "efficientnet_lite0"
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -657,7 +659,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except _USER_ERRORS as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: {message.strip(chr(34)).strip(chr(39))}", file=sys.stderr)
+        if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":  # a KeyError's repr
+            message = message[1:-1]
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -306,8 +306,8 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
     if not rows:
         raise ValueError(f"{path}: no rows; the file needs a header and at least one row per class")
     columns = [c for c in rows[0] if isinstance(c, str)]  # a CSV row longer than its header adds a None key
-    path_col = next((c for c in columns if c.lower() in PATH_COLUMNS), None)
-    if text_column is None and path_col is not None and not any(c.lower() in TEXT_COLUMNS for c in columns):
+    path_col = _listing_column(columns) if text_column is None else None
+    if path_col is not None:
         return _load_listing(path, rows, columns, path_col, label_column, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     text_col = _pick_column(columns, text_column, TEXT_COLUMNS, "text", path, "--text-column")
     label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
@@ -331,6 +331,18 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
         items.append(str(text))
         labels.append(label_name(label))
     return _finish(path, "text", raw, skipped, [], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+def _listing_column(columns: Sequence[str]) -> str | None:
+    """The path column of a table that lists files (image or audio) rather than holding texts, else None."""
+    path_col = next((c for c in columns if c.lower() in PATH_COLUMNS), None)
+    return path_col if path_col is not None and not any(c.lower() in TEXT_COLUMNS for c in columns) else None
+
+
+def table_lists_files(path: str | Path) -> bool:
+    """True for a CSV/TSV/JSONL whose rows name image or audio files (a listing), False for texts."""
+    rows = _read_rows(Path(path))
+    return bool(rows) and _listing_column([c for c in rows[0] if isinstance(c, str)]) is not None
 
 
 def _row_split(row: dict[str, Any], split_col: str | None) -> str:

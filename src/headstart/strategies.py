@@ -119,7 +119,7 @@ class FeatureExtraction(Strategy):
         ctx.progress.log(f"{self.name}: {report}")
         features = {}
         for split in ("train", "val"):
-            array, computed = ctx.cache.embed(model.backbone, data.items(split), batch_size=64, progress=ctx.progress)
+            array, computed = ctx.cache.embed(model.backbone, data.items(split), batch_size=ctx.batch_size, progress=ctx.progress)
             ctx.progress.log(f"{split}: {len(array)} embeddings ({computed} computed, {len(array) - computed} from cache)")
             features[split] = np.ascontiguousarray(array)
         train = tensor_loader(features["train"], data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed)

@@ -1,0 +1,148 @@
+"""Issue 5, P4: feature extraction over 5k, 20k and 50k images - peak memory and time against N.
+
+Usage:
+    python bench/memory.py make DIR [--n 50000]          # build the images once (about 1 GB of JPEG)
+    python bench/memory.py run DIR [--sizes 5000,20000,50000]
+
+``make`` builds N distinct images from the real shared ones (hymenoptera, oxford_flowers17,
+brain_tumor_mri): each is a random crop (30-100% of the side, random position, random horizontal
+flip) of a random source image, resized to 256 x 256 and saved as JPEG (quality 90). The label is
+the source dataset, so the task is real enough for a head to learn. ``run`` writes a listing
+(``path,label``) of the first N images and runs, per N, in a fresh process with an empty cache:
+
+    headstart fit LISTING --strategy feature-extraction --quiet --json --no-report
+
+and records its wall time, the seconds per 1,000 images, and memory two ways: the peak resident
+set size of the largest single process (``/usr/bin/time -v``: the main process or one of its 2
+loader workers) and the peak of the sum of PSS (proportional set size: shared pages split between
+the processes sharing them) over the whole process tree, sampled every 0.2 s with psutil. Rows
+are appended to bench/results/memory.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+RESULTS = Path(__file__).parent / "results" / "memory.jsonl"
+SOURCES = ("hymenoptera", "oxford_flowers17", "brain_tumor_mri")
+
+
+def make(folder: Path, n: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    sources = []
+    for name in SOURCES:
+        sources += [(path, name) for path in sorted((SHARED / name).rglob("*")) if path.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    started = time.perf_counter()
+    for i in range(n):
+        path, label = rng.choice(sources)
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            side = int(min(image.size) * rng.uniform(0.3, 1.0))
+            x, y = rng.randint(0, image.width - side), rng.randint(0, image.height - side)
+            crop = image.crop((x, y, x + side, y + side)).resize((256, 256), Image.Resampling.BILINEAR)
+            if rng.random() < 0.5:
+                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            name = f"{i // 1000:03d}/{i:06d}.jpg"
+            (folder / name).parent.mkdir(exist_ok=True)
+            crop.save(folder / name, quality=90)
+        rows.append((name, label))
+        if (i + 1) % 5000 == 0:
+            print(f"{i + 1} images, {time.perf_counter() - started:.0f}s", flush=True)
+    with open(folder / "all.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([("path", "label"), *rows])
+
+
+def tree_pss(pid: int) -> int:
+    """Sum of the proportional set sizes of ``pid`` and all its descendants, in bytes (0 once it is gone).
+
+    PSS charges each shared page to the processes sharing it in equal parts, so the sum is the
+    memory the tree really holds (RSS would count the pages forked loader workers share with the
+    main process once per process)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_full_info().pss
+    return total
+
+
+def run(folder: Path, sizes: list[int]) -> None:
+    with open(folder / "all.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    header, rows = rows[0], rows[1:]
+    for n in sizes:
+        if n > len(rows):
+            raise SystemExit(f"{folder} holds {len(rows)} images; make more (make --n {n})")
+        listing = folder / f"first-{n}.csv"
+        with open(listing, "w", newline="") as handle:
+            csv.writer(handle).writerows([header, *rows[:n]])
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "HEADSTART_CACHE": str(Path(tmp) / "cache"), "HF_HUB_OFFLINE": "1"}
+            command = [sys.executable, "-m", "headstart", "fit", str(listing), "--strategy", "feature-extraction", "--out", str(Path(tmp) / "run"), "--json"]
+            started = time.perf_counter()
+            with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+                process = subprocess.Popen(["/usr/bin/time", "-v", *command], stdout=out, stderr=err, env=env, text=True)
+                tree_peak = 0
+                while process.poll() is None:
+                    tree_peak = max(tree_peak, tree_pss(process.pid))
+                    time.sleep(0.2)
+                seconds = time.perf_counter() - started
+                out.seek(0), err.seek(0)
+                result = subprocess.CompletedProcess(command, process.returncode, out.read(), err.read())
+        if result.returncode != 0:
+            raise SystemExit(result.stderr[-3000:])
+        peak_kb = int(next(line for line in result.stderr.splitlines() if "Maximum resident set size" in line).split(":")[1])
+        metrics = json.loads(result.stdout)["metrics"]
+        row = {
+            "n": n,
+            "peak_rss_mb": round(peak_kb / 1024, 1),
+            "peak_tree_pss_mb": round(tree_peak / 2**20, 1),
+            "seconds": round(seconds, 1),
+            "seconds_per_1000": round(1000 * seconds / n, 2),
+            "test_accuracy": metrics["test"]["accuracy"],
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads default",
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip(),
+        }
+        print(json.dumps(row), flush=True)
+        RESULTS.parent.mkdir(exist_ok=True)
+        with RESULTS.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["make", "run"])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--n", type=int, default=50000)
+    parser.add_argument("--sizes", default="5000,20000,50000")
+    args = parser.parse_args()
+    if args.command == "make":
+        make(args.folder, args.n)
+    else:
+        run(args.folder, [int(s) for s in args.sizes.split(",")])
+
+
+if __name__ == "__main__":
+    main()
