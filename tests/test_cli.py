@@ -63,3 +63,18 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
 def test_fit_refuses_to_overwrite(fe_run, elpv_folder, capsys):
     assert main(["fit", str(elpv_folder), "--out", str(fe_run.directory)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_default_backbone_follows_what_a_table_holds(tmp_path, topics_csv):
+    from headstart.cli import _default_backbone
+
+    listing = tmp_path / "files.csv"
+    listing.write_text("path,label\na.jpg,x\nb.jpg,y\n")
+    assert _default_backbone(str(listing)) == "efficientnet_lite0"  # a listing of image files
+    assert _default_backbone(str(topics_csv)) == "minilm"
+    assert _default_backbone(str(tmp_path)) == "efficientnet_lite0"
+
+
+def test_error_line_keeps_quotes_inside_the_message(elpv_folder, capsys):
+    assert main(["fit", str(elpv_folder), "--backbone", "minilm", "--quiet"]) == 2
+    assert "error: 'minilm' is a text backbone" in capsys.readouterr().err
