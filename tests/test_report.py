@@ -175,3 +175,18 @@ def test_shared_reports_show_every_section(which, sms_subset, tmp_path, capsys):
         folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
         folder.mkdir(parents=True, exist_ok=True)
         browser.screenshot(folder / f"report-{which}.png")
+
+
+def test_class_names_the_plot_font_cannot_draw_are_numbered(elpv_folder, tmp_path):
+    """CJK class names: the confusion matrix numbers the classes when the font lacks the glyphs; the page keeps the names."""
+    from headstart.api import fit
+    from headstart.report import drawable
+
+    assert drawable(["ants", "Ünïcödé bees"])
+    data = tmp_path / "data"
+    for source, name in (("defective", "有缺陷"), ("functional", "正常")):
+        shutil.copytree(elpv_folder / source, data / name)
+    run = fit(data, out=tmp_path / "run", image_size=64, epochs=5, quiet=True)
+    page = (run.directory / REPORT_NAME).read_text(encoding="utf-8")
+    assert "有缺陷" in page and "正常" in page
+    assert ("Classes are numbered as in the table" in page) == (not drawable(["有缺陷", "正常"]))

@@ -358,11 +358,13 @@ def _phases(epochs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _results_section(metrics: dict[str, Any]) -> dict[str, Any]:
+    numbered = not drawable(metrics["classes"])
     return {
         "split": metrics.get("split", "test"),
         "n": metrics["n"],
-        "image": _png(_confusion_figure(metrics["confusion_matrix"], metrics["classes"])),
-        "per_class": [(name, row) for name, row in metrics["per_class"].items()],
+        "numbered": numbered,
+        "image": _png(_confusion_figure(metrics["confusion_matrix"], [str(i) for i in range(len(metrics["classes"]))] if numbered else metrics["classes"])),
+        "per_class": [(name, metrics["per_class"][name]) for name in metrics["classes"] if name in metrics["per_class"]],  # the matrix's order
         "summary": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "loss") if k in metrics},
     }
 
@@ -502,6 +504,29 @@ def _percent_formatter() -> Any:
     from matplotlib.ticker import PercentFormatter
 
     return PercentFormatter(xmax=1.0)
+
+
+def drawable(labels: Sequence[str]) -> bool:
+    """Whether the figures' font has a glyph for every character of ``labels``.
+
+    Class names in scripts the installed fonts lack (CJK on a bare Debian) would be drawn as
+    empty boxes; the confusion matrix then numbers the classes and the page (whose text the
+    browser renders with its own fonts) gives the numbers beside the names.
+    """
+    wanted = {ord(ch) for label in labels for ch in label if not ch.isspace()}
+    if all(code < 0x250 for code in wanted):  # Latin: every sans-serif font has it
+        return True
+    import matplotlib
+    from matplotlib import font_manager, ft2font
+
+    covered: set[int] = set()
+    for family in matplotlib.rcParams["font.sans-serif"]:  # matplotlib falls back glyph by glyph along this list
+        try:
+            path = font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
+        except ValueError:
+            continue
+        covered |= set(ft2font.FT2Font(path).get_charmap())
+    return wanted <= covered
 
 
 @_styled
