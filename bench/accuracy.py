@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import headstart
@@ -42,6 +43,7 @@ CONFIGS = {
     "elpv-ft-advised": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=20, trainable_blocks=5, batchnorm="train"),
     "elpv-ft-dihedral": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=25, patience=8, augment="dihedral"),
     "elpv-ft-lite2-dihedral": dict(data="elpv-binary", backbone="efficientnet_lite2", strategy="fine-tune", epochs=25, patience=8, augment="dihedral"),
+    "elpv-ft-dihedral-tta": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=25, patience=8, augment="dihedral", tta="dihedral"),
     "elpv-ft-300": dict(data="elpv-binary", backbone="efficientnet_lite0", strategy="fine-tune", epochs=12, image_size=300),
 }
 
@@ -63,6 +65,18 @@ def main(names: list[str]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             run = fit(data, out=Path(tmp) / "run", quiet=True, **settings)
         test = run.metrics["test"]
+        extra = {}
+        if settings.get("tta", "none") != "none":  # the same trained model without test-time views, for the comparison
+            from dataclasses import replace
+
+            from headstart.api import predict_proba
+
+            with_views = run.model.backbone.preprocessing
+            run.model.backbone.preprocessing = replace(with_views, tta="none")
+            probs = predict_proba(run.model, data.items("test"))
+            run.model.backbone.preprocessing = with_views
+            remap = np.array([run.model.classes.index(c) for c in data.classes])
+            extra["test_accuracy_without_tta"] = float((probs.argmax(1) == remap[data.labels("test")]).mean())
         row = {
             "config": name,
             **CONFIGS[name],
@@ -70,6 +84,7 @@ def main(names: list[str]) -> None:
             "balanced_accuracy": test["balanced_accuracy"],
             "macro_f1": test["macro_f1"],
             "n_test": test["n"],
+            **extra,
             "epochs_run": {phase: sum(r["phase"] == phase for r in run.history.epochs) for phase in dict.fromkeys(r["phase"] for r in run.history.epochs)},
             "seconds": time.perf_counter() - started,
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",

@@ -123,3 +123,27 @@ def test_damaged_cache_entry_is_rebuilt(lite0, elpv_folder, tmp_path):
     shard.write_bytes(bytes(data))
     again, computed = EmbeddingCache(tmp_path).embed(lite0, files)
     assert computed == 4 and np.array_equal(first, again)
+
+
+def test_tta_views_are_saved_with_the_run_and_averaged(elpv_folder, topics_csv, tmp_path):
+    """``tta="dihedral"``: the probabilities are the mean over the 8 symmetries of the preprocessed image, and the
+    views travel with the run (a reloaded model predicts the same)."""
+    from PIL import Image
+
+    from headstart.api import from_pretrained
+    from headstart.preprocessing import TTA_VIEWS
+
+    run = fit(elpv_folder, out=tmp_path / "run", strategy="fine-tune", trainable_blocks=1, epochs=1, image_size=64, augment="dihedral",
+              tta="dihedral", quiet=True)  # fmt: skip
+    model = from_pretrained(run.directory)
+    assert model.preprocessing.tta == "dihedral" and len(TTA_VIEWS["dihedral"]) == 8
+    with Image.open(sorted(elpv_folder.rglob("*.png"))[0]) as image:
+        photo = image.convert("RGB")
+    x = model.preprocessing.eval_transform()(photo)[None]
+    with torch.inference_mode():
+        views = torch.stack([model.eval()(view(x)).softmax(-1) for view in TTA_VIEWS["dihedral"]])
+    assert not torch.allclose(views[0], views[1:].mean(0), atol=1e-4)  # the views disagree, so averaging matters
+    assert np.allclose(predict_proba(model, [photo]), views.mean(0).numpy(), atol=1e-5)
+    assert np.allclose(predict_proba(run.model, [photo]), predict_proba(model, [photo]), atol=1e-6)
+    with pytest.raises(ValueError, match="tta applies to image data"):
+        fit(topics_csv, backbone="minilm", tta="flip", save=False, quiet=True)

@@ -35,6 +35,7 @@ from headstart.io import atomic_write_text
 from headstart.lr_finder import LRFinderResult, lr_find
 from headstart.metrics import classification_metrics
 from headstart.model import TransferModel
+from headstart.preprocessing import ImagePreprocessing
 from headstart.progress import Progress
 from headstart.regularizers import L2SP, make_penalties
 from headstart.strategies import FitContext, Strategy, make_strategy
@@ -112,6 +113,7 @@ def fit(
     dropout: float = 0.0,
     augment: str | None = None,
     image_size: int | None = None,
+    tta: str | None = None,
     batch_size: int = 32,
     seed: int = 0,
     overwrite: bool = False,
@@ -166,6 +168,10 @@ def fit(
         Use the pooled output of this block instead of the last one.
     image_size : int, optional
         Input resolution instead of the weights' own, for images or spectrogram images (saved with the run, so ``predict`` reuses it).
+    tta : {"none", "flip", "dihedral"}, optional
+        Test-time augmentation of image models: ``predict`` and the held-out metrics average the
+        class probabilities over these views (saved with the run). Validation during training
+        does not use it.
     batch_size : int, default=32
         Examples per step, for training and for embedding: it bounds peak memory (embedding 224-pixel
         images with efficientnet_lite0 peaks near 1.0 GB at 32 and 1.5 GB at 64, see BENCHMARKS.md,
@@ -230,7 +236,7 @@ def fit(
     def build() -> TransferModel:
         seed_everything(seed)
         model = TransferModel.from_backbone(backbone, dataset.classes, cut=cut, hidden=hidden, dropout=dropout, pretrained=chosen.pretrained, weights=weights)
-        match_data(model.backbone, dataset, image_size=image_size)
+        match_data(model.backbone, dataset, image_size=image_size, tta=tta)
         return model.to(distributed.device()).fast_layout()
 
     model = build()
@@ -379,14 +385,15 @@ def predict_proba(model: TransferModel | str | Path, items: list[Any], *, batch_
     only the head runs: feature extraction never pays for the body twice.
     """
     model = _as_model(model)
-    if cache is not None and not any(p.requires_grad for p in model.backbone.parameters()):
+    views = model.preprocessing.views() if isinstance(model.preprocessing, ImagePreprocessing) else None
+    if cache is not None and not any(p.requires_grad for p in model.backbone.parameters()) and not (views and len(views) > 1):
         features, _ = cache.embed(model.backbone, items, batch_size=batch_size)
         model.eval()
         with torch.inference_mode():
             logits = model.head(torch.from_numpy(features).to(model.backbone.device))
         return logits.float().softmax(-1).cpu().numpy()
     loader = make_loader(items, None, model.preprocessing, batch_size=batch_size)
-    _, probs, _ = evaluate_loader(model, loader)
+    _, probs, _ = evaluate_loader(model, loader, views=views)
     return probs
 
 

@@ -694,13 +694,14 @@ def backbone_from_config(config: dict[str, Any], assets: Path, preprocessing: di
     raise ValueError(f"Unknown backbone family {config['family']!r} in a saved config")
 
 
-def match_data(backbone: Backbone, dataset: Dataset, *, image_size: int | None = None) -> Backbone:
+def match_data(backbone: Backbone, dataset: Dataset, *, image_size: int | None = None, tta: str | None = None) -> Backbone:
     """Ready ``backbone`` (in place) for ``dataset``'s modality, or raise naming the mismatch.
 
     An image CNN given audio gets :class:`~headstart.preprocessing.SpectrogramPreprocessing` (the
     ImageNet-CNN-on-log-mel route); an audio backbone without a clip length gets one. Sample rate
     and clip length come from the training clips' headers (:func:`headstart.audio.audio_defaults`).
-    ``image_size`` replaces the input size of an image or spectrogram backbone.
+    ``image_size`` replaces the input size of an image or spectrogram backbone; ``tta`` sets an
+    image backbone's test-time views (:data:`headstart.preprocessing.TTA_VIEWS`).
     """
     prep = backbone.preprocessing
     clips = [p for p in dataset.items("train") if isinstance(p, Path)] if dataset.modality == "audio" else []
@@ -721,4 +722,12 @@ def match_data(backbone: Backbone, dataset: Dataset, *, image_size: int | None =
             raise ValueError("--image-size applies to image backbones (and image backbones reading spectrograms) only")
         if isinstance(backbone, TimmBackbone):
             backbone._feature_dim = None
+    if tta not in (None, "none"):
+        from headstart.preprocessing import TTA_VIEWS
+
+        if not isinstance(backbone.preprocessing, ImagePreprocessing):
+            raise ValueError(f"--tta applies to image data; {dataset.source} holds {dataset.modality} data")
+        if tta not in TTA_VIEWS:
+            raise ValueError(f"tta={tta!r} is not one of {list(TTA_VIEWS)}")
+        backbone.preprocessing = replace(backbone.preprocessing, tta=tta)
     return backbone

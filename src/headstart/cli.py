@@ -78,6 +78,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         dropout=args.dropout,
         augment=args.augment,
         image_size=args.image_size,
+        tta=args.tta,
         batch_size=args.batch_size,
         seed=args.seed,
         overwrite=args.overwrite,
@@ -485,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--augment", default=None, choices=AUGMENT_CHOICES, help="image augmentation (default light when fine-tuning; dihedral adds vertical flips and quarter turns for images with no up or down)")
     p.add_argument("--image-size", type=int, default=None, help="input resolution (of images, or of spectrogram images for audio) instead of the weights' own (saved with the run)")
+    p.add_argument("--tta", default=None, choices=["none", "flip", "dihedral"], help="test-time augmentation: predictions averaged over flips, or the 8 symmetries of the square (saved with the run)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")

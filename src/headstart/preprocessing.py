@@ -32,6 +32,20 @@ microscopy, satellite tiles, spectrogram-free textures): ``light`` plus vertical
 turns, the eight symmetries of the square."""
 
 
+def _turns(k: int, flip: bool) -> Any:
+    return lambda x: torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+
+
+TTA_VIEWS: dict[str, list[Any]] = {
+    "none": [lambda x: x],
+    "flip": [lambda x: x, lambda x: x.flip(-1)],
+    "dihedral": [_turns(k, flip) for flip in (False, True) for k in range(4)],
+}
+"""Test-time augmentation: predictions averaged over these views of each image. ``flip`` matches
+the horizontal flips of every training preset; ``dihedral`` the eight symmetries of the square
+that ``augment="dihedral"`` trains with."""
+
+
 class RandomQuarterTurn(torch.nn.Module):
     """Rotate a tensor image by 0, 90, 180 or 270 degrees, each equally likely (exact, no interpolation)."""
 
@@ -48,8 +62,13 @@ class ImagePreprocessing:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
+    tta: str = "none"  # test-time views averaged by predict/evaluate: see TTA_VIEWS
 
     modality = "image"
+
+    def views(self) -> list[Any]:
+        """Functions of a batch tensor whose predictions are averaged at test time (the identity alone without TTA)."""
+        return TTA_VIEWS[self.tta]
 
     @property
     def resize_size(self) -> int:

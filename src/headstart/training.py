@@ -254,17 +254,24 @@ def to_device(inputs: Any, device: torch.device) -> Any:
 
 
 @torch.inference_mode()
-def evaluate_loader(model: nn.Module, loader: Iterable[Any], device: torch.device | None = None) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean cross-entropy loss, class probabilities and labels over ``loader``."""
+def evaluate_loader(
+    model: nn.Module, loader: Iterable[Any], device: torch.device | None = None, views: Sequence[Any] | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean cross-entropy loss, class probabilities and labels over ``loader``.
+
+    ``views`` (test-time augmentation, see :data:`headstart.preprocessing.TTA_VIEWS`): functions of
+    the input batch whose class probabilities are averaged.
+    """
     model.eval()
     device = device or next(model.parameters()).device
     losses, probs, labels = [], [], []
     for inputs, y in loader:
-        logits = model(to_device(inputs, device)).float()
+        inputs = to_device(inputs, device)
+        p = torch.stack([model(view(inputs)).float().softmax(-1) for view in views]).mean(0) if views and len(views) > 1 else model(inputs).float().softmax(-1)
         y = y.to(device)
         if (y >= 0).all():
-            losses.append(nn.functional.cross_entropy(logits, y, reduction="sum").item())
-        probs.append(logits.softmax(-1).cpu().numpy())
+            losses.append(nn.functional.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum").item())
+        probs.append(p.cpu().numpy())
         labels.append(y.cpu().numpy())
     if not labels:  # this rank's share of a tiny set can be empty
         return float("nan"), np.empty((0, 0), dtype=np.float32), np.empty(0, dtype=np.int64)
