@@ -101,8 +101,9 @@ def shots(tmp_path_factory) -> Path:
 
 
 def shoot(page, shots: Path, name: str, *, section: str | None = None) -> None:
+    unstick = "header.top, #banner { position: static !important; }"  # the sticky bars would cover a scrolled-to section
     target = page.locator(section) if section else page
-    target.screenshot(path=str(shots / f"{name}.png"), **({} if section else {"full_page": True}))
+    target.screenshot(path=str(shots / f"{name}.png"), style=unstick, **({} if section else {"full_page": True}))
 
 
 def test_choose_train_try_and_refuse_a_bad_zip(page, server, digits, shots):
@@ -111,11 +112,13 @@ def test_choose_train_try_and_refuse_a_bad_zip(page, server, digits, shots):
     folder, new_image, _ = digits
     url, project = server
     expect = playwright.expect
-    expect(page.locator("#browser")).to_contain_text("digits")  # the allowed folder is listed
+    expect(page.locator("#browser")).to_contain_text("digits/")  # the allowed folder is listed
+    page.click("#browser >> text=digits/")
+    expect(page.locator("#browser")).to_contain_text("looks like a dataset (3 class folders with images)")
     expect(page.locator("#job-pill")).to_have_text("Idle")
     shoot(page, shots, "1-start", section="#step-data")
 
-    page.fill("#folder-path", str(folder))
+    expect(page.locator("#folder-path")).to_have_value(str(folder))
     page.click("#use-folder")
     expect(page.locator("#summary-lead")).to_contain_text("48 images in 3 classes")
     expect(page.locator("#summary-table")).to_contain_text("seven")
@@ -129,7 +132,17 @@ def test_choose_train_try_and_refuse_a_bad_zip(page, server, digits, shots):
     page.click("#train")
     expect(page.locator("#job-pill")).to_contain_text("Training")
     expect(page.locator("#accuracy")).to_have_text(re.compile(r"\d+\.\d%"), timeout=600_000)
-    [run] = [d for d in (project / "runs").iterdir()]
+    if os.environ.get("HEADSTART_UI_SCREENSHOTS"):  # and beside the recommended run, the plain one, to compare
+        page.select_option("#strategy", "fine-tune")
+        page.select_option("#strategy", "feature-extraction")
+        expect(page.locator("#advice-use")).to_be_hidden()
+        page.click("#train")
+        expect(page.locator("#live-text")).to_contain_text("epoch", timeout=600_000)
+        page.wait_for_timeout(1500)
+        shoot(page, shots, "3-training", section="#step-train")
+        expect(page.locator("#runs-table tbody tr")).to_have_count(2, timeout=600_000)
+        expect(page.locator("#job-pill")).to_contain_text("done", timeout=600_000)
+    run = max((project / "runs").iterdir(), key=lambda d: d.stat().st_mtime)
     accuracy = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
     expect(page.locator("#accuracy")).to_have_text(f"{100 * accuracy:.1f}%")  # the number the run saved
     expect(page.locator("#chart-acc polyline")).to_have_count(2)  # training and validation curves were drawn
@@ -143,6 +156,7 @@ def test_choose_train_try_and_refuse_a_bad_zip(page, server, digits, shots):
     expect(page.locator(".prediction .label")).to_have_text(f"{expected.label} · {100 * expected.probability:.1f}% sure")
     expect(page.locator(".prediction .bars > div")).to_have_count(3)
     shoot(page, shots, "4-try", section="#step-try")
+    shoot(page, shots, "5-runs", section="#step-runs")
 
     page.click("button[data-tab=zip]")
     buffer = io.BytesIO()
@@ -154,4 +168,4 @@ def test_choose_train_try_and_refuse_a_bad_zip(page, server, digits, shots):
     expect(page.locator("#banner")).to_be_visible()
     expect(page.locator("#banner-text")).to_contain_text("sneaky.zip: entry '../evil.txt' points outside")
     assert list((project / "datasets").iterdir()) == [] and not (project / "evil.txt").exists()
-    shoot(page, shots, "5-zip-refused")
+    shoot(page, shots, "6-zip-refused")

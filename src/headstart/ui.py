@@ -182,6 +182,18 @@ def _dataset_root(folder: Path) -> Path:
     return children[0] if len(children) == 1 and children[0].is_dir() and any(c.is_dir() for c in children[0].iterdir()) else folder
 
 
+def _images_in(folder: Path, most: int = 10_000) -> int:
+    """Image files directly inside ``folder`` (counting stops at ``most``): tells class folders apart in the folder list."""
+    if not folder.is_dir():
+        return 0
+    found = 0
+    for i, child in enumerate(folder.iterdir()):
+        found += child.suffix.lower() in IMAGE_EXTENSIONS
+        if i >= most:
+            break
+    return found
+
+
 def _size(n: int) -> str:
     return f"{n / 1024**3:.1f} GB" if n >= 1024**3 else f"{n / 1024**2:.0f} MB"
 
@@ -460,8 +472,8 @@ def create_app(*, allowed: Sequence[str | Path] = (".",), project: str | Path = 
                 target = inside(child, readable)
             except (PermissionError, FileNotFoundError):
                 continue  # a link out of the allowed folders is not offered
-            entries.append({"name": child.name, "path": str(target), "kind": "folder" if target.is_dir() else "table"})
-        images = sum(1 for c in folder.iterdir() if c.suffix.lower() in IMAGE_EXTENSIONS)
+            entries.append({"name": child.name, "path": str(target), "kind": "folder" if target.is_dir() else "table", "images": _images_in(target)})
+        images = _images_in(folder)
         parent = folder.parent
         up = str(parent) if parent != folder and any(parent.is_relative_to(r) for r in readable) else None
         return {"path": str(folder), "parent": up, "entries": entries[:500], "images": images, "roots": [str(r) for r in readable]}
@@ -550,7 +562,7 @@ def create_app(*, allowed: Sequence[str | Path] = (".",), project: str | Path = 
         settings = {k: v for k, v in request.settings.items() if v is not None}
         if request.epochs is not None:
             settings["epochs"] = request.epochs
-        out = project / _default_run_dir(path, request.strategy)
+        out = project / _default_run_dir(path, request.strategy + (f"-cut-{safe_name(str(settings['cut']), 'cut')}" if settings.get("cut") else ""))  # a cut network shows in the name
 
         def work(job: JobRunner) -> dict[str, Any]:
             fit(path, backbone=request.backbone, strategy=request.strategy, out=out, patience="default" if request.patience is None else request.patience,
@@ -681,7 +693,6 @@ def serve(
     open_browser: bool = False,
 ) -> None:
     """Start the web app and block until Ctrl-C (see :func:`create_app`)."""
-    app = create_app(allowed=allowed, project=project, max_unpacked=max_unpacked)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:  # a clear line instead of uvicorn's log when the port is taken
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -689,6 +700,7 @@ def serve(
             probe.bind((host, port))
         except OSError as error:
             raise OSError(f"cannot listen on {host}:{port} ({error.strerror}); pass another --port") from None
+    app = create_app(allowed=allowed, project=project, max_unpacked=max_unpacked)
     if not is_loopback(host):
         print(f"warning: --host {host} lets every machine that can reach this one use the page (read the allowed folders, upload, train); "
               "there is no login. Use it only on a network you trust.", file=sys.stderr)  # fmt: skip
