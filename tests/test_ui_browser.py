@@ -115,8 +115,8 @@ def test_choose_train_try_and_refuse_a_bad_zip(page, server, digits, shots):
     expect(page.locator("#browser")).to_contain_text("digits/")  # the allowed folder is listed
     page.click("#browser >> text=digits/")
     expect(page.locator("#browser")).to_contain_text("looks like a dataset (3 class folders with images)")
-    expect(page.locator("#job-pill")).to_have_text("Idle")
     shoot(page, shots, "1-start", section="#step-data")
+    expect(page.locator("#job-pill")).to_have_text("Idle")
 
     expect(page.locator("#folder-path")).to_have_value(str(folder))
     page.click("#use-folder")
