@@ -19,6 +19,14 @@ AUGMENT_CHOICES = ("none", "light", "strong", "dihedral")
 _USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, OSError, ImportError, FloatingPointError, MemoryError)
 
 
+def error_line(error: BaseException) -> str:
+    """The first line of an error's message (without the quotes a KeyError's repr adds): what the CLI and the web page show."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":  # a KeyError's repr
+        message = message[1:-1]
+    return message
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
@@ -440,6 +448,12 @@ def cmd_stylize(args: argparse.Namespace) -> None:
     print(f"saved {out} ({image.width}x{image.height}) in {time.perf_counter() - start:.1f} s")
 
 
+def cmd_ui(args: argparse.Namespace) -> None:
+    from headstart.ui import serve  # raises ImportError naming `pip install "headstart[ui]"` without the extra
+
+    serve(allowed=args.allow or ["."], project=args.project, host=args.host, port=args.port, max_unpacked=args.max_upload_mb * 1024**2, open_browser=args.open)
+
+
 def _data_options(p: argparse.ArgumentParser) -> None:
     """The options every command that reads DATA shares, spelled and explained once."""
     p.add_argument("--seed", type=int, default=0)
@@ -640,6 +654,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser("ui", help="a local web page: choose or upload examples, see the advice, train, try the model, compare runs (extra: headstart[ui])")
+    p.add_argument("--allow", action="append", default=None, metavar="DIR", help="a folder the page may read datasets from (repeatable; default the current folder)")
+    p.add_argument("--project", default="headstart-project", help="folder for uploaded datasets and runs (default ./headstart-project)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--max-upload-mb", type=int, default=2048, help="largest size an uploaded zip or set of images may unpack to (default 2048)")
+    p.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    p.set_defaults(func=cmd_ui)
     return parser
 
 
@@ -660,10 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         print(str(interrupt) or "interrupted", file=sys.stderr)
         return 130
     except _USER_ERRORS as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":  # a KeyError's repr
-            message = message[1:-1]
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         return 2
     return 0
 
