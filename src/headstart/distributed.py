@@ -22,6 +22,7 @@ What changes with N processes:
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
 from collections.abc import Sequence
@@ -48,6 +49,15 @@ def setup() -> None:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=timedelta(minutes=int(os.environ.get("HEADSTART_DIST_TIMEOUT_MIN", "30"))))
+    # Leave the group before the interpreter exits: a process exiting with Gloo's threads still up
+    # can abort ("terminate called without an active exception"), which torchrun reports as a failure.
+    atexit.register(teardown)
+
+
+def teardown() -> None:
+    """Leave the process group (if joined)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def active() -> bool:
