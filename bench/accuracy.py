@@ -6,18 +6,14 @@ Each result is appended as one JSON line to bench/results/accuracy.jsonl, with t
 
 from __future__ import annotations
 
-import json
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from _rows import append, context
 
-import headstart
 from headstart.api import fit
 from headstart.data import load_dataset, load_elpv
 
@@ -87,13 +83,9 @@ def main(names: list[str]) -> None:
             **extra,
             "epochs_run": {phase: sum(r["phase"] == phase for r in run.history.epochs) for phase in dict.fromkeys(r["phase"] for r in run.history.epochs)},
             "seconds": time.perf_counter() - started,
-            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-            "headstart": headstart.__version__,
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip(),
+            **context(),
         }
-        print(json.dumps(row), flush=True)
-        with out.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        append(out, row)
 
 
 if __name__ == "__main__":

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from _rows import append, context
 
-import headstart
 from headstart.api import fit
 from headstart.backbones import create_backbone, match_data
 from headstart.data import load_dataset
@@ -47,21 +43,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "scratch-64-e6": dict(strategy="scratch", image_size=64, epochs=6),
     "ft-64-e4": dict(strategy="fine-tune", image_size=64, epochs=4),
     "scratch-64-e4": dict(strategy="scratch", image_size=64, epochs=4),
+    # converged budgets, run on a quiet machine: spectrograms are a far domain with ~255 clips per class,
+    # the "large + different" case, so the whole network trains; 128 px leaves lite0 a 4x4 final map
+    "full-128-e15": dict(strategy="full", image_size=128, epochs=15),
+    "scratch-128-e15": dict(strategy="scratch", image_size=128, epochs=15),
+    "full-64-e10": dict(strategy="full", image_size=64, epochs=10),
+    "scratch-64-e10": dict(strategy="scratch", image_size=64, epochs=10),
 }
 
 
-def _context() -> dict[str, Any]:
-    return {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "headstart": headstart.__version__,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip(),
-    }
-
-
 def _write(row: dict[str, Any]) -> None:
-    print(json.dumps(row), flush=True)
-    with OUT.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
+    append(OUT, row)
 
 
 def _listing(directory: Path, test_speaker: str | None) -> Path:
@@ -91,7 +83,7 @@ def _fit(listing: Path, name: str, task: str, fold: str | None, cache: Path) -> 
         "test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "n_test": test["n"],
         "val_accuracy": run.metrics["val"]["accuracy"],
         "epochs_run": {p: sum(r["phase"] == p for r in run.history.epochs) for p in dict.fromkeys(r["phase"] for r in run.history.epochs)},
-        "seconds": time.perf_counter() - started, **_context(),
+        "seconds": time.perf_counter() - started, **context(),
     }  # fmt: skip
 
 
@@ -114,7 +106,7 @@ def speakers(names: list[str], cache: Path, only: list[str] | None = None) -> No
                 accuracies.append(row["test_accuracy"])
                 _write(row)
             _write({"task": "speakers-mean", "config": name, **CONFIGS[name], "folds": folds, "accuracies": accuracies,
-                    "mean_accuracy": float(np.mean(accuracies)), "std_accuracy": float(np.std(accuracies)), **_context()})  # fmt: skip
+                    "mean_accuracy": float(np.mean(accuracies)), "std_accuracy": float(np.std(accuracies)), **context()})  # fmt: skip
 
 
 def layer_profile(image_size: int, limit: int | None, cache: Path) -> None:
@@ -124,7 +116,7 @@ def layer_profile(image_size: int, limit: int | None, cache: Path) -> None:
         result = profile(dataset, backbone=backbone, limit=limit, cache_dir=cache, quiet=True)
     rows = [{"block": r.block, "dim": r.dim, "probe_accuracy": r.probe_accuracy, "probe_std": r.probe_std, "logme": r.logme} for r in result.rows]
     _write({"task": "profile", "backbone": "efficientnet_lite0", "image_size": image_size, "n": result.n_examples, "plateau": result.plateau,
-            "best": result.best, "rows": rows, "seconds": result.seconds, **_context()})  # fmt: skip
+            "best": result.best, "rows": rows, "seconds": result.seconds, **context()})  # fmt: skip
 
 
 def main() -> None:
