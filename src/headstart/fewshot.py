@@ -4,7 +4,9 @@ With 8 labelled examples per class a head on frozen embeddings is limited by how
 pretrained geometry already separates the classes. SetFit (Tunstall et al., 2022) first tunes the
 encoder on pairs of examples, pulling same-class pairs to cosine similarity 1 and pushing
 different-class pairs to 0; 48 examples give thousands of pairs. The head is then fitted on the
-tuned embeddings. Here it is built from headstart's pieces: the backbone's own tokeniser and
+tuned embeddings. The class names are data too: :func:`templated_examples` turns each into
+sentences ("This sentence is joy"), SetFit's own ``get_templated_dataset``, added to the few labelled
+examples before tuning and for the head. Here it is built from headstart's pieces: the backbone's own tokeniser and
 pooling, AdamW with :func:`~headstart.training.make_scheduler`, and :func:`warm_up_head` (or any
 classifier on :func:`embed`) afterwards.
 """
@@ -19,6 +21,21 @@ from torch import nn
 
 from headstart.progress import Progress
 from headstart.training import make_scheduler, to_device
+
+
+def templated_examples(
+    classes: Sequence[str], *, per_class: int = 8, template: str = "This sentence is {}"
+) -> tuple[list[str], list[int]]:
+    """``per_class`` copies of ``template`` filled with each class name, labelled with that class.
+
+    With 8 examples per class the labelled tweets are a noisy sample of what a class means, while a
+    sentence encoder already places "This sentence is sadness" near sad sentences (zero-shot). The
+    copies weight that prior like ``per_class`` examples in the pairs and in the head's fit.
+    """
+    if "{}" not in template:
+        raise ValueError(f"template {template!r} needs a {{}} where the class name goes")
+    texts = [template.format(name) for name in classes for _ in range(per_class)]
+    return texts, [k for k in range(len(classes)) for _ in range(per_class)]
 
 
 def contrastive_pairs(labels: Sequence[int], *, iterations: int = 20, seed: int = 0) -> list[tuple[int, int, float]]:
