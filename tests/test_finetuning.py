@@ -382,3 +382,30 @@ def test_contrastive_tuning_separates_the_classes_of_a_few_examples(topics_csv, 
     before = margin(encoder)
     losses = contrastive_tune(encoder, texts, y, iterations=2, lr=1e-4, batch_size=8, seed=0)
     assert len(losses) == 6 and margin(encoder) > before
+
+
+def test_templated_examples_label_each_class_name():
+    from headstart.fewshot import templated_examples
+
+    texts, labels = templated_examples(["joy", "fear"], per_class=2)
+    assert texts == ["This sentence is joy"] * 2 + ["This sentence is fear"] * 2 and labels == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="needs a"):
+        templated_examples(["joy"], template="no slot")
+
+
+def test_fit_contrastive_tunes_the_encoder_and_reloads_it(topics_csv, elpv_folder, tmp_path):
+    """`fit --strategy contrastive`: the encoder moves, class-name examples join train, the saved run predicts the same."""
+    from headstart.backbones import create_backbone
+    from headstart.strategies import Contrastive, make_strategy
+
+    assert make_strategy("contrastive", label_templates=3).templates == 3
+    with pytest.raises(ValueError, match="only applies to --strategy contrastive"):
+        make_strategy("full", label_templates=3)
+    run = fit(topics_csv, backbone="minilm", strategy=Contrastive(iterations=1, templates=2), out=tmp_path / "run", quiet=True, seed=0, report=False)
+    assert run.model.backbone.fingerprint() != create_backbone("minilm").fingerprint()  # tuned, so no stale cached embedding is reused
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "6 class-name examples added to train" in log and "steps over same/different-class pairs" in log
+    texts = ["pizza with cheese", "the match ended in a draw"]
+    assert torch.allclose(torch.from_numpy(predict_proba(from_pretrained(tmp_path / "run"), texts)), torch.from_numpy(predict_proba(run.model, texts)), atol=1e-5)
+    with pytest.raises(ValueError, match="tunes a sentence encoder.*use fine-tune or full"):
+        fit(elpv_folder, strategy="contrastive", out=tmp_path / "img", quiet=True, report=False)

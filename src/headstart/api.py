@@ -105,6 +105,7 @@ def fit(
     bss: float | None = None,
     unfreeze_blocks: int | None = None,
     lora_rank: int | None = None,
+    label_templates: int | None = None,
     accumulate: int | None = None,
     grad_clip: float | None | str = "default",
     precision: str | None = None,
@@ -161,6 +162,9 @@ def fit(
         Stages last ``epochs`` epochs each, or end earlier after ``patience`` epochs without improvement.
     lora_rank : int, optional
         For ``lora``: the adapters' rank (default 8).
+    label_templates : int, optional
+        For ``contrastive`` (few-shot text): add this many "This sentence is {class}" examples per
+        class to the pairs and to the head's training set (SetFit's templated dataset; default 0).
     accumulate, grad_clip, precision :
         Gradient accumulation steps, gradient-norm clipping (``None`` for none) and ``"bf16"``
         autocast on a GPU; see :class:`headstart.training.TrainSettings`.
@@ -225,7 +229,7 @@ def fit(
     chosen = strategy if isinstance(strategy, Strategy) else make_strategy(
         strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, monitor=monitor, trainable_blocks=trainable_blocks, freeze=freeze, batchnorm=batchnorm,
         head_warmup=head_warmup, layer_decay=layer_decay, block_lrs=block_lrs, accumulate=accumulate, grad_clip=grad_clip, precision=precision,
-        unfreeze_blocks=unfreeze_blocks, lora_rank=lora_rank,
+        unfreeze_blocks=unfreeze_blocks, lora_rank=lora_rank, label_templates=label_templates,
     )  # fmt: skip
     if (l2sp or bss) and chosen.name in ("feature-extraction", "scratch"):
         raise ValueError(f"--l2sp/--bss regularise a pretrained backbone while it trains; --strategy {chosen.name} trains none")

@@ -15,6 +15,7 @@ from rich.table import Table
 # headstart.preprocessing.AUGMENT_PRESETS, spelled out so that `headstart --help` need not import torchvision
 # (tests/test_cli.py checks the two agree).
 AUGMENT_CHOICES = ("none", "light", "strong", "dihedral")
+STRATEGY_CHOICES = ("feature-extraction", "fine-tune", "full", "gradual", "lora", "contrastive", "scratch")  # headstart.strategies.STRATEGIES, without importing torch for --help
 
 _USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, OSError, ImportError, FloatingPointError, MemoryError)
 
@@ -78,6 +79,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         bss=args.bss,
         unfreeze_blocks=args.unfreeze_blocks,
         lora_rank=args.lora_rank,
+        label_templates=args.label_templates,
         accumulate=args.accumulate,
         grad_clip="default" if args.grad_clip is None else (args.grad_clip or None),
         precision=args.precision,
@@ -475,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the interrupted run RUN with its own arguments (same as `headstart resume RUN`)")
     p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default; timm:ARCH, hf:ID_OR_DIR or a run dir")
     p.add_argument("--weights", default=None, help="local weights file for a timm: backbone")
-    p.add_argument("--strategy", default="feature-extraction", choices=["feature-extraction", "fine-tune", "full", "gradual", "lora", "scratch", "auto"], help="auto: measure the data first (see `headstart advise`)")
+    p.add_argument("--strategy", default="feature-extraction", choices=[*STRATEGY_CHOICES, "auto"], help="auto: measure the data first (see `headstart advise`); contrastive: few-shot text (SetFit)")
     p.add_argument("--out", default=None, help="run directory (default runs/<data>-<strategy>-<time>)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="head learning rate")
@@ -492,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bss", type=float, nargs="?", const=0.001, default=None, help="Batch Spectral Shrinkage penalty (default weight 0.001)")
     p.add_argument("--unfreeze-blocks", type=int, default=None, help="gradual: backbone blocks trainable by the last stage (each stage: --epochs, or until --patience epochs without improvement)")
     p.add_argument("--lora-rank", type=int, default=None, help="lora: adapter rank (default 8)")
+    p.add_argument("--label-templates", type=int, default=None, help="contrastive: add N 'This sentence is {class}' examples per class (default 0)")
     p.add_argument("--accumulate", type=int, default=None, help="gradient accumulation: batches per optimizer step")
     p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default 1.0; 0 for none)")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="bf16: autocast on a GPU that supports it")

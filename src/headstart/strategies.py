@@ -6,6 +6,7 @@
 ``full``                head first on cached features, then every block trains (smaller body rate)
 ``gradual``             head first, then blocks unfrozen from the top one stage at a time (ULMFiT)
 ``lora``                head first, then low-rank adapters in the attention layers (transformers only)
+``contrastive``         few-shot text (SetFit): the encoder tuned on same/different-class pairs, then the head
 ``scratch``             same architecture from random initialisation: what transfer bought
 =====================  ===========================================================================
 
@@ -297,7 +298,51 @@ class LoRA(Strategy):
         return {**super().describe(), "rank": self.rank, "alpha": self.alpha, "dropout": self.dropout, "targets": list(self.targets), "head_warmup": self.head_warmup}
 
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FeatureExtraction, FineTune, Full, Gradual, LoRA, Scratch)}
+@dataclass
+class Contrastive(Strategy):
+    """Few-shot text (SetFit): tune the sentence encoder on pairs, then fit the head on its frozen features.
+
+    With a handful of examples per class, a head alone is limited by how the pretrained geometry
+    separates the classes; contrastive tuning (:func:`headstart.fewshot.contrastive_tune`) reshapes it
+    from thousands of pairs. ``templates`` adds that many "This sentence is {class}" examples per
+    class (:func:`headstart.fewshot.templated_examples`) to the pairs and to the head's training set.
+    The tuning is seeded, so a resumed run re-tunes to the same encoder before continuing the head.
+
+    Parameters
+    ----------
+    iterations : int, default=20
+        Pair sampling rounds (each example gets one same-class and one other-class partner per round).
+    templates : int, default=0
+    """
+
+    name: ClassVar[str] = "contrastive"
+    iterations: int = 20
+    templates: int = 0
+    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=100, lr=1e-3, patience=15, warmup=0.05))
+
+    def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        import torch
+
+        from headstart.fewshot import contrastive_tune, templated_examples
+
+        if data.modality != "text":
+            raise ValueError(f"--strategy contrastive tunes a sentence encoder; {data.source or 'this data'} is {data.modality}: use fine-tune or full")
+        if self.templates:
+            texts, labels = templated_examples(data.classes, per_class=self.templates)
+            items, known = data.splits["train"]
+            data = replace(data, splits={**data.splits, "train": ([*items, *texts], [*known, *labels])})
+            ctx.progress.log(f"contrastive: {len(texts)} class-name examples added to train ({self.templates} per class)")
+        with torch.random.fork_rng():
+            torch.manual_seed(ctx.seed)
+            losses = contrastive_tune(model.backbone, data.items("train"), data.labels("train"), iterations=self.iterations, seed=ctx.seed, progress=ctx.progress)
+        ctx.progress.log(f"contrastive: {len(losses)} steps over same/different-class pairs, loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.3f} (last 10)")
+        return FeatureExtraction(settings=self.settings).run(model, data, ctx)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "iterations": self.iterations, "templates": self.templates}
+
+
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FeatureExtraction, FineTune, Full, Gradual, LoRA, Contrastive, Scratch)}
 
 
 def make_strategy(
@@ -319,6 +364,7 @@ def make_strategy(
     precision: str | None = None,
     unfreeze_blocks: int | None = None,
     lora_rank: int | None = None,
+    label_templates: int | None = None,
 ) -> Strategy:
     """Build a strategy by name, overriding only the settings that were given."""
     if name not in STRATEGIES:
@@ -329,6 +375,8 @@ def make_strategy(
         raise ValueError("--unfreeze-blocks only applies to --strategy gradual")
     if lora_rank is not None and name != "lora":
         raise ValueError("--lora-rank only applies to --strategy lora")
+    if label_templates is not None and name != "contrastive":
+        raise ValueError("--label-templates only applies to --strategy contrastive")
     strategy = STRATEGIES[name]()
     overrides: dict[str, Any] = {}
     if epochs is not None:
@@ -365,4 +413,6 @@ def make_strategy(
         strategy.blocks = unfreeze_blocks
     if isinstance(strategy, LoRA) and lora_rank is not None:
         strategy.rank = lora_rank
+    if isinstance(strategy, Contrastive) and label_templates is not None:
+        strategy.templates = label_templates
     return strategy
