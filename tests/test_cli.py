@@ -78,3 +78,10 @@ def test_default_backbone_follows_what_a_table_holds(tmp_path, topics_csv):
 def test_error_line_keeps_quotes_inside_the_message(elpv_folder, capsys):
     assert main(["fit", str(elpv_folder), "--backbone", "minilm", "--quiet"]) == 2
     assert "error: 'minilm' is a text backbone" in capsys.readouterr().err
+
+
+def test_cli_strategy_choices_match_the_registry():
+    from headstart.cli import STRATEGY_CHOICES
+    from headstart.strategies import STRATEGIES
+
+    assert STRATEGY_CHOICES == tuple(STRATEGIES)
