@@ -4,6 +4,9 @@ Usage:
   python bench/audio.py official CONFIG [CONFIG ...]    official split (takes 0-4 are test); configs in CONFIGS
   python bench/audio.py speakers CONFIG [CONFIG ...] [--folds george,...]   train on 5 speakers, test on the 6th, every fold
   python bench/audio.py profile [--image-size N] [--limit N]   layer-wise profile of lite0 on FSDD spectrograms
+  python bench/audio.py develop [--shots 5] [--folds ...]   the develop-model approach: a source pretrained on
+      5 speakers (the saved scratch-64-e8 fold run, i.e. `headstart pretrain` of lite0), transferred to
+      the 6th speaker from a few clips per digit, against ImageNet transfer and scratch on the same clips
 
 Rows are appended to bench/results/audio.jsonl with the exact settings, the machine and the commit.
 """
@@ -27,6 +30,7 @@ from headstart.profiling import profile
 
 FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fsdd"
 OUT = Path(__file__).parent / "results" / "audio.jsonl"
+SOURCE_CONFIG = "scratch-64-e8"  # its fold runs are kept: lite0 trained from random weights on 5 speakers = `pretrain`
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "fe-128": dict(strategy="feature-extraction", image_size=128),
@@ -58,25 +62,36 @@ def _write(row: dict[str, Any]) -> None:
     append(OUT, row)
 
 
-def _listing(directory: Path, test_speaker: str | None) -> Path:
-    """FSDD's index as a path,label,split listing: the official split, or one speaker held out as test."""
+def _listing(directory: Path, test_speaker: str | None, *, only: str | None = None, shots: int = 0, seed: int = 0) -> Path:
+    """FSDD's index as a path,label,split listing: the official split, or one speaker held out as test.
+
+    With ``only``: that speaker's clips alone, ``shots`` per digit (drawn with ``seed``) to train on, the rest test.
+    """
     with open(FSDD / "index.csv") as handle:
         rows = list(csv.DictReader(handle))
-    path = directory / f"fsdd-{test_speaker or 'official'}.csv"
+    if only is not None:
+        rows = [r for r in rows if r["speaker"] == only]
+        rng = np.random.default_rng(seed)
+        train = {p for digit in sorted({r["label"] for r in rows}) for p in rng.choice(sorted(r["path"] for r in rows if r["label"] == digit), shots, replace=False)}
+    path = directory / f"fsdd-{only or test_speaker or 'official'}{f'-{shots}shot-{seed}' if only else ''}.csv"
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "split"])
         for r in rows:
-            split = r["split"] if test_speaker is None else ("test" if r["speaker"] == test_speaker else "train")
+            if only is not None:
+                split = "train" if r["path"] in train else "test"
+            else:
+                split = r["split"] if test_speaker is None else ("test" if r["speaker"] == test_speaker else "train")
             writer.writerow([str(FSDD / r["path"]), r["label"], split])
     return path
 
 
-def _fit(listing: Path, name: str, task: str, fold: str | None, cache: Path) -> dict[str, Any]:
-    settings = CONFIGS[name]
+def _fit(listing: Path, name: str, task: str, fold: str | None, cache: Path, keep: Path | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One fit of lite0 (or ``settings["backbone"]``) with config ``name``'s settings; the run is kept in ``keep`` if given."""
+    settings = {"backbone": "efficientnet_lite0", **(CONFIGS[name] if settings is None else settings)}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        run = fit(listing, backbone="efficientnet_lite0", out=Path(tmp) / "run", quiet=True, cache_dir=cache, **settings)
+        run = fit(listing, out=keep or Path(tmp) / "run", overwrite=keep is not None, quiet=True, cache_dir=cache, **settings)
     test = run.metrics["test"]
     prep = run.model.preprocessing.to_dict()
     return {
@@ -104,11 +119,31 @@ def speakers(names: list[str], cache: Path, only: list[str] | None = None) -> No
         for name in names:
             accuracies = []
             for speaker in folds:
-                row = _fit(_listing(Path(tmp), speaker), name, "speakers", speaker, cache)
+                keep = cache / "sources" / f"{speaker}-{name}" if name == SOURCE_CONFIG else None
+                row = _fit(_listing(Path(tmp), speaker), name, "speakers", speaker, cache, keep=keep)
                 accuracies.append(row["test_accuracy"])
                 _write(row)
             _write({"task": "speakers-mean", "config": name, **CONFIGS[name], "folds": folds, "accuracies": accuracies,
                     "mean_accuracy": float(np.mean(accuracies)), "std_accuracy": float(np.std(accuracies)), **context()})  # fmt: skip
+
+
+def develop(cache: Path, shots: int, seed: int, only: list[str] | None = None) -> None:
+    """Per fold: the 6th speaker's few clips, fitted from the 5-speaker source, from ImageNet, and from scratch."""
+    with open(FSDD / "index.csv") as handle:
+        folds = sorted({r["speaker"] for r in csv.DictReader(handle)})
+    folds = [f for f in folds if only is None or f in only]
+    transfer = {"source-fe": ("feature-extraction", None), "source-ft": ("fine-tune", None), "source-full": ("full", None),
+                "imagenet-fe": ("feature-extraction", 64), "imagenet-full": ("full", 64), "scratch": ("scratch", 64)}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for speaker in folds:
+            source = cache / "sources" / f"{speaker}-{SOURCE_CONFIG}"
+            if not (source / "config.json").is_file():
+                raise SystemExit(f"{source} is missing: run `python bench/audio.py speakers {SOURCE_CONFIG}` first (its fold runs are the sources)")
+            listing = _listing(Path(tmp), None, only=speaker, shots=shots, seed=seed)
+            for name, (strategy, size) in transfer.items():
+                backbone = str(source) if name.startswith("source") else "efficientnet_lite0"  # the source keeps its 64 px spectrograms
+                settings = {"backbone": backbone, "strategy": strategy, **({"image_size": size} if size else {}), **({"epochs": 30} if strategy == "scratch" else {})}
+                _write({**_fit(listing, name, "develop", speaker, cache, settings=settings), "shots": shots, "seed": seed, "source": source.name})
 
 
 def layer_profile(image_size: int, limit: int | None, cache: Path) -> None:
@@ -123,7 +158,9 @@ def layer_profile(image_size: int, limit: int | None, cache: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["official", "speakers", "profile"])
+    parser.add_argument("task", choices=["official", "speakers", "profile", "develop"])
+    parser.add_argument("--shots", type=int, default=5, help="develop: clips per digit of the held-out speaker to train on")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("configs", nargs="*", help=f"one or more of {sorted(CONFIGS)}")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--limit", type=int, default=None)
@@ -137,6 +174,8 @@ def main() -> None:
         official(args.configs, args.cache_dir)
     elif args.task == "speakers":
         speakers(args.configs, args.cache_dir, args.folds.split(",") if args.folds else None)
+    elif args.task == "develop":
+        develop(args.cache_dir, args.shots, args.seed, args.folds.split(",") if args.folds else None)
     else:
         layer_profile(args.image_size, args.limit, args.cache_dir)
 
