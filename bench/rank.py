@@ -1,16 +1,19 @@
 """Does the transferability score rank backbones like the accuracy they reach? Kendall tau per dataset.
 
 Usage: python bench/rank.py [--limit N] [--datasets a,b,c]   (appends one JSON line per dataset to bench/results/rank.jsonl)
-       python bench/rank.py --table                          (markdown tables from bench/results/rank.jsonl)
+       python bench/rank.py --finetune [--limit N] [--datasets a,b,c] [--epochs E]
+                                                             (fine-tunes every candidate on the same subset: rank_finetune.jsonl)
+       python bench/rank.py --table                          (markdown tables from both files)
 
 Candidates (5): EfficientNet-Lite0/1/2 (ImageNet), Lite0 cut after stage4 (a shallower real feature
 extractor, no source head), and Lite0 from random initialisation. On a stratified subset of each
 dataset's train+val examples the script computes every score of headstart.transferability from
 the cached frozen features, and the accuracy of a linear probe (5-fold cross-validated logistic
 regression on the same features). Kendall's tau (and scipy's weighted tau, as the LogME paper
-reports) is taken between each score and the probe accuracy. Fine-tuning accuracy per candidate is
-not measured (out of the CPU budget); the cost of one fine-tuning epoch per candidate is estimated
-from timed training steps and compared with the measured ranking time.
+reports) is taken between each score and the probe accuracy. With ``--finetune`` every candidate is
+also fine-tuned (``fit --strategy full``, LP-FT; the random-init one is ``--strategy scratch``) on the
+same subset, 15% of it held out for validation, and tested on the dataset's whole test split; tau
+is then taken against that accuracy too, and the fine-tuning time is set against the ranking time.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from headstart.transferability import SCORES, score
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 RESULTS = Path(__file__).parent / "results" / "rank.jsonl"
+FINETUNED = Path(__file__).parent / "results" / "rank_finetune.jsonl"
 DATASETS = ("hymenoptera", "oxford_flowers17", "brain_tumor_mri", "elpv")
 
 
@@ -73,7 +77,54 @@ def train_step_seconds(backbone: Backbone, batch: int = 16, steps: int = 2) -> f
     return seconds
 
 
-def tables(records: list[dict]) -> str:
+def rank_one(model: Backbone, items: list, labels: np.ndarray, cache: EmbeddingCache) -> dict:
+    """One forward pass over ``items`` (cached), every score, and the linear-probe accuracy, each timed."""
+    started = time.perf_counter()
+    features, _ = cache.embed(model, items, batch_size=32)
+    embed_seconds = time.perf_counter() - started
+    probabilities = source_probabilities(model, features)
+    scores, score_seconds = {}, {}
+    for score_name, (_, reads) in SCORES.items():
+        t = time.perf_counter()
+        scores[score_name] = math.nan if reads == "source" and probabilities is None else score(score_name, labels, features=features, source_probabilities=probabilities)
+        score_seconds[score_name] = time.perf_counter() - t
+    accuracy, std = probe_accuracy(features, labels)
+    return {"scores": scores, "probe_accuracy": accuracy, "probe_std": std, "embed_seconds": embed_seconds, "score_seconds": score_seconds}
+
+
+def finetune(dataset_name: str, limit: int, epochs: int, cache_dir: str) -> dict:
+    """Rank (from an empty cache) and then fine-tune every candidate on the same subset, in one process.
+
+    Fine-tuned: test accuracy on the full test split, and seconds; ranked: :func:`rank_one`'s row.
+    """
+    import tempfile
+    from dataclasses import replace
+
+    from _rows import context
+
+    from headstart.api import fit
+    from headstart.data import stratified_split
+
+    data, items, labels = labelled_examples(load_elpv(task="binary") if dataset_name == "elpv" else SHARED / dataset_name, limit=limit, seed=0)
+    train, val = stratified_split(labels, 0.15, 0)
+    subset = replace(data, splits={"train": ([items[i] for i in train], labels[train].tolist()), "val": ([items[i] for i in val], labels[val].tolist()), "test": data.splits["test"]})
+    runs = {"efficientnet_lite0": {}, "efficientnet_lite1": {"backbone": "efficientnet_lite1"}, "efficientnet_lite2": {"backbone": "efficientnet_lite2"},
+            "efficientnet_lite0@stage4": {"cut": "stage4"}, "efficientnet_lite0 (random init)": {"strategy": "scratch"}}  # fmt: skip
+    models = candidates()
+    rows = {}
+    for name, settings in runs.items():
+        with tempfile.TemporaryDirectory() as empty:
+            ranked = rank_one(models[name], items, labels, EmbeddingCache(empty))
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            run = fit(subset, **{"backbone": "efficientnet_lite0", "strategy": "full", **settings}, epochs=epochs, out=Path(tmp) / "run", quiet=True, cache_dir=cache_dir, seed=0)
+        rows[name] = {**ranked, "test_accuracy": run.metrics["test"]["accuracy"], "n_test": run.metrics["test"]["n"], "seconds": time.perf_counter() - started,
+                      "epochs_run": len([e for e in run.history.epochs if e["phase"] != "feature-extraction"])}  # fmt: skip
+        print(dataset_name, name, json.dumps(rows[name]), flush=True)
+    return {"dataset": dataset_name, "n_examples": len(items), "epochs": epochs, "candidates": rows, **context()}
+
+
+def tables(records: list[dict], finetuned: list[dict] | None = None) -> str:
     """Markdown: tau of each score against probe accuracy per dataset (+ mean), then timing."""
     names = list(SCORES)
     lines = ["| dataset | n | " + " | ".join(f"{s} tau (weighted)" for s in names) + " |", "|---|---:|" + "---:|" * len(names)]
@@ -96,6 +147,39 @@ def tables(records: list[dict]) -> str:
     epoch_seconds = sum(c["finetune_epoch_seconds_estimate"] for r in records for c in r["candidates"].values())
     lines += ["", f"Ranking all candidates on all datasets: {rank_seconds:.0f} s; one fine-tuning epoch of every candidate (estimate): {epoch_seconds:.0f} s "
               f"(ratio {epoch_seconds / rank_seconds:.1f} per epoch)."]
+    if finetuned:
+        lines += ["", finetune_table(finetuned)]
+    return "\n".join(lines)
+
+
+def finetune_table(finetuned: list[dict]) -> str:
+    """Kendall tau of each score against fine-tuned accuracy, per dataset and mean; then the costs side by side."""
+    names = list(SCORES)
+    lines = ["| dataset | " + " | ".join(f"{s} tau (weighted)" for s in names) + " | probe-accuracy tau |", "|---|" + "---:|" * (len(names) + 1)]
+    taus: dict[str, list[tuple[float, float]]] = {s: [] for s in [*names, "probe"]}
+    ranked, tuned = 0.0, 0.0
+    for f in finetuned:  # each row ranked and fine-tuned its candidates in the same run
+        common = list(f["candidates"])
+        accuracy = np.array([f["candidates"][c]["test_accuracy"] for c in common])
+        cells = []
+        for s in [*names, "probe"]:
+            values = np.array([f["candidates"][c]["probe_accuracy"] if s == "probe" else f["candidates"][c]["scores"][s] for c in common])
+            ok = ~np.isnan(values)
+            if ok.sum() >= 3:
+                pair = (float(kendalltau(values[ok], accuracy[ok]).statistic), float(weightedtau(values[ok], accuracy[ok]).statistic))
+                taus[s].append(pair)
+                cells.append(f"{pair[0]:.2f} ({pair[1]:.2f})")
+            else:
+                cells.append("-")
+        lines.append(f"| {f['dataset']} | " + " | ".join(cells) + " |")
+        ranked += sum(f["candidates"][c]["embed_seconds"] + f["candidates"][c]["score_seconds"]["logme"] for c in common)
+        tuned += sum(f["candidates"][c]["seconds"] for c in common)
+    lines.append("| **mean** | " + " | ".join(f"{np.mean([t[0] for t in taus[s]]):.2f} ({np.mean([t[1] for t in taus[s]]):.2f})" if taus[s] else "-" for s in [*names, "probe"]) + " |")
+    lines += ["", "| dataset | candidate | fine-tuned test accuracy | epochs | fine-tune s | LogME |", "|---|---|---:|---:|---:|---:|"]
+    for f in finetuned:
+        for c, row in f["candidates"].items():
+            lines.append(f"| {f['dataset']} | {c} | {row['test_accuracy']:.3f} (n={row['n_test']}) | {row['epochs_run']} | {row['seconds']:.0f} | {row['scores']['logme']:.3f} |")
+    lines += ["", f"In the same runs, ranking (one forward pass from an empty cache + LogME) all candidates took {ranked:.0f} s; fine-tuning them {tuned:.0f} s ({tuned / ranked:.1f}x)."]
     return "\n".join(lines)
 
 
@@ -105,9 +189,18 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--cache-dir", default="/tmp/headstart-bench-cache")
     parser.add_argument("--table", action="store_true", help="print the tables of the recorded results and exit")
+    parser.add_argument("--finetune", action="store_true", help="fine-tune every candidate on the same subset (the reference the scores should predict)")
+    parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
     if args.table:
-        print(tables([json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]))
+        read = lambda path: [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []  # noqa: E731
+        print(tables(read(RESULTS), read(FINETUNED)))
+        return
+    if args.finetune:
+        from _rows import append
+
+        for dataset_name in args.datasets.split(","):
+            append(FINETUNED, finetune(dataset_name, args.limit, args.epochs, args.cache_dir))
         return
     models = candidates()
     cache = EmbeddingCache(args.cache_dir)
@@ -120,24 +213,7 @@ def main() -> None:
         _, items, labels = labelled_examples(data, limit=args.limit, seed=0)
         rows = {}
         for name, model in models.items():
-            started = time.perf_counter()
-            features, _ = cache.embed(model, items, batch_size=32)
-            embed_seconds = time.perf_counter() - started
-            probabilities = source_probabilities(model, features)
-            scores, score_seconds = {}, {}
-            for score_name, (_, reads) in SCORES.items():
-                t = time.perf_counter()
-                scores[score_name] = math.nan if reads == "source" and probabilities is None else score(score_name, labels, features=features, source_probabilities=probabilities)
-                score_seconds[score_name] = time.perf_counter() - t
-            accuracy, std = probe_accuracy(features, labels)
-            rows[name] = {
-                "scores": scores,
-                "probe_accuracy": accuracy,
-                "probe_std": std,
-                "embed_seconds": embed_seconds,
-                "score_seconds": score_seconds,
-                "finetune_epoch_seconds_estimate": step_cost[name] * len(items),
-            }
+            rows[name] = {**rank_one(model, items, labels, cache), "finetune_epoch_seconds_estimate": step_cost[name] * len(items)}
             print(dataset_name, name, json.dumps(rows[name]), flush=True)
         accuracy = np.array([r["probe_accuracy"] for r in rows.values()])
         taus = {}
