@@ -203,3 +203,21 @@ def test_image_backbone_refuses_text_and_audio_backbone_refuses_images(tmp_path)
 
     with pytest.raises(ValueError, match="is an audio backbone but .* holds image data"):
         headstart.fit(class_folder(tmp_path / "pics"), backbone=f"hf:{_tiny_wav2vec2(tmp_path / 'w2v')}", save=False, quiet=True)
+
+
+def test_pretrain_on_some_speakers_then_transfer_to_another(fsdd_subset, tmp_path):
+    """The develop-model approach for audio: a source trained on one speaker, its spectrogram settings travel with it."""
+    import headstart
+    from headstart.preprocessing import SpectrogramPreprocessing
+
+    rows = fsdd_subset.read_text().splitlines()
+    for speaker in ("george", "jackson"):
+        (tmp_path / f"{speaker}.csv").write_text("\n".join([rows[0], *[r for r in rows[1:] if f"_{speaker}_" in r]]) + "\n")
+    source = headstart.pretrain(tmp_path / "george.csv", arch="efficientnet_lite0", image_size=64, epochs=2, out=tmp_path / "source", quiet=True)
+    prep = source.model.preprocessing
+    assert isinstance(prep, SpectrogramPreprocessing) and prep.input_size == 64
+    target = headstart.fit(tmp_path / "jackson.csv", backbone=str(tmp_path / "source"), out=tmp_path / "target", quiet=True)
+    assert target.model.preprocessing == prep  # the source's rate, clip length and 64 px, not re-derived from the new clips
+    assert target.metrics["test"]["n"] == sum("_jackson_" in r and r.endswith(",test") for r in rows)
+    clip = Path(next(r for r in rows[1:] if "_jackson_" in r).split(",")[0])
+    assert headstart.predict(tmp_path / "target", [clip])[0].label in {"0", "3", "6"}

@@ -69,7 +69,9 @@ def pretrain(
     Parameters
     ----------
     data : path or Dataset
-        The source dataset: an image folder or a CSV/TSV/JSONL text table, as for :func:`fit`.
+        The source dataset: an image or audio folder (or listing), or a CSV/TSV/JSONL text table, as
+        for :func:`fit`. An image architecture given audio reads log-mel spectrograms; their settings
+        are saved with the source and reused by every later ``fit`` on it.
     arch : str, default="resnet18"
         See :func:`source_architecture`. Small timm models (``test_resnet``, ``resnet10t``) train in
         minutes on a CPU at a small ``image_size``.
