@@ -4,6 +4,7 @@ Usage:
   python bench/audio.py official CONFIG [CONFIG ...]    official split (takes 0-4 are test); configs in CONFIGS
   python bench/audio.py speakers CONFIG [CONFIG ...] [--folds george,...]   train on 5 speakers, test on the 6th, every fold
   python bench/audio.py profile [--image-size N] [--limit N]   layer-wise profile of lite0 on FSDD spectrograms
+  python bench/audio.py table     markdown tables (the latest row per config and fold) from bench/results/audio.jsonl
   python bench/audio.py develop [--shots 5] [--folds ...]   the develop-model approach: a source pretrained on
       5 speakers (the saved scratch-64-e8 fold run, i.e. `headstart pretrain` of lite0), transferred to
       the 6th speaker from a few clips per digit, against ImageNet transfer and scratch on the same clips
@@ -146,6 +147,28 @@ def develop(cache: Path, shots: int, seed: int, only: list[str] | None = None) -
                 _write({**_fit(listing, name, "develop", speaker, cache, settings=settings), "shots": shots, "seed": seed, "source": source.name})
 
 
+def tables() -> str:
+    """Speaker folds and develop-model rows as markdown: one column per config, one row per held-out speaker."""
+    import json
+
+    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    out = []
+    for task in ("speakers", "develop"):
+        latest = {(r["config"], r["fold"]): r for r in rows if r["task"] == task}  # a rerun replaces the earlier row
+        if not latest:
+            continue
+        configs = list(dict.fromkeys(c for c, _ in latest))
+        folds = sorted({f for _, f in latest})
+        out += [f"### {task}", "", "| held-out speaker | " + " | ".join(configs) + " |", "|---|" + "---:|" * len(configs)]
+        for fold in folds:
+            out.append(f"| {fold} | " + " | ".join(f"{latest[c, fold]['test_accuracy']:.3f}" if (c, fold) in latest else "" for c in configs) + " |")
+        means = [[latest[c, f]["test_accuracy"] for f in folds if (c, f) in latest] for c in configs]
+        out.append("| **mean ± std** | " + " | ".join(f"**{np.mean(m):.3f} ± {np.std(m):.3f}** ({len(m)})" for m in means) + " |")
+        seconds = [np.mean([latest[c, f]["seconds"] for f in folds if (c, f) in latest]) for c in configs]
+        out += ["| seconds per fold | " + " | ".join(f"{s:.0f}" for s in seconds) + " |", ""]
+    return "\n".join(out)
+
+
 def layer_profile(image_size: int, limit: int | None, cache: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dataset = load_dataset(_listing(Path(tmp), None))
@@ -158,7 +181,7 @@ def layer_profile(image_size: int, limit: int | None, cache: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["official", "speakers", "profile", "develop"])
+    parser.add_argument("task", choices=["official", "speakers", "profile", "develop", "table"])
     parser.add_argument("--shots", type=int, default=5, help="develop: clips per digit of the held-out speaker to train on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("configs", nargs="*", help=f"one or more of {sorted(CONFIGS)}")
@@ -174,6 +197,8 @@ def main() -> None:
         official(args.configs, args.cache_dir)
     elif args.task == "speakers":
         speakers(args.configs, args.cache_dir, args.folds.split(",") if args.folds else None)
+    elif args.task == "table":
+        print(tables())
     elif args.task == "develop":
         develop(args.cache_dir, args.shots, args.seed, args.folds.split(",") if args.folds else None)
     else:
