@@ -84,4 +84,8 @@ def test_cli_strategy_choices_match_the_registry():
     from headstart.cli import STRATEGY_CHOICES
     from headstart.strategies import STRATEGIES
 
-    assert STRATEGY_CHOICES == tuple(STRATEGIES)
+    assert tuple(STRATEGIES) == STRATEGY_CHOICES
+    pytest.importorskip("fastapi")
+    from headstart.ui import STRATEGY_HELP
+
+    assert set(STRATEGY_HELP) == set(STRATEGIES)  # the web UI offers (and explains) every strategy

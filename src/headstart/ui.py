@@ -83,6 +83,7 @@ STRATEGY_HELP = {
     "full": "Every layer adapts. Slowest; needs many examples.",
     "gradual": "Layers are unfrozen one at a time from the top (ULMFiT).",
     "lora": "Small adapter weights inside a transformer learn; the network itself stays frozen (text models).",
+    "contrastive": "A handful of texts per class: the text model first learns from pairs of your examples (SetFit), then a new last layer.",
     "scratch": "No pretrained knowledge at all: a baseline that shows what transfer bought.",
 }
 ADVICE_KEYS = ("cut", "trainable_blocks", "lr", "body_lr", "epochs", "batchnorm")  # what advise() may set in Advice.fit_kwargs
