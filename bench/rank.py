@@ -22,19 +22,19 @@ import argparse
 import copy
 import json
 import math
-import os
-import platform
-import subprocess
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from _rows import append, context
 from scipy.stats import kendalltau, weightedtau
 
-import headstart
+from headstart.api import fit
 from headstart.backbones import Backbone, create_backbone
-from headstart.data import load_elpv
+from headstart.data import load_elpv, stratified_split
 from headstart.features import EmbeddingCache
 from headstart.profiling import labelled_examples, probe_accuracy
 from headstart.ranking import source_probabilities
@@ -97,14 +97,6 @@ def finetune(dataset_name: str, limit: int, epochs: int, cache_dir: str) -> dict
 
     Fine-tuned: test accuracy on the full test split, and seconds; ranked: :func:`rank_one`'s row.
     """
-    import tempfile
-    from dataclasses import replace
-
-    from _rows import context
-
-    from headstart.api import fit
-    from headstart.data import stratified_split
-
     data, items, labels = labelled_examples(load_elpv(task="binary") if dataset_name == "elpv" else SHARED / dataset_name, limit=limit, seed=0)
     train, val = stratified_split(labels, 0.15, 0)
     subset = replace(data, splits={"train": ([items[i] for i in train], labels[train].tolist()), "val": ([items[i] for i in val], labels[val].tolist()), "test": data.splits["test"]})
@@ -197,15 +189,11 @@ def main() -> None:
         print(tables(read(RESULTS), read(FINETUNED)))
         return
     if args.finetune:
-        from _rows import append
-
         for dataset_name in args.datasets.split(","):
             append(FINETUNED, finetune(dataset_name, args.limit, args.epochs, args.cache_dir))
         return
     models = candidates()
     cache = EmbeddingCache(args.cache_dir)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    machine = f"{platform.machine()}, {os.cpu_count()} threads, torch {torch.__version__}"
     step_cost = {name: train_step_seconds(model) for name, model in models.items()}
     out = RESULTS
     for dataset_name in args.datasets.split(","):
@@ -222,7 +210,7 @@ def main() -> None:
             ok = ~np.isnan(values)
             if ok.sum() >= 3:
                 taus[score_name] = {"kendall": float(kendalltau(values[ok], accuracy[ok]).statistic), "weighted": float(weightedtau(values[ok], accuracy[ok]).statistic), "n": int(ok.sum())}
-        record = {"dataset": dataset_name, "n_examples": len(items), "candidates": rows, "tau_vs_probe": taus, "machine": machine, "commit": commit, "headstart": headstart.__version__}
+        record = {"dataset": dataset_name, "n_examples": len(items), "candidates": rows, "tau_vs_probe": taus, **context()}
         print(json.dumps({"dataset": dataset_name, "tau_vs_probe": taus}), flush=True)
         with out.open("a") as handle:
             handle.write(json.dumps(record) + "\n")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from headstart import distributed
 from headstart.activations import TopModel, boundary_activations, budget_from_env, plan_boundary
@@ -321,8 +322,6 @@ class Contrastive(Strategy):
     settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=100, lr=1e-3, patience=15, warmup=0.05))
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
-        import torch
-
         from headstart.fewshot import contrastive_tune, templated_examples
 
         if data.modality != "text":
