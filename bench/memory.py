@@ -12,7 +12,8 @@ the source dataset, so the task is real enough for a head to learn. ``run`` writ
 
     headstart fit LISTING --strategy feature-extraction --quiet --json --no-report
 
-and records its wall time, the seconds per 1,000 images, and memory two ways: the peak resident
+and records its wall time and CPU time (user + system of the process and its reaped loader workers:
+less sensitive than wall time to other jobs on a shared machine), per 1,000 images, and memory two ways: the peak resident
 set size of the largest single process (``/usr/bin/time -v``: the main process or one of its 2
 loader workers) and the peak of the sum of PSS (proportional set size: shared pages split between
 the processes sharing them) over the whole process tree, sampled every 0.2 s with psutil. Rows
@@ -113,7 +114,9 @@ def run(folder: Path, sizes: list[int]) -> None:
                 result = subprocess.CompletedProcess(command, process.returncode, out.read(), err.read())
         if result.returncode != 0:
             raise SystemExit(result.stderr[-3000:])
-        peak_kb = int(next(line for line in result.stderr.splitlines() if "Maximum resident set size" in line).split(":")[1])
+        timed = dict(line.strip().rsplit(": ", 1) for line in result.stderr.splitlines() if line.startswith("\t") and ": " in line)
+        peak_kb = int(timed["Maximum resident set size (kbytes)"])
+        cpu_seconds = float(timed["User time (seconds)"]) + float(timed["System time (seconds)"])
         metrics = json.loads(result.stdout)["metrics"]
         row = {
             "n": n,
@@ -121,8 +124,11 @@ def run(folder: Path, sizes: list[int]) -> None:
             "peak_tree_pss_mb": round(tree_peak / 2**20, 1),
             "seconds": round(seconds, 1),
             "seconds_per_1000": round(1000 * seconds / n, 2),
+            "cpu_seconds": round(cpu_seconds, 1),
+            "cpu_seconds_per_1000": round(1000 * cpu_seconds / n, 2),
+            "load_average_after": os.getloadavg()[0],
             "test_accuracy": metrics["test"]["accuracy"],
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads default",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}",
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip(),
         }
         print(json.dumps(row), flush=True)

@@ -1,0 +1,169 @@
+"""Issue 3: validate the advisor against a grid of freeze depths, per dataset and data fraction.
+
+Usage:
+  python bench/advise_grid.py DATA [DATA ...] [--fractions 1,0.25] [--cap 400] [--epochs 6] [--seed 0]
+  python bench/advise_grid.py --table        the grid, the best cell and the advisor's pick per (data, fraction)
+
+DATA is ``elpv`` (binary), a folder under ../shared/datasets (images, audio) or a text set there
+(its data.csv). For every (data, fraction) it runs, with the same data, seed and epoch budget:
+
+  feature-extraction | fine-tune last 1 block | last 2 | last half | full | scratch | auto
+
+``auto`` is what ``fit --strategy auto`` does: the advisor measures the subset it is given (size,
+layer-wise profile) and picks; the epoch budget and image size are the grid's, everything else
+(strategy, freeze depth, rates, BatchNorm mode) is its choice. Its time includes the measurement.
+"epochs" is the budget of body training; feature extraction keeps its default head schedule on
+cached features (milliseconds per epoch), and the fine-tune configs' head warm-up too.
+
+Budget (2-core CPU): the training split is capped at ``cap`` examples (stratified, fixed), "100%"
+means that capped set and 0.25 a quarter of it (per class, seed-dependent); validation is capped at
+200 and test at 500 examples (stratified, fixed), the same for every cell of a dataset. Each cell
+starts from an empty embedding cache. Images and spectrograms at ``--image-size``. Rows are appended
+to bench/results/advise_grid.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _rows import append, context
+
+from headstart.advisor import advise
+from headstart.api import fit
+from headstart.backbones import create_backbone
+from headstart.data import Dataset, load_dataset, load_elpv, stratified_split
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+OUT = Path(__file__).parent / "results" / "advise_grid.jsonl"
+CONFIGS = ("feature-extraction", "last-1", "last-2", "half", "full", "scratch", "auto")
+EVAL_CAPS = {"val": 200, "test": 500}
+
+
+def subsample(data: Dataset, split: str, size: int, seed: int) -> Dataset:
+    """``data`` with ``split`` cut to about ``size`` examples, each class keeping its share."""
+    items, labels = data.splits[split]
+    if len(items) <= size:
+        return data
+    _, kept = stratified_split(labels, size / len(items), seed)
+    splits = {**data.splits, split: ([items[i] for i in kept], [labels[i] for i in kept])}
+    return replace(data, splits=splits, notes=[*data.notes, f"{split} subsampled to {len(kept)} (stratified, seed {seed})"])
+
+
+def load(name: str, cap: int, fraction: float, seed: int) -> Dataset:
+    """The capped benchmark set, then ``fraction`` of its training split (seed-dependent)."""
+    if name == "elpv":
+        data = load_elpv(task="binary", seed=0)
+    else:
+        folder = SHARED / name
+        data = load_dataset(folder / "data.csv" if (folder / "data.csv").exists() else folder, seed=0)
+    data = subsample(data, "train", cap, 0)
+    for split, size in EVAL_CAPS.items():
+        data = subsample(data, split, size, 0) if split in data.splits else data
+    return data if fraction >= 1 else subsample(data, "train", round(fraction * len(data.items("train"))), seed)
+
+
+def settings_for(config: str, n_blocks: int) -> dict[str, Any]:
+    if config in ("feature-extraction", "full", "scratch", "auto"):
+        return {"strategy": config}
+    trainable = {"last-1": 1, "last-2": 2, "half": n_blocks // 2}[config]
+    return {"strategy": "fine-tune", "trainable_blocks": trainable}
+
+
+def run(name: str, config: str, fraction: float, args: argparse.Namespace) -> dict[str, Any]:
+    data = load(name, args.cap, fraction, args.seed)
+    backbone = "minilm" if data.modality == "text" else "efficientnet_lite0"
+    started = time.perf_counter()
+    advice = None
+    with tempfile.TemporaryDirectory() as tmp:  # an empty embedding cache per cell: every cell pays its own way
+        cache = Path(tmp) / "cache"
+        if config == "auto":  # what `fit --strategy auto` does, with the grid's epoch budget for the body
+            advice = advise(data, backbone=backbone, seed=args.seed, cache_dir=cache)
+            settings = {"strategy": advice.strategy, **advice.fit_kwargs}
+        else:
+            settings = settings_for(config, len(create_backbone(backbone).blocks))
+        if settings["strategy"] != "feature-extraction":  # its epochs are the head's, on cached features: left at the default
+            settings["epochs"] = args.epochs
+        settings["seed"] = args.seed
+        if data.modality != "text":
+            settings["image_size"] = args.image_size
+        result = fit(data, backbone=backbone, out=Path(tmp) / "run", quiet=True, report=False, cache_dir=cache, **settings)
+    seconds = time.perf_counter() - started
+    test = result.metrics["test"]
+    counts = np.bincount(np.concatenate([data.labels(s) for s in ("train", "val")]), minlength=len(data.classes))
+    return {
+        "data": name, "config": config, "fraction": fraction, "cap": args.cap, "seed": args.seed, "backbone": backbone,
+        "n_train": len(data.items("train")), "median_per_class": float(np.median(counts)), "settings": settings,
+        "advice": advice.to_dict() if advice is not None else None,
+        "test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "n_test": test["n"],
+        "epochs_run": {p: sum(r["phase"] == p for r in result.history.epochs) for p in dict.fromkeys(r["phase"] for r in result.history.epochs)},
+        "seconds": round(seconds, 1), **context(),
+    }  # fmt: skip
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """One line per (data, fraction): every config's accuracy (seconds), the best, the pick and the verdict."""
+    cells: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["data"], r["fraction"]), {})[r["config"]] = r  # the latest row of a cell wins
+    grid = CONFIGS[:-1]
+    lines = [
+        "| data | fraction (train n, per class) | " + " | ".join(grid) + " | best | advisor's pick | pick | verdict |",
+        "|---|---|" + "---:|" * len(grid) + "---|---|---:|---|",
+    ]
+    for (data, fraction), by_config in sorted(cells.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        done = {c: r for c, r in by_config.items() if c in grid}
+        if not done:
+            continue
+        any_row = next(iter(by_config.values()))
+        best = max(done, key=lambda c: (done[c]["test_accuracy"], -done[c]["seconds"]))
+        out = [f"{100 * done[c]['test_accuracy']:.1f} ({done[c]['seconds']:.0f} s)" if c in done else "" for c in grid]
+        pick, verdict, described = by_config.get("auto"), "", ""
+        if pick is not None:
+            advice = pick["advice"] or {}
+            described = f"{advice.get('case', '?')}: {advice.get('strategy', '?')} {advice.get('fit_kwargs', {})}"
+            gap = 100 * (done[best]["test_accuracy"] - pick["test_accuracy"])
+            verdict = f"{'within' if gap <= 1 else 'misses by'} {gap:.1f} pt" + (
+                " (complete grid)" if len(done) == len(grid) else f" ({len(done)}/{len(grid)} configs)"
+            )
+        size = f"{fraction:.0%} ({any_row['n_train']}, {any_row['median_per_class']:.0f})"
+        pick_cell = f"{100 * pick['test_accuracy']:.1f} ({pick['seconds']:.0f} s)" if pick else ""
+        lines.append(f"| {data} | {size} | " + " | ".join(out) + f" | {best} | {described} | {pick_cell} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="*")
+    parser.add_argument("--fractions", default="1,0.25")
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--cap", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args()
+    if args.table:
+        print(table([json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]))
+        return
+    if not args.data:
+        parser.error("name datasets (elpv or names under ../shared/datasets), or pass --table")
+    configs = args.configs.split(",")
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
+    for name in args.data:
+        for fraction in (float(f) for f in args.fractions.split(",")):
+            for config in configs:
+                append(args.out, run(name, config, fraction, args))
+
+
+if __name__ == "__main__":
+    main()
