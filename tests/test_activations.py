@@ -83,6 +83,29 @@ def test_decoded_images_give_identical_eval_tensors(lite0, elpv_folder, tmp_path
     assert "0 decoded now, 6 from" in line
 
 
+def test_augmenting_cached_pixels_matches_the_pil_path(lite0, elpv_folder, tmp_path):
+    """The torch-op augmentation of cached pixels draws the same crops and flips as the PIL transforms."""
+    from headstart.data import make_loader
+    from headstart.image_cache import DecodedImageCache
+
+    dataset = load_dataset(elpv_folder)
+    items, labels = dataset.items("train")[:6], dataset.labels("train")[:6]
+    cached, _ = DecodedImageCache(tmp_path).prepare(items, lite0.preprocessing)
+    fast = make_loader(cached, labels, lite0.preprocessing, batch_size=6, train=True, augment="light", seed=3)
+    assert fast.num_workers == 0  # on a CPU the training process augments: no workers taking cores from the step
+    slow = make_loader([c.to_pil() for c in cached], labels, lite0.preprocessing, batch_size=6, train=True, augment="light", seed=3, workers=0)
+    for _ in range(2):  # two epochs: different draws, the same in both paths
+        torch.manual_seed(0)
+        x, y = next(iter(fast))
+        torch.manual_seed(0)
+        x_pil, y_pil = next(iter(slow))
+        assert x.dtype == torch.float32 and x.shape == x_pil.shape == (6, 3, 224, 224) and torch.equal(y, y_pil)
+        assert (x - x_pil).abs().mean() < 0.005  # only the resampling differs (torch's antialiased bicubic against PIL's): measured 0.0002
+    torch.manual_seed(0)
+    different, _ = next(iter(make_loader(cached, labels, lite0.preprocessing, batch_size=6, train=True, augment="light", seed=4)))
+    assert (different - x).abs().mean() > 0.1  # another seed, other crops: the check above can fail
+
+
 def test_damaged_decoded_shard_is_rebuilt(lite0, elpv_folder, tmp_path):
     from headstart.image_cache import DecodedImageCache
 

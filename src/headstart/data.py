@@ -601,6 +601,17 @@ def make_loader(
     """
     from headstart.preprocessing import AudioPreprocessing, ImagePreprocessing, SpectrogramPreprocessing
 
+    if isinstance(preprocessing, ImagePreprocessing) and train and augment != "none" and _all_presized(items):
+        # Augmenting cached pixels with torch ops costs ~1 ms an image: on a CPU the training process does it
+        # between steps, since loader workers would take cores from the step (BENCHMARKS.md, P2).
+        from headstart import distributed
+        from headstart.image_cache import CachedImage
+
+        if workers is None:
+            workers = 0 if distributed.device().type == "cpu" else min(2, len(items) // batch_size)
+        dataset = ExampleDataset(items, labels, preprocessing.presized_train_transform(augment), decode=CachedImage.array)
+        return _loader(dataset, batch_size=batch_size, shuffle=True, seed=seed, shard=shard, num_workers=workers, collate_fn=preprocessing.collate,
+                       prefetch_factor=4 if workers else None)  # fmt: skip
     if isinstance(preprocessing, (ImagePreprocessing, SpectrogramPreprocessing)):
         transform = preprocessing.train_transform(augment) if train else preprocessing.eval_transform()
         if workers is None:
@@ -617,6 +628,12 @@ def make_loader(
 
     transform = preprocessing.waveform_transform(augment if train else "none") if isinstance(preprocessing, AudioPreprocessing) else None
     return _loader(ExampleDataset(items, labels, transform), batch_size=batch_size, shuffle=train, seed=seed, shard=shard, collate_fn=collate)
+
+
+def _all_presized(items: Sequence[Any]) -> bool:
+    from headstart.image_cache import CachedImage
+
+    return bool(items) and all(isinstance(item, CachedImage) for item in items)
 
 
 def tensor_loader(inputs: Any, labels: Sequence[int], *, batch_size: int, shuffle: bool = False, seed: int = 0, shard: bool = False) -> Any:

@@ -107,6 +107,28 @@ class ImagePreprocessing:
             steps += [T.RandomVerticalFlip(), RandomQuarterTurn()]
         return T.Compose(steps)
 
+    def presized_train_transform(self, augment: str = "light") -> PresizedAugment:
+        """:meth:`train_transform` for presized 8-bit pixels (the decoded-image cache), in torch ops.
+
+        Same presets and random crop parameters; the crop is a slice of the cached array and the
+        resize runs on 8-bit pixels (about 0.6 ms per image against 1.8 ms for PIL's, measured on
+        one thread), so the loop can augment in the training process without loader workers
+        competing with the step for a small machine's cores. Yields uint8 ``(3, size, size)``;
+        :meth:`collate` stacks and normalises a batch at once.
+        """
+        _check_augment(augment)
+        if augment == "none":
+            raise ValueError("presized_train_transform is for augmenting presets; augment='none' is eval_transform")
+        return PresizedAugment(self, augment)
+
+    def collate(self, batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stack uint8 images and normalise the whole batch in one pass (mean/std as for ``ToTensor`` + ``Normalize``)."""
+        images, labels = zip(*batch)
+        x = torch.stack(images).float()
+        scale = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        x.sub_(torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1) * 255).div_(scale)
+        return x, torch.as_tensor(labels)
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "image", **asdict(self)}
 
@@ -115,6 +137,38 @@ class ImagePreprocessing:
         fields = {k: v for k, v in data.items() if k != "kind"}
         fields["mean"], fields["std"] = tuple(fields["mean"]), tuple(fields["std"])
         return cls(**fields)
+
+
+@dataclass(frozen=True)
+class PresizedAugment:
+    """Random resized crop, flips (and colour jitter for ``strong``) of a presized ``(h, w, 3)`` uint8 array.
+
+    The random draws come from torch's generator, as torchvision's transforms draw theirs, so
+    ``seed`` and DataLoader worker seeding govern them; a class so that loader workers can pickle it.
+    """
+
+    preprocessing: ImagePreprocessing
+    augment: str
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        prep, size = self.preprocessing, self.preprocessing.input_size
+        shape = torch.empty(1, 1, 1).expand(3, *array.shape[:2])  # the image's dimensions, for torchvision's sampler
+        scale = (0.08 if self.augment == "strong" else 0.75, 1.0)
+        top, left, height, width = T.RandomResizedCrop.get_params(shape, scale, (3 / 4, 4 / 3))
+        crop = np.ascontiguousarray(np.asarray(array)[top : top + height, left : left + width].transpose(2, 0, 1))  # copies only the crop
+        x = torch.from_numpy(crop)
+        if x.shape[1:] != (size, size):
+            mode = prep.interpolation  # bicubic, bilinear or nearest: torch's names too
+            x = torch.nn.functional.interpolate(x[None], size=(size, size), mode=mode, antialias=mode != "nearest")[0]
+        if torch.rand(1) < 0.5:
+            x = x.flip(-1)
+        if self.augment == "strong":
+            x = T.ColorJitter(0.3, 0.3, 0.3)(x)
+        if self.augment == "dihedral":
+            if torch.rand(1) < 0.5:
+                x = x.flip(-2)
+            x = RandomQuarterTurn()(x)
+        return x
 
 
 AUDIO_AUGMENT_PRESETS = ("none", "light", "strong")
