@@ -4,6 +4,7 @@ Usage:
     python bench/perf.py p1 DATA [--epochs 30] [--textbook-epochs N]
     python bench/perf.py p3 DATA [--epochs 10] [--textbook-epochs N]
     python bench/perf.py p2 DATA [--epochs 2]
+    add --profile to any: headstart's side once more under the torch profiler, top operators in the row
 DATA: hymenoptera (../shared/datasets/hymenoptera) or elpv (the elpv-dataset package, binary).
 
 p1 - feature extraction, ``epochs`` epochs of head training.
@@ -24,9 +25,10 @@ p2 - full fine-tuning throughput: training images per second of ``headstart.fit(
      preprocessed into memory beforehand.
 
 Both sides use the same split (headstart's train/val/test of DATA), the same network
-(EfficientNet-Lite0, the embedded weights), batch 32, 2 loader workers, torch's default threads.
-The tutorial uses batch 4 and 4 workers; batch 32 and 2 workers (this machine has 2 cores) are
-faster, so the reference is not slowed down. With ``--textbook-epochs N`` < epochs the textbook
+(EfficientNet-Lite0, the embedded weights), batch 32, torch's default threads. The reference loops
+use 2 loader workers; the tutorial uses batch 4 and 4 workers, and batch 32 with 2 workers (this
+machine has 2 cores) is faster, so the reference is not slowed down. headstart picks its own
+workers (none on a CPU when it augments cached pixels: see P2 in BENCHMARKS.md). With ``--textbook-epochs N`` < epochs the textbook
 loop runs N epochs and the row also gives N-epoch time x epochs / N (every epoch does the same
 work); the row says so. Rows are appended to bench/results/perf.jsonl.
 """
@@ -224,12 +226,27 @@ def full_throughput(data, epochs: int) -> dict:
     return {"train_seconds": last["train_seconds"], "images": n, "images_per_second": n / last["train_seconds"], "log": [line for line in log if "cache" in line]}
 
 
+def profiled(work, top: int = 10) -> list[dict]:
+    """The ``top`` operators of ``work()`` by self CPU time (torch profiler, the training process only).
+
+    A separate, untimed run: the profiler's own overhead must not enter the ratios.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        work()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "self_ms": round(e.self_cpu_time_total / 1000, 1), "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in events[:top]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=["p1", "p2", "p3"])
     parser.add_argument("data", choices=["hymenoptera", "elpv"])
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--textbook-epochs", type=int)
+    parser.add_argument("--profile", action="store_true", help="then run headstart's side once more under the torch profiler: top operators in the row")
     args = parser.parse_args()
     epochs = args.epochs or {"p1": 30, "p2": 2, "p3": 10}[args.kind]
     data = dataset(args.data)
@@ -238,6 +255,8 @@ def main() -> None:
         row["headstart"] = full_throughput(data, epochs)
         row["bare"] = bare_loop(data, batches=min(20, len(data.items("train")) // 32))
         row["ratio"] = row["headstart"]["images_per_second"] / row["bare"]["images_per_second"]
+        if args.profile:
+            row["profile"] = profiled(lambda: full_throughput(data, epochs))
         return finish(row)
     row["plain_forward"] = plain_forward(data)  # first: it also brings every file into the OS page cache for both sides
     row["headstart"] = ours(args.kind, data, epochs)
@@ -248,6 +267,8 @@ def main() -> None:
     row["textbook"]["seconds_for_epochs"] = row["textbook"]["seconds"] * scale
     row["textbook"]["extrapolated"] = ran != epochs
     row["speedup"] = row["textbook"]["seconds_for_epochs"] / row["headstart"]["seconds"]
+    if args.profile:
+        row["profile"] = profiled(lambda: ours(args.kind, data, epochs))
     finish(row)
 
 
