@@ -129,9 +129,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             advice = pick["advice"] or {}
             described = f"{advice.get('case', '?')}: {advice.get('strategy', '?')} {advice.get('fit_kwargs', {})}"
             gap = 100 * (done[best]["test_accuracy"] - pick["test_accuracy"])
-            verdict = f"{'within' if gap <= 1 else 'misses by'} {gap:.1f} pt" + (
-                " (complete grid)" if len(done) == len(grid) else f" ({len(done)}/{len(grid)} configs)"
-            )
+            acc, n = done[best]["test_accuracy"], done[best]["n_test"]
+            se = 100 * (acc * (1 - acc) / n) ** 0.5  # binomial standard error of one cell's test accuracy
+            verdict = f"{'within' if gap <= 1 else 'misses by'} {gap:.1f} pt (SE {se:.1f})"
+            verdict += "" if len(done) == len(grid) else f" ({len(done)}/{len(grid)} configs)"
         size = f"{fraction:.0%} ({any_row['n_train']}, {any_row['median_per_class']:.0f})"
         pick_cell = f"{100 * pick['test_accuracy']:.1f} ({pick['seconds']:.0f} s)" if pick else ""
         lines.append(f"| {data} | {size} | " + " | ".join(out) + f" | {best} | {described} | {pick_cell} | {verdict} |")

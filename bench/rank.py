@@ -4,9 +4,11 @@ Usage: python bench/rank.py [--limit N] [--datasets a,b,c]   (appends one JSON l
        python bench/rank.py --finetune [--limit N] [--datasets a,b,c] [--epochs E]
                                                              (fine-tunes every candidate on the same subset: rank_finetune.jsonl)
        python bench/rank.py --table                          (markdown tables from both files)
+       python bench/rank.py --make-source DIR                (pretrain the headstart source candidate, then pass --source DIR/source)
 
 Candidates (5): EfficientNet-Lite0/1/2 (ImageNet), Lite0 cut after stage4 (a shallower real feature
-extractor, no source head), and Lite0 from random initialisation. On a stratified subset of each
+extractor, no source head), and Lite0 from random initialisation; with ``--source`` a sixth, a
+headstart-pretrained run (``--make-source``: resnet10t trained from scratch on brain MRI). On a stratified subset of each
 dataset's train+val examples the script computes every score of headstart.transferability from
 the cached frozen features, and the accuracy of a linear probe (5-fold cross-validated logistic
 regression on the same features). Kendall's tau (and scipy's weighted tau, as the LogME paper
@@ -46,16 +48,51 @@ FINETUNED = Path(__file__).parent / "results" / "rank_finetune.jsonl"
 DATASETS = ("hymenoptera", "oxford_flowers17", "brain_tumor_mri", "elpv")
 
 
-def candidates() -> dict[str, Backbone]:
+SOURCE_NAME = "resnet10t pretrained by headstart on brain_tumor_mri"
+
+
+def candidates(source: Path | None = None) -> dict[str, Backbone]:
     torch.manual_seed(0)
     lite0 = create_backbone("efficientnet_lite0")
-    return {
+    models = {
         "efficientnet_lite0": lite0,
         "efficientnet_lite1": create_backbone("efficientnet_lite1"),
         "efficientnet_lite2": create_backbone("efficientnet_lite2"),
         "efficientnet_lite0@stage4": lite0.cut("stage4"),
         "efficientnet_lite0 (random init)": create_backbone("efficientnet_lite0", pretrained=False),
     }
+    if source is not None:  # a run directory is a backbone (with its source head, for LEEP and NCE)
+        models[SOURCE_NAME] = create_backbone(str(source))
+    return models
+
+
+SOURCE_DATA, SOURCE_PER_CLASS = "brain_tumor_mri", 300
+
+
+def make_source(out: Path) -> Path:
+    """A headstart-pretrained source candidate: ``headstart pretrain`` of resnet10t (random init) on
+    300 training images per class of brain_tumor_mri (a listing of them in ``out/listing.csv``),
+    128 px, 10 epochs. A far domain for every target here: it should rank below ImageNet."""
+    import csv
+
+    from headstart.pretraining import pretrain
+
+    with (SHARED / SOURCE_DATA / "index.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "train"]
+    rng = np.random.default_rng(0)
+    chosen = []
+    for label in sorted({r["label"] for r in rows}):
+        members = [r for r in rows if r["label"] == label]
+        chosen += [members[i] for i in sorted(rng.choice(len(members), SOURCE_PER_CLASS, replace=False))]
+    out.mkdir(parents=True, exist_ok=True)
+    listing = out / "listing.csv"
+    with listing.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows((str(SHARED / SOURCE_DATA / r["path"]), r["label"]) for r in chosen)
+    run = pretrain(listing, arch="resnet10t", out=out / "source", image_size=128, epochs=10, quiet=True)
+    print(f"source: {out / 'source'}: test accuracy {run.metrics['test']['accuracy']:.3f} on {SOURCE_DATA}", flush=True)
+    return out / "source"
 
 
 def train_step_seconds(backbone: Backbone, batch: int = 16, steps: int = 2) -> float:
@@ -92,7 +129,7 @@ def rank_one(model: Backbone, items: list, labels: np.ndarray, cache: EmbeddingC
     return {"scores": scores, "probe_accuracy": accuracy, "probe_std": std, "embed_seconds": embed_seconds, "score_seconds": score_seconds}
 
 
-def finetune(dataset_name: str, limit: int, epochs: int, cache_dir: str) -> dict:
+def finetune(dataset_name: str, limit: int, epochs: int, cache_dir: str, source: Path | None = None, only: list[str] | None = None) -> dict:
     """Rank (from an empty cache) and then fine-tune every candidate on the same subset, in one process.
 
     Fine-tuned: test accuracy on the full test split, and seconds; ranked: :func:`rank_one`'s row.
@@ -102,9 +139,13 @@ def finetune(dataset_name: str, limit: int, epochs: int, cache_dir: str) -> dict
     subset = replace(data, splits={"train": ([items[i] for i in train], labels[train].tolist()), "val": ([items[i] for i in val], labels[val].tolist()), "test": data.splits["test"]})
     runs = {"efficientnet_lite0": {}, "efficientnet_lite1": {"backbone": "efficientnet_lite1"}, "efficientnet_lite2": {"backbone": "efficientnet_lite2"},
             "efficientnet_lite0@stage4": {"cut": "stage4"}, "efficientnet_lite0 (random init)": {"strategy": "scratch"}}  # fmt: skip
-    models = candidates()
+    if source is not None:
+        runs[SOURCE_NAME] = {"backbone": str(source)}
+    models = candidates(source)
     rows = {}
     for name, settings in runs.items():
+        if only and name not in only:
+            continue
         with tempfile.TemporaryDirectory() as empty:
             ranked = rank_one(models[name], items, labels, EmbeddingCache(empty))
         started = time.perf_counter()
@@ -117,7 +158,8 @@ def finetune(dataset_name: str, limit: int, epochs: int, cache_dir: str) -> dict
 
 
 def tables(records: list[dict], finetuned: list[dict] | None = None) -> str:
-    """Markdown: tau of each score against probe accuracy per dataset (+ mean), then timing."""
+    """Markdown: tau of each score against probe accuracy per dataset (+ mean), then timing (the latest run per dataset)."""
+    records = list({r["dataset"]: r for r in records}.values())
     names = list(SCORES)
     lines = ["| dataset | n | " + " | ".join(f"{s} tau (weighted)" for s in names) + " |", "|---|---:|" + "---:|" * len(names)]
     for r in records:
@@ -144,8 +186,18 @@ def tables(records: list[dict], finetuned: list[dict] | None = None) -> str:
     return "\n".join(lines)
 
 
+def merged(rows: list[dict], *keys: str) -> list[dict]:
+    """One row per ``keys`` (e.g. dataset): candidates of later rows (``--candidates`` runs) join or replace earlier ones."""
+    out: dict[tuple, dict] = {}
+    for row in rows:
+        key = tuple(row[k] for k in keys)
+        out[key] = {**row, "candidates": {**out.get(key, {}).get("candidates", {}), **row["candidates"]}}
+    return list(out.values())
+
+
 def finetune_table(finetuned: list[dict]) -> str:
     """Kendall tau of each score against fine-tuned accuracy, per dataset and mean; then the costs side by side."""
+    finetuned = merged(finetuned, "dataset", "n_examples", "epochs")
     names = list(SCORES)
     lines = ["| dataset | " + " | ".join(f"{s} tau (weighted)" for s in names) + " | probe-accuracy tau |", "|---|" + "---:|" * (len(names) + 1)]
     taus: dict[str, list[tuple[float, float]]] = {s: [] for s in [*names, "probe"]}
@@ -183,16 +235,23 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the tables of the recorded results and exit")
     parser.add_argument("--finetune", action="store_true", help="fine-tune every candidate on the same subset (the reference the scores should predict)")
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--source", type=Path, help="a headstart-pretrained source (run directory) as one more candidate; see --make-source")
+    parser.add_argument("--make-source", type=Path, metavar="DIR", help="pretrain the source candidate into DIR/source and exit")
+    parser.add_argument("--candidates", help="with --finetune: only these candidates (comma-separated); the table merges them into the dataset's row")
     args = parser.parse_args()
+    if args.make_source:
+        make_source(args.make_source)
+        return
     if args.table:
         read = lambda path: [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []  # noqa: E731
         print(tables(read(RESULTS), read(FINETUNED)))
         return
     if args.finetune:
         for dataset_name in args.datasets.split(","):
-            append(FINETUNED, finetune(dataset_name, args.limit, args.epochs, args.cache_dir))
+            only = args.candidates.split(",") if args.candidates else None
+            append(FINETUNED, finetune(dataset_name, args.limit, args.epochs, args.cache_dir, args.source, only))
         return
-    models = candidates()
+    models = candidates(args.source)
     cache = EmbeddingCache(args.cache_dir)
     step_cost = {name: train_step_seconds(model) for name, model in models.items()}
     out = RESULTS

@@ -104,6 +104,9 @@ def test_augmenting_cached_pixels_matches_the_pil_path(lite0, elpv_folder, tmp_p
     torch.manual_seed(0)
     different, _ = next(iter(make_loader(cached, labels, lite0.preprocessing, batch_size=6, train=True, augment="light", seed=4)))
     assert (different - x).abs().mean() > 0.1  # another seed, other crops: the check above can fail
+    for preset in ("strong", "dihedral"):
+        batch, _ = next(iter(make_loader(cached, labels, lite0.preprocessing, batch_size=6, train=True, augment=preset)))
+        assert batch.shape == (6, 3, 224, 224) and batch.dtype == torch.float32 and torch.isfinite(batch).all()
 
 
 def test_damaged_decoded_shard_is_rebuilt(lite0, elpv_folder, tmp_path):
