@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from headstart.cli import main
 from headstart.data import load_dataset
@@ -112,36 +114,93 @@ def test_rank_text_cli(topics_csv, capsys):
     assert "image backbone" in capsys.readouterr().err
 
 
-def _profile(accuracies: list[float]) -> Profile:
+def _profile(accuracies: list[float], *, shift: float | None = None, counts: tuple[int, ...] = (50, 50)) -> Profile:
     from headstart.profiling import BlockScore
 
-    rows = [BlockScore(i, f"b{i}", 8, acc, 0.0, -1.0 + acc) for i, acc in enumerate(accuracies)]
-    return Profile("m", "d", 100, ["a", "b"], 0.01, rows)
+    rows = [BlockScore(i, f"b{i}", 8, acc, 0.0, -1.0 + acc, shift) for i, acc in enumerate(accuracies)]
+    return Profile("m", "d", sum(counts), [f"c{i}" for i in range(len(counts))], 0.01, rows, class_counts=list(counts))
+
+
+STRONG, WEAK = [0.5, 0.6, 0.7, 0.8, 0.95], [0.5, 0.6, 0.7, 0.8, 0.85]  # chance-corrected best: 0.90 and 0.70
 
 
 @pytest.mark.parametrize(
-    ("per_class", "accuracies", "case", "strategy", "settings"),
+    ("per_class", "accuracies", "shift", "case", "strategy", "settings"),
     [
-        (40, [0.5, 0.6, 0.7, 0.8, 0.9], "small, similar", "feature-extraction", {}),
-        (40, [0.5, 0.8, 0.9, 0.85, 0.8], "small, different", "feature-extraction", {"cut": "b2"}),
-        (500, [0.5, 0.6, 0.7, 0.8, 0.9], "large, similar", "fine-tune", {"trainable_blocks": 2}),
-        (500, [0.5, 0.9, 0.85, 0.85, 0.8], "large, different", "fine-tune", {"trainable_blocks": 4, "batchnorm": "train"}),
+        (40, STRONG, None, "small, similar", "feature-extraction", {}),
+        (40, STRONG, 0.05, "small, similar", "feature-extraction", {}),
+        (40, [0.5, 0.8, 0.96, 0.9, 0.9], None, "small, similar", "feature-extraction", {"cut": "b2"}),  # the best block, not the last
+        (40, WEAK, None, "small, different", "fine-tune", {"trainable_blocks": 4}),  # every block but the first
+        (40, STRONG, 0.5, "small, different", "fine-tune", {"trainable_blocks": 4}),  # strong, but far from the source's statistics
+        (500, STRONG, 0.05, "large, similar", "full", {"body_lr": 1e-4}),
+        (500, WEAK, 0.5, "large, different", "full", {"body_lr": 1e-4}),
     ],
 )
-def test_advisor_four_cases(per_class, accuracies, case, strategy, settings):
+def test_advisor_four_cases(per_class, accuracies, shift, case, strategy, settings):
     from headstart.advisor import decide
 
-    advice = decide(per_class, _profile(accuracies))
+    advice = decide(per_class, _profile(accuracies, shift=shift))
     assert advice.case == case and advice.strategy == strategy
-    assert settings.items() <= advice.fit_kwargs.items()
+    assert settings.items() <= advice.fit_kwargs.items() and (settings or advice.fit_kwargs == {})
     assert f"median {per_class} examples per class" in str(advice)
+    assert ("no BatchNorm" in str(advice)) == (shift is None)
+
+
+def test_advisor_reads_accuracy_against_the_majority_class():
+    from headstart.advisor import decide
+
+    balanced, skewed = _profile(STRONG), _profile(STRONG, counts=(90, 10))  # 0.95 is 0.90 of the way from 0.5, 0.5 of the way from 0.9
+    assert balanced.strength == pytest.approx(0.9) and skewed.strength == pytest.approx(0.5)
+    assert decide(40, balanced).case == "small, similar" and decide(40, skewed).case == "small, different"
+    assert "against 0.900 for the majority class" in str(decide(40, skewed))
+
+
+def test_source_shift_is_zero_for_the_source_statistics_and_high_for_a_far_domain(lite0, elpv_folder, tmp_path):
+    from sklearn.datasets import load_sample_images
+
+    from headstart.advisor import FAR_SHIFT
+    from headstart.profiling import source_shift
+
+    photos = []
+    for i, array in enumerate(load_sample_images().images):  # two real photographs, eight crops each
+        image = Image.fromarray(array)
+        for j in range(8):
+            path = tmp_path / f"{i}-{j}.png"
+            image.crop((25 * j, 20 * j, 25 * j + 240, 20 * j + 240)).save(path)
+            photos.append(path)
+    cells = load_dataset(elpv_folder).items("train")[:16]
+    near, far = source_shift(lite0, photos), source_shift(lite0, cells)
+    assert list(near) == lite0.blocks.names() == list(far)
+    assert np.mean(list(near.values())) < FAR_SHIFT <= np.mean(list(far.values()))
+
+    model = copy.deepcopy(lite0)  # the stem's BatchNorm given exactly the statistics of its input on the cells: no shift left there
+    norm = next(m for m in model.blocks["stem"].module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen: list[torch.Tensor] = []
+    hook = norm.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach().double()))
+    source_shift(model, cells)
+    hook.remove()
+    x = torch.cat(seen).transpose(0, 1).flatten(1)
+    norm.running_mean.copy_(x.mean(1)), norm.running_var.copy_(x.var(1, unbiased=False))
+    assert source_shift(model, cells)["stem"] < 1e-4 < far["stem"]
+    stem_only = model.cut("stem")
+    assert list(source_shift(stem_only, cells)) == ["stem"]
+
+
+def test_source_shift_is_none_without_batchnorm(minilm):
+    from headstart.profiling import source_shift
+
+    assert source_shift(minilm, ["a sentence", "another one"]) is None
 
 
 def test_advise_cli_images(elpv_folder, capsys):
+    from headstart.advisor import FAR_SHIFT
+
     assert main(["advise", str(elpv_folder), "--json"]) == 0
     advice = json.loads(capsys.readouterr().out)
-    assert advice["case"].startswith("small") and advice["strategy"] == "feature-extraction"  # 24 images per class
+    assert advice["case"] == "small, different" and advice["strategy"] == "fine-tune"  # 24 solar cells per class, far from ImageNet
     assert advice["measurements"]["examples_per_class"] == pytest.approx(24 * 0.8, abs=2)
+    assert advice["measurements"]["mean_shift"] >= FAR_SHIFT and advice["fit_kwargs"]["trainable_blocks"] == 8  # all but the stem
+    assert 0 < advice["measurements"]["leep_gain"] < 1  # ImageNet's classes say a little about defects
     assert main(["advise", str(elpv_folder)]) == 0
     assert "next: headstart fit" in capsys.readouterr().out
 
@@ -149,7 +208,9 @@ def test_advise_cli_images(elpv_folder, capsys):
 def test_advise_cli_text(topics_csv, capsys):
     assert main(["advise", str(topics_csv), "--json"]) == 0  # minilm by default for a table
     advice = json.loads(capsys.readouterr().out)
-    assert advice["case"].startswith("small") and advice["strategy"] == "feature-extraction"  # 30 utterances per topic
+    assert advice["case"].startswith("small")  # 30 utterances per topic
+    assert advice["strategy"] == ("feature-extraction" if advice["case"] == "small, similar" else "fine-tune")
+    assert advice["measurements"]["mean_shift"] is None and advice["measurements"]["leep_gain"] is None  # no BatchNorm, no source head
     assert advice["measurements"]["plateau"] in ["embeddings"] + [f"layer{i}" for i in range(6)]
     assert main(["advise", str(topics_csv), "--backbone", "efficientnet_lite0"]) == 2
     assert "image backbone" in capsys.readouterr().err

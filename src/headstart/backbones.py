@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -692,6 +693,21 @@ def backbone_from_config(config: dict[str, Any], assets: Path, preprocessing: di
         spec = BackboneSpec(config["name"], config["modality"], "hf", config["architecture"], config.get("description", ""))
         return HFBackbone(model, spec, prep, pooling=config["pooling"])
     raise ValueError(f"Unknown backbone family {config['family']!r} in a saved config")
+
+
+def source_probabilities(backbone: Backbone, features: np.ndarray) -> np.ndarray | None:
+    """Softmax of the backbone's own source-task head (e.g. ImageNet classes) on its pooled features.
+
+    ``None`` when the backbone has no source head (embedded text encoders, cut backbones). A
+    backbone loaded from a run directory (e.g. a :func:`headstart.pretrain` model) has its run's head.
+    """
+    head = backbone.source_head()
+    if head is None:
+        return None
+    with torch.inference_mode():
+        logits = head.to(backbone.device)(torch.from_numpy(features).to(backbone.device)).double()
+    return logits.softmax(-1).cpu().numpy()
+
 
 
 def match_data(backbone: Backbone, dataset: Dataset, *, image_size: int | None = None, tta: str | None = None) -> Backbone:

@@ -316,13 +316,15 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
 
 def _profile_table(result: Any, *, folds: int | None = None) -> Table:
-    """Per-block probe accuracy and LogME, the plateau marked (for `profile` and `advise`)."""
+    """Per-block probe accuracy, LogME and shift from the source's statistics, the plateau marked (for `profile` and `advise`)."""
     table = Table(title=f"{result.backbone} on {result.data}: {result.n_examples} examples" + (f", {folds}-fold linear probe" if folds else ""))
-    for col in ("#", "block", "dim", "probe accuracy", "LogME"):
+    shifts = result.mean_shift is not None
+    for col in ("#", "block", "dim", "probe accuracy", "LogME", *(["shift"] if shifts else [])):
         table.add_column(col, justify="left" if col == "block" else "right")
     for r in result.rows:
         mark = " ← plateau" if r.block == result.plateau else ""
-        table.add_row(str(r.index), r.block + mark, str(r.dim), f"{r.probe_accuracy:.3f} ± {r.probe_std:.3f}", f"{r.logme:.3f}", style="bold" if mark else None)
+        cells = [str(r.index), r.block + mark, str(r.dim), f"{r.probe_accuracy:.3f} ± {r.probe_std:.3f}", f"{r.logme:.3f}"]
+        table.add_row(*cells, *([f"{r.shift:.3f}" if r.shift is not None else ""] if shifts else []), style="bold" if mark else None)
     table.caption = f"plateau: {result.plateau} (first block within {result.tolerance * 100:g} points of the best, {result.best})"
     return table
 

@@ -17,16 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
-from headstart.backbones import Backbone, create_backbone, match_data
-from headstart.data import Dataset, load_dataset, stratified_split
+from headstart.backbones import Backbone, create_backbone, match_data, source_probabilities
+from headstart.data import Dataset, load_dataset, make_loader, stratified_split
 from headstart.features import EmbeddingCache
 from headstart.io import atomic_write_text
 from headstart.model import read_run_config
 from headstart.progress import Progress
-from headstart.transferability import logme
+from headstart.training import to_device
+from headstart.transferability import leep, logme
 
 MAX_PROFILED_BLOCKS = 24
+SHIFT_EXAMPLES = 128  # examples whose activation statistics are compared with the source's (enough for per-channel moments)
 
 
 def labelled_examples(
@@ -81,6 +85,54 @@ def profiled_blocks(backbone: Backbone, every: int | None = None) -> list[str]:
     return chosen if chosen and chosen[-1] == names[-1] else [*chosen, names[-1]]
 
 
+def source_shift(backbone: Backbone, items: list[Any], *, batch_size: int = 32) -> dict[str, float] | None:
+    """How far the target's activations drift from the source's, per block; ``None`` without BatchNorm.
+
+    A BatchNorm layer stores the mean and variance of its input over the source data (ImageNet for
+    the embedded CNNs): the source's feature statistics, shipped with the weights. For each such
+    layer the target's per-channel mean and variance are measured on ``items`` and compared as the
+    KL divergence ``KL(N(target) || N(source))``, averaged over channels, then over the layers of a
+    block. Near 0 the block sees inputs like the source's; natural photos stay low through the
+    network, far domains (X-rays, spectrograms, electroluminescence) rise with depth. Transformers
+    (LayerNorm keeps no statistics) return ``None``.
+    """
+    owners = {}
+    for block in backbone.blocks:
+        for module in block.module.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None and module.running_var is not None:
+                owners[module] = block.name
+    if not owners or not items:
+        return None
+    moments: dict[nn.Module, list[torch.Tensor]] = {}
+
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+        x = inputs[0].detach().double()
+        x = x.transpose(0, 1).reshape(x.shape[1], -1)  # channels first, every other axis pooled
+        total = moments.setdefault(module, [torch.zeros(x.shape[0], dtype=torch.float64) for _ in range(3)])
+        total[0] += x.shape[1]
+        total[1] += x.sum(1).cpu()
+        total[2] += (x * x).sum(1).cpu()
+
+    hooks = [module.register_forward_hook(record) for module in owners]
+    backbone.eval()
+    try:
+        with torch.inference_mode():
+            for inputs, _ in make_loader(items, None, backbone.preprocessing, batch_size=batch_size):
+                backbone(to_device(inputs, backbone.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    per_block: dict[str, list[float]] = {}
+    for module, (count, total, squares) in moments.items():
+        mean = total / count
+        var = (squares / count - mean**2).clamp_min(0) + module.eps
+        source_mean, source_var = module.running_mean.double().cpu(), module.running_var.double().cpu() + module.eps
+        ratio = var / source_var
+        kl = 0.5 * (ratio + (mean - source_mean) ** 2 / source_var - 1 - ratio.log())
+        per_block.setdefault(owners[module], []).append(float(kl.mean()))
+    return {block.name: float(np.mean(per_block[block.name])) for block in backbone.blocks if block.name in per_block}
+
+
 @dataclass
 class BlockScore:
     index: int
@@ -89,6 +141,7 @@ class BlockScore:
     probe_accuracy: float
     probe_std: float
     logme: float
+    shift: float | None = None  # source_shift of the block (None: no BatchNorm statistics to compare with)
 
 
 @dataclass
@@ -111,6 +164,36 @@ class Profile:
     tolerance: float
     rows: list[BlockScore]
     seconds: dict[str, float] = field(default_factory=dict)
+    class_counts: list[int] = field(default_factory=list)  # profiled examples per class
+    source_leep: float | None = None  # LEEP of the backbone's own source head, when it has one
+
+    @property
+    def chance(self) -> float:
+        """Accuracy of always predicting the most common profiled class: the floor every probe is read against."""
+        return max(self.class_counts) / sum(self.class_counts) if self.class_counts else 1 / len(self.classes)
+
+    @property
+    def strength(self) -> float:
+        """Chance-corrected best probe accuracy, ``(best - chance) / (1 - chance)``: the share of the
+        task the frozen features already solve (1: every example right; 0: no better than the majority class)."""
+        top = max(r.probe_accuracy for r in self.rows)
+        return (top - self.chance) / (1 - self.chance) if self.chance < 1 else 1.0
+
+    @property
+    def mean_shift(self) -> float | None:
+        """Mean :func:`source_shift` over the profiled blocks (``None`` without BatchNorm statistics)."""
+        shifts = [r.shift for r in self.rows if r.shift is not None]
+        return float(np.mean(shifts)) if shifts else None
+
+    @property
+    def leep_gain(self) -> float | None:
+        """Share of the label entropy the source classes explain: ``1 + LEEP / H(Y)`` (0: the source
+        predictions say nothing about the target labels, 1: they determine them)."""
+        if self.source_leep is None or len(self.class_counts) < 2:
+            return None
+        p = np.asarray(self.class_counts, dtype=np.float64) / sum(self.class_counts)
+        entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+        return 1 + self.source_leep / entropy if entropy > 0 else None
 
     @property
     def best(self) -> str:
@@ -132,21 +215,25 @@ class Profile:
             "plateau": self.plateau,
             "blocks": [r.__dict__ for r in self.rows],
             "seconds": self.seconds,
+            "class_counts": self.class_counts,
+            "source_leep": self.source_leep,
         }
 
     def to_markdown(self) -> str:
-        lines = ["| # | block | dim | probe accuracy | LogME |", "|---:|---|---:|---:|---:|"]
+        lines = ["| # | block | dim | probe accuracy | LogME | shift from source |", "|---:|---|---:|---:|---:|---:|"]
         for r in self.rows:
             mark = " (plateau)" if r.block == self.plateau else ""
             mark += " (best)" if r.block == self.best else ""
-            lines.append(f"| {r.index} | {r.block}{mark} | {r.dim} | {r.probe_accuracy:.3f} ± {r.probe_std:.3f} | {r.logme:.3f} |")
+            shift = "" if r.shift is None else f"{r.shift:.3f}"
+            lines.append(f"| {r.index} | {r.block}{mark} | {r.dim} | {r.probe_accuracy:.3f} ± {r.probe_std:.3f} | {r.logme:.3f} | {shift} |")
         return "\n".join(lines)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Profile:
         """Inverse of :meth:`to_dict` (the derived ``best`` and ``plateau`` are recomputed)."""
         rows = [BlockScore(**row) for row in data["blocks"]]
-        return cls(data["backbone"], data["data"], data["n_examples"], list(data["classes"]), data["tolerance"], rows, dict(data.get("seconds", {})))
+        return cls(data["backbone"], data["data"], data["n_examples"], list(data["classes"]), data["tolerance"], rows, dict(data.get("seconds", {})),
+                   list(data.get("class_counts", [])), data.get("source_leep"))  # fmt: skip
 
     def plot(self, path: str | Path) -> Path:
         """Write a PNG of probe accuracy and LogME against depth, the plateau block marked."""
@@ -237,12 +324,19 @@ def profile(
     with Progress(quiet=quiet) as progress:
         features, _ = EmbeddingCache(cache_dir).embed_blocks(model, items, names, batch_size=batch_size, progress=progress)
     embedded = time.perf_counter() - started
+    shifted = items if len(items) <= SHIFT_EXAMPLES else [items[i] for i in stratified_split(labels, SHIFT_EXAMPLES / len(items), seed)[1]]
+    shifts = source_shift(model, shifted, batch_size=batch_size) or {}
+    measured = time.perf_counter() - started
     rows = []
     for name in names:
         mean, std = probe_accuracy(features[name], labels, folds=folds, seed=seed)
-        rows.append(BlockScore(model.blocks.index_of(name), name, features[name].shape[1], mean, std, logme(features[name], labels)))
-    seconds = {"features": embedded, "scores": time.perf_counter() - started - embedded}
-    result = Profile(model.spec.name, str(dataset.source), len(items), dataset.classes, tolerance, rows, seconds)
+        rows.append(BlockScore(model.blocks.index_of(name), name, features[name].shape[1], mean, std, logme(features[name], labels), shifts.get(name)))
+    last = model.blocks[-1].name
+    probabilities = source_probabilities(model, features[last]) if last in features else None
+    source_leep = leep(probabilities, labels) if probabilities is not None else None
+    seconds = {"features": embedded, "shift": measured - embedded, "scores": time.perf_counter() - started - measured}
+    counts = np.bincount(labels, minlength=len(dataset.classes)).tolist()
+    result = Profile(model.spec.name, str(dataset.source), len(items), dataset.classes, tolerance, rows, seconds, counts, source_leep)
     if run is not None:  # the run's report.html shows the plot (headstart report RUN)
         from headstart.report import PROFILE_NAME
 

@@ -14,29 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from headstart.backbones import Backbone, create_backbone, list_backbones, match_data
+from headstart.backbones import Backbone, create_backbone, list_backbones, match_data, source_probabilities
 from headstart.data import Dataset
 from headstart.features import EmbeddingCache
 from headstart.profiling import labelled_examples
 from headstart.progress import Progress
 from headstart.transferability import SCORES, score
-
-
-def source_probabilities(backbone: Backbone, features: np.ndarray) -> np.ndarray | None:
-    """Softmax of the backbone's own source-task head (e.g. ImageNet classes) on its pooled features.
-
-    ``None`` when the backbone has no source head (embedded text encoders, cut backbones). A
-    backbone loaded from a run directory (e.g. a :func:`headstart.pretrain` model) has its run's head.
-    """
-    head = backbone.source_head()
-    if head is None:
-        return None
-    with torch.inference_mode():
-        logits = head.to(backbone.device)(torch.from_numpy(features).to(backbone.device)).double()
-    return logits.softmax(-1).cpu().numpy()
 
 
 @dataclass
