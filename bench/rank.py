@@ -3,6 +3,9 @@
 Usage: python bench/rank.py [--limit N] [--datasets a,b,c]   (appends one JSON line per dataset to bench/results/rank.jsonl)
        python bench/rank.py --finetune [--limit N] [--datasets a,b,c] [--epochs E]
                                                              (fine-tunes every candidate on the same subset: rank_finetune.jsonl)
+       python bench/rank.py --finetune --whole-split [--datasets a,b,c]
+                                                             (fine-tunes on the whole train/val split at fit's defaults,
+                                                              ranking still reads --limit examples: rank_finetune_whole.jsonl)
        python bench/rank.py --table                          (markdown tables from both files)
        python bench/rank.py --make-source DIR                (pretrain the headstart source candidate, then pass --source DIR/source)
 
@@ -16,6 +19,8 @@ reports) is taken between each score and the probe accuracy. With ``--finetune``
 also fine-tuned (``fit --strategy full``, LP-FT; the random-init one is ``--strategy scratch``) on the
 same subset, 15% of it held out for validation, and tested on the dataset's whole test split; tau
 is then taken against that accuracy too, and the fine-tuning time is set against the ranking time.
+``--whole-split`` is the cost a user faces: ``headstart rank --limit 200`` against ``headstart fit
+--strategy full`` on all of the training data with its default epochs and early stopping.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from headstart.transferability import SCORES, score
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 RESULTS = Path(__file__).parent / "results" / "rank.jsonl"
 FINETUNED = Path(__file__).parent / "results" / "rank_finetune.jsonl"
+FINETUNED_WHOLE = Path(__file__).parent / "results" / "rank_finetune_whole.jsonl"  # --whole-split: fit's defaults on every training example
 DATASETS = ("hymenoptera", "oxford_flowers17", "brain_tumor_mri", "elpv")
 
 
@@ -129,14 +135,21 @@ def rank_one(model: Backbone, items: list, labels: np.ndarray, cache: EmbeddingC
     return {"scores": scores, "probe_accuracy": accuracy, "probe_std": std, "embed_seconds": embed_seconds, "score_seconds": score_seconds}
 
 
-def finetune(dataset_name: str, limit: int, epochs: int, cache_dir: str, source: Path | None = None, only: list[str] | None = None) -> dict:
-    """Rank (from an empty cache) and then fine-tune every candidate on the same subset, in one process.
+def finetune(
+    dataset_name: str, limit: int, epochs: int | None, cache_dir: str, source: Path | None = None, only: list[str] | None = None, *, whole: bool = False
+) -> dict:
+    """Rank (from an empty cache) and then fine-tune every candidate, in one process.
 
-    Fine-tuned: test accuracy on the full test split, and seconds; ranked: :func:`rank_one`'s row.
+    Ranking always reads the ``limit``-example subset; fine-tuning trains on the same subset, or with
+    ``whole`` on the dataset's whole train/val split (what a user fine-tunes on). ``epochs=None``
+    keeps fit's default budget. Fine-tuned: test accuracy on the full test split, and seconds;
+    ranked: :func:`rank_one`'s row.
     """
     data, items, labels = labelled_examples(load_elpv(task="binary") if dataset_name == "elpv" else SHARED / dataset_name, limit=limit, seed=0)
     train, val = stratified_split(labels, 0.15, 0)
     subset = replace(data, splits={"train": ([items[i] for i in train], labels[train].tolist()), "val": ([items[i] for i in val], labels[val].tolist()), "test": data.splits["test"]})
+    subset = data if whole else subset
+    budget = {} if epochs is None else {"epochs": epochs}
     runs = {"efficientnet_lite0": {}, "efficientnet_lite1": {"backbone": "efficientnet_lite1"}, "efficientnet_lite2": {"backbone": "efficientnet_lite2"},
             "efficientnet_lite0@stage4": {"cut": "stage4"}, "efficientnet_lite0 (random init)": {"strategy": "scratch"}}  # fmt: skip
     if source is not None:
@@ -150,11 +163,12 @@ def finetune(dataset_name: str, limit: int, epochs: int, cache_dir: str, source:
             ranked = rank_one(models[name], items, labels, EmbeddingCache(empty))
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            run = fit(subset, **{"backbone": "efficientnet_lite0", "strategy": "full", **settings}, epochs=epochs, out=Path(tmp) / "run", quiet=True, cache_dir=cache_dir, seed=0)
+            run = fit(subset, **{"backbone": "efficientnet_lite0", "strategy": "full", **settings}, **budget, out=Path(tmp) / "run", quiet=True, cache_dir=cache_dir, seed=0)
         rows[name] = {**ranked, "test_accuracy": run.metrics["test"]["accuracy"], "n_test": run.metrics["test"]["n"], "seconds": time.perf_counter() - started,
                       "epochs_run": len([e for e in run.history.epochs if e["phase"] != "feature-extraction"])}  # fmt: skip
         print(dataset_name, name, json.dumps(rows[name]), flush=True)
-    return {"dataset": dataset_name, "n_examples": len(items), "epochs": epochs, "candidates": rows, **context()}
+    n_train = len(subset.items("train")) + len(subset.items("val"))
+    return {"dataset": dataset_name, "n_examples": len(items), "n_finetuned": n_train, "epochs": epochs if epochs is not None else "default", "candidates": rows, **context()}
 
 
 def tables(records: list[dict], finetuned: list[dict] | None = None) -> str:
@@ -234,7 +248,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", default="/tmp/headstart-bench-cache")
     parser.add_argument("--table", action="store_true", help="print the tables of the recorded results and exit")
     parser.add_argument("--finetune", action="store_true", help="fine-tune every candidate on the same subset (the reference the scores should predict)")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default 6; with --whole-split, fit's own default)")
+    parser.add_argument("--whole-split", action="store_true", help="with --finetune: fine-tune on the whole train/val split at fit's defaults (ranking still reads --limit examples)")
     parser.add_argument("--source", type=Path, help="a headstart-pretrained source (run directory) as one more candidate; see --make-source")
     parser.add_argument("--make-source", type=Path, metavar="DIR", help="pretrain the source candidate into DIR/source and exit")
     parser.add_argument("--candidates", help="with --finetune: only these candidates (comma-separated); the table merges them into the dataset's row")
@@ -245,11 +260,16 @@ def main() -> None:
     if args.table:
         read = lambda path: [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []  # noqa: E731
         print(tables(read(RESULTS), read(FINETUNED)))
+        if FINETUNED_WHOLE.is_file():
+            print("\n### Fine-tuned on the whole training split at fit's defaults (--whole-split)\n")
+            print(finetune_table(read(FINETUNED_WHOLE)))
         return
     if args.finetune:
         for dataset_name in args.datasets.split(","):
             only = args.candidates.split(",") if args.candidates else None
-            append(FINETUNED, finetune(dataset_name, args.limit, args.epochs, args.cache_dir, args.source, only))
+            epochs = args.epochs if args.epochs is not None or args.whole_split else 6
+            record = finetune(dataset_name, args.limit, epochs, args.cache_dir, args.source, only, whole=args.whole_split)
+            append(FINETUNED_WHOLE if args.whole_split else FINETUNED, record)
         return
     models = candidates(args.source)
     cache = EmbeddingCache(args.cache_dir)

@@ -50,3 +50,31 @@ def test_later_phase_keeps_the_start_when_it_never_improves():
     assert history.kept_epoch == 30
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert isinstance(history, History)
+
+
+def test_torch_compile_trains_the_same_weights():
+    """Compiled training steps (inductor, on this CPU) reach the weights the eager loop reaches; the
+    module itself stays plain, so its state dict (what runs save) has the usual keys."""
+    x = torch.randn(96, 6, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    trained = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
+        loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+        history = fit_model(model, loader, loader, TrainSettings(epochs=3, lr=1e-2, patience=None, torch_compile=compiled))
+        trained.append((model.state_dict(), [r["train_loss"] for r in history.epochs]))
+    (eager, eager_losses), (compiled_state, compiled_losses) = trained
+    assert list(compiled_state) == list(eager) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4)
+    for key in eager:
+        torch.testing.assert_close(compiled_state[key], eager[key], atol=1e-5, rtol=1e-4)
+
+
+def test_torch_compile_reaches_the_strategy_from_the_cli():
+    from headstart.cli import build_parser
+    from headstart.strategies import make_strategy
+
+    args = build_parser().parse_args(["fit", "data", "--strategy", "full", "--torch-compile"])
+    assert args.torch_compile and make_strategy("full", torch_compile=args.torch_compile).settings.torch_compile
+    assert not make_strategy("full").settings.torch_compile

@@ -109,6 +109,7 @@ def fit(
     accumulate: int | None = None,
     grad_clip: float | None | str = "default",
     precision: str | None = None,
+    torch_compile: bool | None = None,
     cut: str | int | None = None,
     hidden: int | None = None,
     dropout: float = 0.0,
@@ -165,9 +166,10 @@ def fit(
     label_templates : int, optional
         For ``contrastive`` (few-shot text): add this many "This sentence is {class}" examples per
         class to the pairs and to the head's training set (SetFit's templated dataset; default 0).
-    accumulate, grad_clip, precision :
-        Gradient accumulation steps, gradient-norm clipping (``None`` for none) and ``"bf16"``
-        autocast on a GPU; see :class:`headstart.training.TrainSettings`.
+    accumulate, grad_clip, precision, torch_compile :
+        Gradient accumulation steps, gradient-norm clipping (``None`` for none), ``"bf16"``
+        autocast on a GPU, and ``torch.compile`` of the training steps; see
+        :class:`headstart.training.TrainSettings`.
     cut : block name or index, optional
         Use the pooled output of this block instead of the last one.
     image_size : int, optional
@@ -229,7 +231,7 @@ def fit(
     chosen = strategy if isinstance(strategy, Strategy) else make_strategy(
         strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, monitor=monitor, trainable_blocks=trainable_blocks, freeze=freeze, batchnorm=batchnorm,
         head_warmup=head_warmup, layer_decay=layer_decay, block_lrs=block_lrs, accumulate=accumulate, grad_clip=grad_clip, precision=precision,
-        unfreeze_blocks=unfreeze_blocks, lora_rank=lora_rank, label_templates=label_templates,
+        torch_compile=torch_compile, unfreeze_blocks=unfreeze_blocks, lora_rank=lora_rank, label_templates=label_templates,
     )  # fmt: skip
     if (l2sp or bss) and chosen.name in ("feature-extraction", "scratch"):
         raise ValueError(f"--l2sp/--bss regularise a pretrained backbone while it trains; --strategy {chosen.name} trains none")

@@ -83,6 +83,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         accumulate=args.accumulate,
         grad_clip="default" if args.grad_clip is None else (args.grad_clip or None),
         precision=args.precision,
+        torch_compile=args.torch_compile or None,
         cut=int(args.cut) if args.cut is not None and args.cut.lstrip("-").isdigit() else args.cut,
         hidden=args.hidden,
         dropout=args.dropout,
@@ -500,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accumulate", type=int, default=None, help="gradient accumulation: batches per optimizer step")
     p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default 1.0; 0 for none)")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="bf16: autocast on a GPU that supports it")
+    p.add_argument("--torch-compile", action="store_true", help="run the training steps through torch.compile (pays off on a GPU over many steps)")
     p.add_argument("--cut", default=None, help="use the pooled output of this block (name or index)")
     p.add_argument("--hidden", type=int, default=None, help="hidden layer width of the new head")
     p.add_argument("--dropout", type=float, default=0.0)

@@ -647,7 +647,8 @@ def tensor_loader(inputs: Any, labels: Sequence[int], *, batch_size: int, shuffl
 
 def _loader(dataset: Any, *, batch_size: int, shuffle: bool, seed: int, shard: bool, **options: Any) -> Any:
     """The one DataLoader recipe: seeded shuffling; with ``shard`` under torchrun, a ``DistributedSampler``
-    for training (same number of steps on every rank) or an unpadded share for evaluation."""
+    for training (same number of steps on every rank) or an unpadded share for evaluation; batches
+    in pinned memory when training runs on a GPU, so the copy to it overlaps compute."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -656,7 +657,7 @@ def _loader(dataset: Any, *, batch_size: int, shuffle: bool, seed: int, shard: b
     sampler = distributed.train_sampler(dataset, seed=seed) if shard and shuffle else None
     if shard and not shuffle:
         dataset = distributed.eval_subset(dataset)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, pin_memory=distributed.device().type == "cuda",
                       generator=torch.Generator().manual_seed(seed), **options)  # fmt: skip
 
 

@@ -361,6 +361,7 @@ def make_strategy(
     accumulate: int | None = None,
     grad_clip: float | None | str = "default",
     precision: str | None = None,
+    torch_compile: bool | None = None,
     unfreeze_blocks: int | None = None,
     lora_rank: int | None = None,
     label_templates: int | None = None,
@@ -390,7 +391,8 @@ def make_strategy(
         overrides["patience"] = patience
     if grad_clip != "default":
         overrides["grad_clip"] = grad_clip
-    for key, value in (("monitor", monitor), ("layer_decay", layer_decay), ("block_lrs", block_lrs), ("accumulate", accumulate), ("precision", precision)):
+    for key, value in (("monitor", monitor), ("layer_decay", layer_decay), ("block_lrs", block_lrs), ("accumulate", accumulate), ("precision", precision),
+                       ("torch_compile", torch_compile)):
         if value is not None:
             overrides[key] = value
     if (layer_decay is not None or block_lrs is not None) and name in ("feature-extraction", "lora"):

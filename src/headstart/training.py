@@ -67,6 +67,10 @@ class TrainSettings:
     precision : {"fp32", "bf16"}, default="fp32"
         ``"bf16"`` runs forward passes under bfloat16 autocast on a GPU that supports it (the
         weights and the optimizer stay in float32).
+    torch_compile : bool, default=False
+        Run the training steps through ``torch.compile`` (the model's weights, checkpoints and
+        evaluation are unchanged). Compiling costs tens of seconds up front and pays off on a GPU
+        over many steps; on the CPU it was not measured faster.
     """
 
     epochs: int = 10
@@ -82,6 +86,7 @@ class TrainSettings:
     block_lrs: tuple[float, float] | dict[str, float] | None = None
     accumulate: int = 1
     precision: str = "fp32"
+    torch_compile: bool = False
 
     def __post_init__(self) -> None:
         if self.monitor not in MONITORS:
@@ -245,12 +250,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: f
 
 
 def to_device(inputs: Any, device: torch.device) -> Any:
-    """Move a batch (tensor or dict of tensors) to ``device``; image batches go channels-last."""
+    """Move a batch (tensor or dict of tensors) to ``device``; image batches go channels-last.
+
+    Batches from pinned memory (loaders pin on a GPU machine) are copied asynchronously.
+    """
     if isinstance(inputs, dict):
         return {k: to_device(v, device) for k, v in inputs.items()}
+    blocking = not inputs.is_pinned() if device.type == "cuda" else True
     if inputs.ndim == 4:
-        return inputs.to(device, memory_format=torch.channels_last)
-    return inputs.to(device)
+        return inputs.to(device, memory_format=torch.channels_last, non_blocking=not blocking)
+    return inputs.to(device, non_blocking=not blocking)
 
 
 @torch.inference_mode()
@@ -361,6 +370,8 @@ def fit_model(
         if progress is not None:
             progress.log(line)
     net = distributed.wrap(model, train_loader)  # DDP over what trains in this phase when batches are sharded across ranks
+    if settings.torch_compile:  # only the training steps: state dicts, checkpoints and validation read the plain module
+        net = torch.compile(net)
     if net is not model and progress is not None:
         progress.log(f"{phase}: DistributedDataParallel on {distributed.world_size()} ranks ({distributed.backend()}): "
                      f"{sum(p.requires_grad for p in model.parameters())} trainable tensors all-reduced, {len(meant_frozen)} frozen left out")  # fmt: skip
