@@ -71,6 +71,12 @@ def test_profile_images_python(lite0, elpv_folder, tmp_path):
     png = result.plot(tmp_path / "profile.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 5 | stage4 | 112 |" in result.to_markdown()
+    assert all(r.shift is not None and r.shift > 0 for r in result.rows) and result.source_leep < 0  # BatchNorm statistics, ImageNet head
+    assert sum(result.class_counts) == result.n_examples and 0 < result.leep_gain < 1
+    again = Profile.from_dict(json.loads(json.dumps(result.to_dict())))  # what a run's profile.json reloads to
+    assert again.rows == result.rows and again.class_counts == result.class_counts and again.source_leep == result.source_leep
+    assert again.strength == result.strength and again.mean_shift == result.mean_shift
+    assert profile(elpv_folder, backbone=lite0, blocks=["stage1"], folds=3).source_leep is None  # the source head reads only the last block
 
 
 def test_profile_text_cli(topics_csv, tmp_path, capsys):
