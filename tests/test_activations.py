@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 
 from headstart import fit
@@ -21,6 +22,8 @@ def test_cached_activations_train_the_same_model(elpv_folder, tmp_path, monkeypa
     recomputed = fit(elpv_folder, out=tmp_path / "recomputed", **KWARGS)
     log = (tmp_path / "cached" / "log.txt").read_text()
     assert "activation cache: blocks up to stage5 are frozen" in log
+    assert "head warm-up: pooled features of train and val from the activations after stage5 (the bottom runs once)" in log
+    assert log.count("embeddings (0 computed") == 2  # the warm-up found train and val in the embedding cache
     recomputed_log = (tmp_path / "recomputed" / "log.txt").read_text()
     assert "activation cache: not used" in recomputed_log
     assert "images at short side 73 (" in recomputed_log  # the recomputing path decodes each image once (64 px / 0.875)
@@ -34,6 +37,21 @@ def test_cached_activations_train_the_same_model(elpv_folder, tmp_path, monkeypa
     for name, tensor in a.items():
         if name.startswith("backbone.stages.stem") or name.startswith("backbone.stages.stage0"):
             assert torch.equal(tensor, before[name]), name
+
+
+def test_pooled_features_from_the_bottom_equal_the_embeddings(lite0, elpv_folder, tmp_path):
+    from headstart.activations import pooled_features
+    from headstart.features import EmbeddingCache, compute_embeddings
+
+    data = load_dataset(elpv_folder)
+    model = TransferModel.from_backbone(copy.deepcopy(lite0), data.classes)
+    items = data.items("train")[:6]
+    pooled = pooled_features(model, boundary_activations(model, items, 7), 7, batch_size=4)
+    np.testing.assert_allclose(pooled, compute_embeddings(model.backbone, items), rtol=1e-4, atol=1e-5)
+    cache = EmbeddingCache(tmp_path)
+    assert cache.store(model.backbone, items[:4], pooled[:4]) == 4 and cache.store(model.backbone, items, pooled) == 2  # only what it lacks
+    features, computed = cache.embed(model.backbone, items)
+    assert computed == 0 and np.array_equal(features, pooled)
 
 
 def test_top_model_equals_the_whole_model(lite0, elpv_folder):
@@ -141,3 +159,10 @@ def test_embeddings_are_stored_chunk_by_chunk(lite0, elpv_folder, tmp_path, monk
     got, computed = EmbeddingCache(tmp_path).embed(cut, items, batch_size=4)
     assert computed == 10 and len(list(tmp_path.rglob("part-*.npy"))) == 3  # 4 + 4 + 2
     np.testing.assert_allclose(got, compute_embeddings(cut, items), atol=1e-5)
+
+
+def test_gradual_shares_its_first_stages_bottom_with_the_warm_up(elpv_folder, tmp_path):
+    fit(elpv_folder, out=tmp_path / "g", strategy="gradual", unfreeze_blocks=2, epochs=1, batch_size=8, augment="none", image_size=64, quiet=True)
+    log = (tmp_path / "g" / "log.txt").read_text()
+    assert "head warm-up: pooled features of train and val from the activations after stage6 (the bottom runs once)" in log
+    assert "activation cache: blocks up to stage6 are frozen" in log and "activation cache: blocks up to stage5 are frozen" in log  # stage 2 plans anew

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -69,10 +70,13 @@ class BoundaryPlan:
     reason: str
 
 
-def plan_boundary(model: TransferModel, examples: int, *, augment: str, budget: int | None = None) -> BoundaryPlan:
-    """Decide if the frozen bottom of ``model`` is computed once for ``examples`` inputs."""
+def plan_boundary(model: TransferModel, examples: int, *, augment: str, budget: int | None = None, start: int | None = None) -> BoundaryPlan:
+    """Decide if the frozen bottom of ``model`` is computed once for ``examples`` inputs.
+
+    ``start``: the first trainable block of the phase being planned (default: as ``model`` is frozen now).
+    """
     backbone = model.backbone
-    start = frozen_prefix(model)
+    start = frozen_prefix(model) if start is None else start
     if not isinstance(backbone, TimmBackbone):
         return BoundaryPlan(start, 0, 0, False, f"activation cache: not used ({type(backbone).__name__} backbones recompute their frozen blocks)")
     if start == 0:
@@ -151,11 +155,32 @@ class TopModel(nn.Module):
         self.training = mode
         return self
 
-    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+    def pooled(self, activations: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled features (what the head reads) from the boundary activations."""
         x = activations
         for stage in list(self.backbone.stages.values())[self.start :]:
             x = stage(x)
-        return self.head(self.backbone.pool(x))
+        return self.backbone.pool(x)
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(activations))
+
+
+@torch.inference_mode()
+def pooled_features(model: TransferModel, activations: torch.Tensor, start: int, *, batch_size: int = 64) -> np.ndarray:
+    """Pooled features of the whole backbone in inference mode, from the output of its first ``start`` blocks.
+
+    Equal (to float rounding) to embedding the inputs with the whole backbone, for the cost of its top
+    blocks only: a fit that needs both the frozen bottom's output and the pooled features of the same
+    examples runs the bottom once.
+    """
+    backbone = model.backbone
+    was_training = backbone.training
+    backbone.eval()
+    top = TopModel(model, start)
+    parts = [top.pooled(activations[i : i + batch_size].to(backbone.device)).float().cpu().numpy() for i in range(0, len(activations), batch_size)]
+    backbone.train(was_training)
+    return np.concatenate(parts) if parts else np.empty((0, backbone.feature_dim), dtype=np.float32)
 
 
 def budget_from_env() -> int | None:

@@ -151,6 +151,18 @@ class EmbeddingCache:
             distributed.check_shared(self.root, sum(k not in index for index in indexes.values() for k in keys), expect=0)
         return {name: self._gather(indexes[name], keys, cuts[name].feature_dim) for name in names}, len(missing)
 
+    def store(self, backbone: Backbone, items: Sequence[Any], features: np.ndarray) -> int:
+        """Keep features of ``items`` computed elsewhere (e.g. from a frozen bottom's activations) where
+        :meth:`embed` will find them; items already cached are left as they are. Returns how many were added."""
+        folder = self.root / _backbone_key(backbone)
+        folder.mkdir(parents=True, exist_ok=True)
+        index = self._index(folder)
+        new = {content_key(item): i for i, item in enumerate(items)}
+        new = {key: i for key, i in new.items() if key not in index}
+        if new:
+            self._write(folder, list(new), np.asarray(features)[list(new.values())])
+        return len(new)
+
     def _write(self, folder: Path, keys: list[str], features: np.ndarray) -> Path:
         return self._store.write(folder, keys, features)
 

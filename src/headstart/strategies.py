@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from headstart import distributed
-from headstart.activations import TopModel, boundary_activations, budget_from_env, plan_boundary
+from headstart.activations import TopModel, boundary_activations, budget_from_env, plan_boundary, pooled_features
 from headstart.data import Dataset, make_loader, tensor_loader
 from headstart.features import EmbeddingCache
 from headstart.freezing import freeze, freeze_bottom, freeze_report, set_batchnorm, unfreeze
@@ -51,6 +51,7 @@ class FitContext:
     log: list[str] = field(default_factory=list)
     callbacks: list[Callback] = field(default_factory=list)
     penalties: list[Penalty] = field(default_factory=list)
+    boundary: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # frozen-bottom outputs computed ahead of their phase
 
 
 class Strategy:
@@ -72,12 +73,14 @@ class Strategy:
     ) -> History:
         report = freeze_report(model)
         ctx.progress.log(f"{phase or self.name}: {report}")
-        augment = ctx.augment or (default_augment if model.modality in ("image", "audio") else "none")
+        augment = augmentation(model, ctx, default_augment)
         plan = plan_boundary(model, len(data.items("train")) + len(data.items("val")), augment=augment, budget=budget_from_env())
         if plan.start:
             ctx.progress.log(plan.reason)
         if plan.use and not any(p.needs_features for p in ctx.penalties):  # the frozen bottom runs once; only the top trains per step
-            train_x, val_x = (boundary_activations(model, data.items(s), plan.start, progress=ctx.progress) for s in ("train", "val"))
+            train_x, val_x = (ctx.boundary.pop((plan.start, s), None) for s in ("train", "val"))
+            if train_x is None or val_x is None:
+                train_x, val_x = (boundary_activations(model, data.items(s), plan.start, progress=ctx.progress) for s in ("train", "val"))
             train = tensor_loader(train_x, data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed, shard=True)
             val = tensor_loader(val_x, data.labels("val"), batch_size=ctx.batch_size * 2, shuffle=False, seed=ctx.seed, shard=True)
             top = TopModel(model, plan.start)
@@ -92,6 +95,30 @@ class Strategy:
         val = make_loader(val_items, data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2, shard=True)
         return fit_model(model, train, val, settings or self.settings, phase=phase or self.name, history=history, progress=ctx.progress,
                          callbacks=ctx.callbacks, penalties=ctx.penalties)  # fmt: skip
+
+
+def augmentation(model: TransferModel, ctx: FitContext, default: str) -> str:
+    """The augmentation preset a phase trains with: the user's, else the strategy's default for images and audio."""
+    return ctx.augment or (default if model.modality in ("image", "audio") else "none")
+
+
+def share_frozen_bottom(model: TransferModel, data: Dataset, ctx: FitContext, start: int, augment: str) -> None:
+    """Run a frozen bottom once for both the head warm-up and the phase after it.
+
+    When the phase after the warm-up will train from the cached output of its frozen first ``start``
+    blocks (see :func:`headstart.activations.plan_boundary`), that output is computed now; the top
+    blocks turn it into the pooled features the warm-up needs, which go into the embedding cache
+    where the warm-up finds them. Without this the bottom runs twice over train and val (P3 in
+    BENCHMARKS.md). Under torchrun the sharded embedding pass is kept instead.
+    """
+    plan = plan_boundary(model, len(data.items("train")) + len(data.items("val")), augment=augment, budget=budget_from_env(), start=start)
+    if not plan.use or distributed.active() or any(p.needs_features for p in ctx.penalties):
+        return
+    for split in ("train", "val"):
+        activations = boundary_activations(model, data.items(split), plan.start, progress=ctx.progress)
+        ctx.boundary[(plan.start, split)] = activations
+        ctx.cache.store(model.backbone, data.items(split), pooled_features(model, activations, plan.start))
+    ctx.progress.log(f"head warm-up: pooled features of train and val from the activations after {model.backbone.blocks[plan.start - 1].name} (the bottom runs once)")
 
 
 def warm_up_head(model: TransferModel, data: Dataset, ctx: FitContext) -> History:
@@ -167,8 +194,11 @@ class FineTune(Strategy):
         return math.floor(self.freeze * n + 1e-9)
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        frozen = self.frozen_count(model)
+        if self.head_warmup:
+            share_frozen_bottom(model, data, ctx, frozen, augmentation(model, ctx, "light"))
         history = warm_up_head(model, data, ctx) if self.head_warmup else None
-        freeze_bottom(model, len(model.blocks) - self.frozen_count(model))
+        freeze_bottom(model, len(model.blocks) - frozen)
         set_batchnorm(model, self.batchnorm)
         return self._train_end_to_end(model, data, ctx, default_augment="light", history=history)
 
@@ -246,8 +276,10 @@ class Gradual(Strategy):
         return [min(k, last) for k in range(self.per_stage, last + self.per_stage, self.per_stage)]
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
-        history = warm_up_head(model, data, ctx) if self.head_warmup else History()
         stages = self.schedule(model)
+        if self.head_warmup:  # the first stage's frozen bottom also gives the warm-up its features
+            share_frozen_bottom(model, data, ctx, len(model.backbone.blocks) - stages[0], augmentation(model, ctx, "light"))
+        history = warm_up_head(model, data, ctx) if self.head_warmup else History()
         names = model.backbone.blocks.names()
         for stage, trainable in enumerate(stages, start=1):
             freeze_bottom(model, trainable + 1)  # + the head
