@@ -1,4 +1,4 @@
-"""What every bench row carries: the machine, the version and the commit, appended as one JSON line."""
+"""What every bench row carries (the machine, the version and the commit, appended as one JSON line), and the profiler summary beside a figure."""
 
 from __future__ import annotations
 
@@ -28,3 +28,17 @@ def append(path: Path, row: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         handle.write(json.dumps(row) + "\n")
+
+
+def profiled(work, top: int = 10) -> list[dict]:
+    """The ``top`` operators of ``work()`` by self CPU time (torch profiler, the training process only).
+
+    A separate, untimed run: the profiler's own overhead must not enter the ratios.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        work()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "self_ms": round(e.self_cpu_time_total / 1000, 1), "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in events[:top]]

@@ -3,6 +3,7 @@
 Usage:
     python bench/memory.py make DIR [--n 50000]          # build the images once (about 1 GB of JPEG)
     python bench/memory.py run DIR [--sizes 5000,20000,50000]
+    python bench/memory.py profile DIR --n 2000          # the hot path's top operators (torch profiler, in-process)
 
 ``make`` builds N distinct images from the real shared ones (hymenoptera, oxford_flowers17,
 brain_tumor_mri): each is a random crop (30-100% of the side, random position, random horizontal
@@ -137,15 +138,37 @@ def run(folder: Path, sizes: list[int]) -> None:
             handle.write(json.dumps(row) + "\n")
 
 
+def profile_run(folder: Path, n: int) -> None:
+    """P4's hot path: the same feature-extraction fit over the first ``n`` images, in this process under
+    the torch profiler (an untimed extra run: the rows above are measured without it)."""
+    from _rows import context, profiled
+
+    import headstart
+
+    with open(folder / "all.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    listing = folder / f"first-{n}.csv"
+    with open(listing, "w", newline="") as handle:
+        csv.writer(handle).writerows([rows[0], *rows[1 : n + 1]])
+    with tempfile.TemporaryDirectory() as tmp:
+        top = profiled(lambda: headstart.fit(listing, strategy="feature-extraction", out=Path(tmp) / "run", cache_dir=Path(tmp) / "cache", quiet=True))
+    row = {"n": n, "profile": top, **context()}
+    print(json.dumps(row), flush=True)
+    with RESULTS.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["make", "run"])
+    parser.add_argument("command", choices=["make", "run", "profile"])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--n", type=int, default=50000)
     parser.add_argument("--sizes", default="5000,20000,50000")
     args = parser.parse_args()
     if args.command == "make":
         make(args.folder, args.n)
+    elif args.command == "profile":
+        profile_run(args.folder, args.n)
     else:
         run(args.folder, [int(s) for s in args.sizes.split(",")])
 

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _rows import profiled
 from torch import nn
 
 import headstart
@@ -224,20 +225,6 @@ def full_throughput(data, epochs: int) -> dict:
     last = [r for r in run.history.epochs if r["phase"] == "full"][-1]
     n = len(data.items("train"))
     return {"train_seconds": last["train_seconds"], "images": n, "images_per_second": n / last["train_seconds"], "log": [line for line in log if "cache" in line]}
-
-
-def profiled(work, top: int = 10) -> list[dict]:
-    """The ``top`` operators of ``work()`` by self CPU time (torch profiler, the training process only).
-
-    A separate, untimed run: the profiler's own overhead must not enter the ratios.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        work()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
-    return [{"op": e.key, "self_ms": round(e.self_cpu_time_total / 1000, 1), "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in events[:top]]
 
 
 def main() -> None:
