@@ -158,7 +158,7 @@ def test_embeddings_are_stored_chunk_by_chunk(lite0, elpv_folder, tmp_path, monk
     monkeypatch.setattr(features, "SHARD_ROWS", 4)
     got, computed = EmbeddingCache(tmp_path).embed(cut, items, batch_size=4)
     assert computed == 10 and len(list(tmp_path.rglob("part-*.npy"))) == 3  # 4 + 4 + 2
-    np.testing.assert_allclose(got, compute_embeddings(cut, items), atol=1e-5)
+    np.testing.assert_allclose(got, compute_embeddings(cut, items), rtol=1e-4, atol=1e-5)  # batches of 4 ran with BatchNorm folded: float rounding
 
 
 def test_gradual_shares_its_first_stages_bottom_with_the_warm_up(elpv_folder, tmp_path):

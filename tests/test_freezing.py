@@ -65,3 +65,43 @@ def test_everything_frozen_is_a_clear_error(model):
     freeze(model)
     with pytest.raises(ValueError, match="Nothing to train"):
         param_groups(model, 1e-3, None, 0.0)
+
+
+def test_fold_batchnorm_runs_the_same_network_without_its_batchnorm(lite0, elpv_folder):
+    from headstart.data import load_dataset, make_loader
+    from headstart.features import compute_embeddings
+    from headstart.freezing import fold_batchnorm
+
+    items = load_dataset(elpv_folder).items("train")[:20]
+    images, _ = next(iter(make_loader(items, None, lite0.preprocessing, batch_size=20)))
+    before = {k: v.clone() for k, v in lite0.state_dict().items()}
+    folded, count = fold_batchnorm(lite0, images[:2])
+    norms = [m for m in lite0.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert count == len(norms) == 49 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(torch.equal(before[k], v) for k, v in lite0.state_dict().items())  # the original is untouched
+    with torch.inference_mode():
+        whole, fast = lite0(images), folded(images)
+        blocks, fast_blocks = lite0.forward_blocks(images, ["stage3", "head"]), folded.forward_blocks(images, ["stage3", "head"])
+    torch.testing.assert_close(fast, whole, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast_blocks["stage3"], blocks["stage3"], rtol=1e-4, atol=1e-4)
+    # the embedding pass folds when it runs more than one batch, and gives the same features
+    torch.testing.assert_close(torch.from_numpy(compute_embeddings(lite0, items, batch_size=8)), whole, rtol=1e-4, atol=1e-4)
+
+
+def test_fold_batchnorm_refuses_a_pairing_that_changes_the_output():
+    from headstart.freezing import fold_batchnorm
+
+    class Shared(torch.nn.Module):  # the convolution's output is read twice: folding its BatchNorm would change the sum
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return self.norm(y) + y
+
+    torch.manual_seed(0)
+    model = Shared()
+    model.norm.running_mean.uniform_(-1, 1), model.norm.running_var.uniform_(0.5, 2)
+    same, count = fold_batchnorm(model, torch.randn(2, 3, 8, 8))
+    assert same is model and count == 0

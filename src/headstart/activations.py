@@ -25,7 +25,7 @@ from torch import nn
 
 from headstart.backbones import TimmBackbone
 from headstart.data import make_loader
-from headstart.freezing import is_frozen
+from headstart.freezing import fold_batchnorm, is_frozen
 from headstart.model import TransferModel
 from headstart.progress import Progress
 from headstart.training import to_device
@@ -114,9 +114,12 @@ def _bottom(backbone: TimmBackbone, start: int, x: torch.Tensor) -> torch.Tensor
     return x
 
 
-@torch.inference_mode()
 def boundary_activations(model: TransferModel, items: Sequence[Any], start: int, *, batch_size: int = 64, progress: Progress | None = None) -> torch.Tensor:
-    """Output of the first ``start`` blocks for every item (evaluation transform), float32 on CPU."""
+    """Output of the first ``start`` blocks for every item (evaluation transform), float32 on CPU.
+
+    More than a batch runs through a copy with BatchNorm folded into the convolutions (see
+    :func:`headstart.freezing.fold_batchnorm`; the bottom is frozen, so its BatchNorm is fixed).
+    """
     backbone = model.backbone
     assert isinstance(backbone, TimmBackbone)
     was_training = backbone.training
@@ -124,8 +127,13 @@ def boundary_activations(model: TransferModel, items: Sequence[Any], start: int,
     loader = make_loader(items, None, backbone.preprocessing, batch_size=batch_size)
     task = progress.task(f"activations after {backbone.blocks[start - 1].name}", total=len(items)) if progress else None
     parts = []
+    runner = None
     for inputs, _ in loader:
-        parts.append(_bottom(backbone, start, to_device(inputs, backbone.device)).float().cpu())
+        inputs = to_device(inputs, backbone.device)
+        if runner is None:
+            runner = fold_batchnorm(backbone, inputs[:2])[0] if len(items) > batch_size else backbone
+        with torch.inference_mode():
+            parts.append(_bottom(runner, start, inputs).float().cpu())
         if task is not None:
             task.advance(len(inputs))
     if task is not None:

@@ -22,6 +22,7 @@ import torch
 from headstart import distributed
 from headstart.backbones import Backbone
 from headstart.data import content_key, make_loader
+from headstart.freezing import fold_batchnorm
 from headstart.io import ShardStore
 from headstart.progress import Progress
 from headstart.training import to_device
@@ -61,7 +62,8 @@ def iter_block_embeddings(
     """``(start, {block: features})`` for consecutive runs of about ``chunk`` items, one forward pass in all.
 
     Streaming: memory holds one chunk, so the cache can write each chunk as it is done and an
-    interrupted run keeps what it computed.
+    interrupted run keeps what it computed. Passes longer than a batch run a copy with BatchNorm
+    folded into the convolutions (:func:`headstart.freezing.fold_batchnorm`).
     """
     chunk = chunk or SHARD_ROWS
     backbone.eval()
@@ -71,10 +73,13 @@ def iter_block_embeddings(
     device = backbone.device
     task = progress.task("embedding", total=len(items)) if progress else None
     start = held = 0
+    runner = None
     for inputs, _ in loader:
+        inputs = to_device(inputs, device)
+        if runner is None:  # folded outside inference mode: its weights are ordinary tensors
+            runner = fold_batchnorm(backbone, inputs[:2])[0] if isinstance(inputs, torch.Tensor) and len(items) > batch_size else backbone
         with torch.inference_mode():  # per batch: the caller's code between chunks runs in its own mode
-            inputs = to_device(inputs, device)
-            pooled = {last: backbone(inputs)} if list(names) == [last] else backbone.forward_blocks(inputs, list(names))
+            pooled = {last: runner(inputs)} if list(names) == [last] else runner.forward_blocks(inputs, list(names))
             for name in names:
                 pending[name].append(pooled[name].float().cpu().numpy())
         held += len(pending[names[0]][-1])
