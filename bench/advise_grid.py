@@ -2,7 +2,8 @@
 
 Usage:
   python bench/advise_grid.py DATA [DATA ...] [--fractions 1,0.25] [--cap 400] [--epochs 6] [--seed 0]
-  python bench/advise_grid.py --table        the grid, the best cell and the advisor's pick per (data, fraction)
+  python bench/advise_grid.py --table        the grid, the best cell and the advisor's pick per (data, fraction) for --seed,
+                                             then every config run with several seeds
 
 DATA is ``elpv`` (binary), a folder under ../shared/datasets (images, audio) or a text set there
 (its data.csv), or one of the sets the advisor's thresholds were not set on: ``digits``
@@ -161,15 +162,16 @@ def verdict(best: float, pick: dict[str, Any], se: float) -> str:
     return f"{'within' if gap <= 1 else 'misses by'} {gap:.1f} pt (SE {se:.1f})"
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]], seed: int = 0) -> str:
     """One line per (data, fraction): every config's accuracy (seconds), the best, the pick and the verdict.
 
     The pick is the latest ``auto`` row of the cell; an earlier pick made by other advisor code (another
     commit, other advice) is shown beside it. Datasets outside ``DESIGN`` are marked "held out".
+    Only rows of ``seed`` count (other seeds: :func:`seed_table`).
     """
     cells: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
     picks: dict[tuple[str, float], list[dict[str, Any]]] = {}
-    for r in rows:
+    for r in (r for r in rows if r["seed"] == seed):
         cells.setdefault((r["data"], r["fraction"]), {})[r["config"]] = r  # the latest row of a cell wins
         if r["config"] == "auto":
             picks.setdefault((r["data"], r["fraction"]), []).append(r)
@@ -209,6 +211,25 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def seed_table(rows: list[dict[str, Any]]) -> str:
+    """Configs run with more than one seed: test accuracy per seed and the mean, per (data, fraction).
+
+    Seeds change the training order and, below 100%, which quarter of the training split is kept; the
+    spread is what one cell's difference must beat. ``auto`` rows count only from the latest advisor commit.
+    """
+    latest = {(r["data"], r["fraction"]): r["commit"] for r in rows if r["config"] == "auto"}
+    runs: dict[tuple[str, float, str], dict[int, float]] = {}
+    for r in rows:
+        if r["config"] != "auto" or r["commit"] == latest[(r["data"], r["fraction"])]:
+            runs.setdefault((r["data"], r["fraction"], r["config"]), {})[r["seed"]] = 100 * r["test_accuracy"]
+    lines = ["| data | fraction | config | accuracy per seed | mean |", "|---|---|---|---|---:|"]
+    for (data, fraction, config), by_seed in sorted(runs.items()):
+        if len(by_seed) > 1:
+            per_seed = ", ".join(f"{by_seed[s]:.1f} (seed {s})" for s in sorted(by_seed))
+            lines.append(f"| {data} | {fraction:.0%} | {config} | {per_seed} | {np.mean(list(by_seed.values())):.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="*")
@@ -222,7 +243,8 @@ def main() -> None:
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     if args.table:
-        print(table([json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]))
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+        print(table(rows, args.seed) + "\n\n" + seed_table(rows))
         return
     if not args.data:
         parser.error("name datasets (elpv or names under ../shared/datasets), or pass --table")
