@@ -138,6 +138,17 @@ def test_damaged_decoded_shard_is_rebuilt(lite0, elpv_folder, tmp_path):
     assert "3 decoded now" in line
 
 
+def test_decoding_leaves_the_global_random_state_alone(lite0, elpv_folder, tmp_path):
+    """Augmentation draws from torch's global generator: a cold cache must not shift it, or a seeded run
+    would depend on what an earlier run left in the cache."""
+    from headstart.image_cache import DecodedImageCache
+
+    items = load_dataset(elpv_folder).items("train")[:5]
+    torch.manual_seed(0)
+    _, line = DecodedImageCache(tmp_path).prepare(items, lite0.preprocessing)
+    assert "5 decoded now" in line and torch.equal(torch.get_rng_state(), torch.manual_seed(0).get_state())
+
+
 def test_decoded_cache_can_be_turned_off(monkeypatch, tmp_path):
     from headstart.image_cache import DecodedImageCache, image_cache
 

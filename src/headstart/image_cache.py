@@ -129,11 +129,15 @@ class DecodedImageCache:
         return out, f"decoded-image cache: {len(paths)} images at short side {side} ({len(missing)} decoded now, {len(paths) - len(missing)} from {folder})"
 
     def _decode(self, folder: Path, items: list[Any], keys: list[str], side: int, interpolation: str, progress: Progress | None, workers: int | None) -> None:
+        import torch
         from torch.utils.data import DataLoader
 
         if workers is None:
             workers = min(2, os.cpu_count() or 1) if len(items) > 64 else 0
-        loader = DataLoader(_Decode(items, side, interpolation), batch_size=None, num_workers=workers, prefetch_factor=8 if workers else None)
+        # Its own generator: a DataLoader draws a seed for its workers from the global RNG otherwise, and a
+        # run that decodes (a cold cache) would then augment differently from one that does not.
+        loader = DataLoader(_Decode(items, side, interpolation), batch_size=None, num_workers=workers, prefetch_factor=8 if workers else None,
+                            generator=torch.Generator())  # fmt: skip
         task = progress.task("decoding images", total=len(items)) if progress else None
         chunk: list[np.ndarray] = []
         start = 0
