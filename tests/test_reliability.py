@@ -138,6 +138,20 @@ def test_same_seed_gives_identical_metrics(fe_run, elpv_folder, tmp_path):
     assert (again.directory / "model.safetensors").read_bytes() == (fe_run.directory / "model.safetensors").read_bytes()
 
 
+def test_a_seeded_run_does_not_depend_on_what_the_cache_holds(elpv_folder, tmp_path):
+    """CI once failed here: a fine-tune run had put its warm-up features (from the frozen bottom's
+    activations, equal only to float rounding) into the embedding cache, and the next seeded
+    feature-extraction run read those instead of its own."""
+    cache = tmp_path / "cache"
+    settings = dict(strategy="feature-extraction", quiet=True, epochs=5, cache_dir=cache, image_size=64)
+    cold = fit(elpv_folder, out=tmp_path / "cold", **settings)
+    tuned = fit(elpv_folder, out=tmp_path / "ft", strategy="fine-tune", trainable_blocks=1, epochs=1, batch_size=8, image_size=64, quiet=True, cache_dir=cache)
+    warm = fit(elpv_folder, out=tmp_path / "warm", **settings)
+    assert warm.metrics == cold.metrics and _curves(warm) == _curves(cold)
+    fresh = fit(elpv_folder, out=tmp_path / "ft-fresh", strategy="fine-tune", trainable_blocks=1, epochs=1, batch_size=8, image_size=64, quiet=True, cache_dir=tmp_path / "other")
+    assert fresh.metrics == tuned.metrics  # the fine-tune run itself: warm cache or cold, the same
+
+
 class PoisonWeights(Callback):
     """Make the first trained weight NaN, as a far too high learning rate would."""
 

@@ -117,7 +117,7 @@ def _bottom(backbone: TimmBackbone, start: int, x: torch.Tensor) -> torch.Tensor
 def boundary_activations(model: TransferModel, items: Sequence[Any], start: int, *, batch_size: int = 64, progress: Progress | None = None) -> torch.Tensor:
     """Output of the first ``start`` blocks for every item (evaluation transform), float32 on CPU.
 
-    More than a batch runs through a copy with BatchNorm folded into the convolutions (see
+    Runs through a copy with BatchNorm folded into the convolutions (see
     :func:`headstart.freezing.fold_batchnorm`; the bottom is frozen, so its BatchNorm is fixed).
     """
     backbone = model.backbone
@@ -131,7 +131,7 @@ def boundary_activations(model: TransferModel, items: Sequence[Any], start: int,
     for inputs, _ in loader:
         inputs = to_device(inputs, backbone.device)
         if runner is None:
-            runner = fold_batchnorm(backbone, inputs[:2])[0] if len(items) > batch_size else backbone
+            runner = fold_batchnorm(backbone, inputs[:2])[0]
         with torch.inference_mode():
             parts.append(_bottom(runner, start, inputs).float().cpu())
         if task is not None:

@@ -62,8 +62,9 @@ def iter_block_embeddings(
     """``(start, {block: features})`` for consecutive runs of about ``chunk`` items, one forward pass in all.
 
     Streaming: memory holds one chunk, so the cache can write each chunk as it is done and an
-    interrupted run keeps what it computed. Passes longer than a batch run a copy with BatchNorm
-    folded into the convolutions (:func:`headstart.freezing.fold_batchnorm`).
+    interrupted run keeps what it computed. Image passes run a copy with BatchNorm folded into the
+    convolutions (:func:`headstart.freezing.fold_batchnorm`), however many items: a cached feature
+    must not depend on the batch it was computed in (a seeded run repeats whatever the cache holds).
     """
     chunk = chunk or SHARD_ROWS
     backbone.eval()
@@ -77,7 +78,7 @@ def iter_block_embeddings(
     for inputs, _ in loader:
         inputs = to_device(inputs, device)
         if runner is None:  # folded outside inference mode: its weights are ordinary tensors
-            runner = fold_batchnorm(backbone, inputs[:2])[0] if isinstance(inputs, torch.Tensor) and len(items) > batch_size else backbone
+            runner = fold_batchnorm(backbone, inputs[:2])[0] if isinstance(inputs, torch.Tensor) else backbone
         with torch.inference_mode():  # per batch: the caller's code between chunks runs in its own mode
             pooled = {last: runner(inputs)} if list(names) == [last] else runner.forward_blocks(inputs, list(names))
             for name in names:
@@ -155,18 +156,6 @@ class EmbeddingCache:
             indexes = {name: self._index(folder) for name, folder in folders.items()}
             distributed.check_shared(self.root, sum(k not in index for index in indexes.values() for k in keys), expect=0)
         return {name: self._gather(indexes[name], keys, cuts[name].feature_dim) for name in names}, len(missing)
-
-    def store(self, backbone: Backbone, items: Sequence[Any], features: np.ndarray) -> int:
-        """Keep features of ``items`` computed elsewhere (e.g. from a frozen bottom's activations) where
-        :meth:`embed` will find them; items already cached are left as they are. Returns how many were added."""
-        folder = self.root / _backbone_key(backbone)
-        folder.mkdir(parents=True, exist_ok=True)
-        index = self._index(folder)
-        new = {content_key(item): i for i, item in enumerate(items)}
-        new = {key: i for key, i in new.items() if key not in index}
-        if new:
-            self._write(folder, list(new), np.asarray(features)[list(new.values())])
-        return len(new)
 
     def _write(self, folder: Path, keys: list[str], features: np.ndarray) -> Path:
         return self._store.write(folder, keys, features)

@@ -52,6 +52,7 @@ class FitContext:
     callbacks: list[Callback] = field(default_factory=list)
     penalties: list[Penalty] = field(default_factory=list)
     boundary: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # frozen-bottom outputs computed ahead of their phase
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # pooled features per split for the next feature-extraction phase
 
 
 class Strategy:
@@ -107,8 +108,9 @@ def share_frozen_bottom(model: TransferModel, data: Dataset, ctx: FitContext, st
 
     When the phase after the warm-up will train from the cached output of its frozen first ``start``
     blocks (see :func:`headstart.activations.plan_boundary`), that output is computed now; the top
-    blocks turn it into the pooled features the warm-up needs, which go into the embedding cache
-    where the warm-up finds them. Without this the bottom runs twice over train and val (P3 in
+    blocks turn it into the pooled features the warm-up needs (kept in ``ctx``, not the embedding
+    cache: they equal the cached features only to float rounding, and a seeded run must not depend
+    on what the cache already holds). Without this the bottom runs twice over train and val (P3 in
     BENCHMARKS.md). Under torchrun the sharded embedding pass is kept instead.
     """
     plan = plan_boundary(model, len(data.items("train")) + len(data.items("val")), augment=augment, budget=budget_from_env(), start=start)
@@ -117,7 +119,7 @@ def share_frozen_bottom(model: TransferModel, data: Dataset, ctx: FitContext, st
     for split in ("train", "val"):
         activations = boundary_activations(model, data.items(split), plan.start, progress=ctx.progress)
         ctx.boundary[(plan.start, split)] = activations
-        ctx.cache.store(model.backbone, data.items(split), pooled_features(model, activations, plan.start))
+        ctx.features[split] = pooled_features(model, activations, plan.start)
     ctx.progress.log(f"head warm-up: pooled features of train and val from the activations after {model.backbone.blocks[plan.start - 1].name} (the bottom runs once)")
 
 
@@ -148,6 +150,10 @@ class FeatureExtraction(Strategy):
         ctx.progress.log(f"{self.name}: {report}")
         features = {}
         for split in ("train", "val"):
+            if split in ctx.features:  # computed from a frozen bottom's activations (see share_frozen_bottom)
+                features[split] = np.ascontiguousarray(ctx.features.pop(split))
+                ctx.progress.log(f"{split}: {len(features[split])} embeddings (from the frozen bottom's activations)")
+                continue
             array, computed = ctx.cache.embed(model.backbone, data.items(split), batch_size=ctx.batch_size, progress=ctx.progress)
             ctx.progress.log(f"{split}: {len(array)} embeddings ({computed} computed, {len(array) - computed} from cache)")
             features[split] = np.ascontiguousarray(array)
