@@ -215,12 +215,13 @@ def seed_table(rows: list[dict[str, Any]]) -> str:
     """Configs run with more than one seed: test accuracy per seed and the mean, per (data, fraction).
 
     Seeds change the training order and, below 100%, which quarter of the training split is kept; the
-    spread is what one cell's difference must beat. ``auto`` rows count only from the latest advisor commit.
+    spread is what one cell's difference must beat. An ``auto`` row counts when it made the same pick
+    as the latest ``auto`` row of its (data, fraction, seed), whichever commit ran it.
     """
-    latest = {(r["data"], r["fraction"]): r["commit"] for r in rows if r["config"] == "auto"}
+    latest = {(r["data"], r["fraction"], r["seed"]): describe(r) for r in rows if r["config"] == "auto"}
     runs: dict[tuple[str, float, str], dict[int, float]] = {}
     for r in rows:
-        if r["config"] != "auto" or r["commit"] == latest[(r["data"], r["fraction"])]:
+        if r["config"] != "auto" or describe(r) == latest[(r["data"], r["fraction"], r["seed"])]:
             runs.setdefault((r["data"], r["fraction"], r["config"]), {})[r["seed"]] = 100 * r["test_accuracy"]
     lines = ["| data | fraction | config | accuracy per seed | mean |", "|---|---|---|---|---:|"]
     for (data, fraction, config), by_seed in sorted(runs.items()):
