@@ -151,6 +151,9 @@ def test_advisor_four_cases(per_class, accuracies, shift, case, strategy, settin
     assert settings.items() <= advice.fit_kwargs.items() and (settings or advice.fit_kwargs == {})
     assert f"median {per_class} examples per class" in str(advice)
     assert ("no BatchNorm" in str(advice)) == (shift is None)
+    if case == "small, different":  # the reason names the test that failed
+        assert ("leave too much of the task unsolved" in str(advice)) == (accuracies is WEAK)
+        assert ("far from the source domain, where frozen features" in str(advice)) == (accuracies is STRONG)
 
 
 def test_advisor_reads_accuracy_against_the_majority_class():

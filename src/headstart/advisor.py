@@ -117,9 +117,13 @@ def decide(per_class: float, result: Profile) -> Advice:
         rationale.append(f"small and similar: a new head on frozen features from {where}; moving pretrained weights has little to add and much to overfit")
     elif small:
         strategy, kwargs = "fine-tune", {"trainable_blocks": depth, **FINE_TUNE}
+        why = (
+            "frozen features alone leave too much of the task unsolved" if not strong
+            else "the features separate these few examples, but the data sit far from the source domain, where frozen features generalise least"
+        )  # fmt: skip
         rationale.append(
             f"small and different: keep {first.block}, the most general features, frozen and fine-tune the {depth} blocks above it "
-            "(head first, body LR 1e-4); frozen features alone leave too much of the task unsolved"
+            f"(head first, body LR 1e-4); {why}"
         )
     else:
         strategy, kwargs = "full", dict(FINE_TUNE)
