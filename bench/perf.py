@@ -4,6 +4,7 @@ Usage:
     python bench/perf.py p1 DATA [--epochs 30] [--textbook-epochs N]
     python bench/perf.py p3 DATA [--epochs 10] [--textbook-epochs N]
     python bench/perf.py p2 DATA [--epochs 2]
+    python bench/perf.py fold DATA
     add --profile to any: headstart's side once more under the torch profiler, top operators in the row
 DATA: hymenoptera (../shared/datasets/hymenoptera) or elpv (the elpv-dataset package, binary).
 
@@ -23,6 +24,10 @@ p2 - full fine-tuning throughput: training images per second of ``headstart.fit(
      against a bare loop of forward + backward + AdamW step over the same model (the same
      TransferModel, channels-last, BatchNorm as headstart's full strategy keeps it) on tensors
      preprocessed into memory beforehand.
+fold - the frozen pass with and without BatchNorm folded into the convolutions
+     (``headstart.freezing.fold_batchnorm``): inference over every image of DATA, preprocessed into
+     memory first, batch 32, channels-last; the two networks alternate for 3 rounds and each keeps
+     its fastest round. The row gives both times, their ratio and the largest output difference.
 
 Both sides use the same split (headstart's train/val/test of DATA), the same network
 (EfficientNet-Lite0, the embedded weights), batch 32, torch's default threads. The reference loops
@@ -227,17 +232,43 @@ def full_throughput(data, epochs: int) -> dict:
     return {"train_seconds": last["train_seconds"], "images": n, "images_per_second": n / last["train_seconds"], "log": [line for line in log if "cache" in line]}
 
 
+def folded_forward(data, rounds: int = 3) -> dict:
+    """Seconds of one inference pass over preloaded images, the network as stored and BatchNorm-folded."""
+    from headstart.data import make_loader
+    from headstart.freezing import fold_batchnorm
+
+    backbone = create_backbone("efficientnet_lite0").eval()
+    items = [*data.items("train"), *data.items("val"), *data.items("test")]
+    batches = [x.contiguous(memory_format=torch.channels_last) for x, _ in make_loader(items, None, backbone.preprocessing, batch_size=32)]
+    folded, count = fold_batchnorm(backbone, batches[0][:2])
+    times: dict[str, list[float]] = {"batchnorm": [], "folded": []}
+    with torch.inference_mode():
+        difference = max(float((folded(x) - backbone(x)).abs().max() / backbone(x).abs().max()) for x in batches[:2])
+        for _ in range(rounds):
+            for name, network in (("batchnorm", backbone), ("folded", folded)):
+                started = time.perf_counter()
+                for x in batches:
+                    network(x)
+                times[name].append(time.perf_counter() - started)
+    best = {name: min(values) for name, values in times.items()}
+    return {"images": len(items), "batchnorm_folded": count, "seconds": best, "rounds": times,
+            "speedup": best["batchnorm"] / best["folded"], "max_relative_difference": difference}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["p1", "p2", "p3"])
+    parser.add_argument("kind", choices=["p1", "p2", "p3", "fold"])
     parser.add_argument("data", choices=["hymenoptera", "elpv"])
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--textbook-epochs", type=int)
     parser.add_argument("--profile", action="store_true", help="then run headstart's side once more under the torch profiler: top operators in the row")
     args = parser.parse_args()
-    epochs = args.epochs or {"p1": 30, "p2": 2, "p3": 10}[args.kind]
+    epochs = args.epochs or {"p1": 30, "p2": 2, "p3": 10, "fold": 0}[args.kind]
     data = dataset(args.data)
     row: dict = {"bench": args.kind, "data": args.data, "epochs": epochs, "n": {s: len(data.items(s)) for s in data.splits}}
+    if args.kind == "fold":
+        row["fold"] = folded_forward(data)
+        return finish(row)
     if args.kind == "p2":
         row["headstart"] = full_throughput(data, epochs)
         row["bare"] = bare_loop(data, batches=min(20, len(data.items("train")) // 32))
