@@ -5,6 +5,7 @@ Usage:
     python bench/perf.py p3 DATA [--epochs 10] [--textbook-epochs N]
     python bench/perf.py p2 DATA [--epochs 2]
     python bench/perf.py fold DATA
+    python bench/perf.py decode DATA [--epochs 2]
     add --profile to any: headstart's side once more under the torch profiler, top operators in the row
 DATA: hymenoptera (../shared/datasets/hymenoptera) or elpv (the elpv-dataset package, binary).
 
@@ -28,6 +29,10 @@ fold - the frozen pass with and without BatchNorm folded into the convolutions
      (``headstart.freezing.fold_batchnorm``): inference over every image of DATA, preprocessed into
      memory first, batch 32, channels-last; the two networks alternate for 3 rounds and each keeps
      its fastest round. The row gives both times, their ratio and the largest output difference.
+decode - the decoded-image cache: ``headstart.fit(strategy="full")`` for ``epochs`` epochs with
+     the cache (each image decoded and resized once) and with ``HEADSTART_IMAGE_CACHE=0`` (decoded,
+     resized and augmented by PIL in the loader workers every epoch), both from empty caches; the
+     row gives each run's seconds per training epoch of the full phase and the whole run.
 
 Both sides use the same split (headstart's train/val/test of DATA), the same network
 (EfficientNet-Lite0, the embedded weights), batch 32, torch's default threads. The reference loops
@@ -255,19 +260,40 @@ def folded_forward(data, rounds: int = 3) -> dict:
             "speedup": best["batchnorm"] / best["folded"], "max_relative_difference": difference}  # fmt: skip
 
 
+def decode_cache(data, epochs: int) -> dict:
+    """Full fine-tuning with and without the decoded-image cache, one after the other."""
+    sides = {}
+    for name, flag in (("cache", "1"), ("no_cache", "0")):
+        os.environ["HEADSTART_IMAGE_CACHE"] = flag
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["HEADSTART_CACHE"] = tmp
+            started = time.perf_counter()
+            run = headstart.fit(data, out=Path(tmp) / "run", quiet=True, strategy="full", epochs=epochs, patience=None)
+            seconds = time.perf_counter() - started
+        epochs_run = [r for r in run.history.epochs if r["phase"] == "full"]
+        sides[name] = {"seconds": seconds, "train_seconds_per_epoch": float(np.mean([r["train_seconds"] for r in epochs_run])),
+                       "test_accuracy": run.metrics["test"]["accuracy"]}  # fmt: skip
+    os.environ.pop("HEADSTART_IMAGE_CACHE")
+    sides["epoch_speedup"] = sides["no_cache"]["train_seconds_per_epoch"] / sides["cache"]["train_seconds_per_epoch"]
+    return sides
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["p1", "p2", "p3", "fold"])
+    parser.add_argument("kind", choices=["p1", "p2", "p3", "fold", "decode"])
     parser.add_argument("data", choices=["hymenoptera", "elpv"])
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--textbook-epochs", type=int)
     parser.add_argument("--profile", action="store_true", help="then run headstart's side once more under the torch profiler: top operators in the row")
     args = parser.parse_args()
-    epochs = args.epochs or {"p1": 30, "p2": 2, "p3": 10, "fold": 0}[args.kind]
+    epochs = args.epochs or {"p1": 30, "p2": 2, "p3": 10, "fold": 0, "decode": 2}[args.kind]
     data = dataset(args.data)
     row: dict = {"bench": args.kind, "data": args.data, "epochs": epochs, "n": {s: len(data.items(s)) for s in data.splits}}
     if args.kind == "fold":
         row["fold"] = folded_forward(data)
+        return finish(row)
+    if args.kind == "decode":
+        row["decode"] = decode_cache(data, epochs)
         return finish(row)
     if args.kind == "p2":
         row["headstart"] = full_throughput(data, epochs)
