@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,26 @@ def test_cli_augment_choices_match_presets():
     from headstart.preprocessing import AUDIO_AUGMENT_PRESETS, AUGMENT_PRESETS
 
     assert AUGMENT_CHOICES == AUGMENT_PRESETS and set(AUDIO_AUGMENT_PRESETS) < set(AUGMENT_PRESETS)
+
+
+def test_loader_workers_leave_cpu_cores_to_the_step_and_feed_a_gpu(monkeypatch):
+    from headstart import distributed
+    from headstart.data import loader_workers
+
+    monkeypatch.delenv("HEADSTART_WORKERS", raising=False)
+    monkeypatch.setattr(distributed, "device", lambda: torch.device("cpu"))
+    assert loader_workers(1000, 32) == 2
+    assert loader_workers(1000, 32, in_process=True) == 0  # cached pixels are augmented between steps
+    assert loader_workers(40, 32) == 1  # never more workers than batches
+    monkeypatch.setattr(distributed, "device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    assert loader_workers(10_000, 128) == 8  # 15 free cores, capped at 8
+    assert loader_workers(10_000, 128, in_process=True) == 8
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2}, raising=False)
+    assert loader_workers(10_000, 128) == 2  # one core stays with the training process
+    monkeypatch.setenv("HEADSTART_WORKERS", "5")
+    assert loader_workers(10_000, 128) == 5
+    assert loader_workers(300, 128) == 2
+    monkeypatch.setenv("HEADSTART_WORKERS", "many")
+    with pytest.raises(ValueError, match="HEADSTART_WORKERS='many': set it to a whole number"):
+        loader_workers(10_000, 128)

@@ -583,6 +583,30 @@ class ExampleDataset:
         return item, (-1 if self.labels is None else int(self.labels[index]))
 
 
+def loader_workers(examples: int, batch_size: int, *, in_process: bool = False) -> int:
+    """How many DataLoader worker processes decode and augment ``examples`` in batches of ``batch_size``.
+
+    On a CPU the training step needs the cores: at most 2 workers, and none when the work is cheap
+    enough to run between steps in the training process (``in_process``: augmenting cached pixels,
+    BENCHMARKS.md P2). On a GPU the step runs on the device and the cores are free to feed it: one
+    worker per core but one, up to 8 (P5). Never more than there are batches.
+    ``HEADSTART_WORKERS`` overrides the choice.
+    """
+    import os
+
+    from headstart import distributed
+
+    batches = max(1, examples // max(1, batch_size))
+    if (chosen := os.environ.get("HEADSTART_WORKERS")) is not None:
+        if not chosen.strip().isdigit():
+            raise ValueError(f"HEADSTART_WORKERS={chosen!r}: set it to a whole number of loader worker processes (0 for none), or unset it")
+        return min(int(chosen), batches)
+    if distributed.device().type == "cpu":
+        return 0 if in_process else min(2, batches)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(max(1, cores - 1), 8, batches)
+
+
 def make_loader(
     items: Sequence[Any],
     labels: Sequence[int] | None,
@@ -604,18 +628,17 @@ def make_loader(
     if isinstance(preprocessing, ImagePreprocessing) and train and augment != "none" and _all_presized(items):
         # Augmenting cached pixels with torch ops costs ~1 ms an image: on a CPU the training process does it
         # between steps, since loader workers would take cores from the step (BENCHMARKS.md, P2).
-        from headstart import distributed
         from headstart.image_cache import CachedImage
 
         if workers is None:
-            workers = 0 if distributed.device().type == "cpu" else min(2, len(items) // batch_size)
+            workers = loader_workers(len(items), batch_size, in_process=True)
         dataset = ExampleDataset(items, labels, preprocessing.presized_train_transform(augment), decode=CachedImage.array)
         return _loader(dataset, batch_size=batch_size, shuffle=True, seed=seed, shard=shard, num_workers=workers, collate_fn=preprocessing.collate,
                        prefetch_factor=4 if workers else None)  # fmt: skip
     if isinstance(preprocessing, (ImagePreprocessing, SpectrogramPreprocessing)):
         transform = preprocessing.train_transform(augment) if train else preprocessing.eval_transform()
         if workers is None:
-            workers = min(2, len(items) // batch_size) if len(items) > batch_size else 0
+            workers = loader_workers(len(items), batch_size) if len(items) > batch_size else 0
         dataset = ExampleDataset(items, labels, transform, decode=load_image if isinstance(preprocessing, ImagePreprocessing) else None)
         return _loader(dataset, batch_size=batch_size, shuffle=train, seed=seed, shard=shard, num_workers=workers, persistent_workers=False,
                        prefetch_factor=4 if workers else None)  # fmt: skip

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from headstart import distributed
-from headstart.data import content_key, load_image
+from headstart.data import content_key, load_image, loader_workers
 from headstart.features import default_cache_dir
 from headstart.io import ShardStore
 from headstart.preprocessing import _INTERPOLATION, ImagePreprocessing
@@ -133,7 +133,7 @@ class DecodedImageCache:
         from torch.utils.data import DataLoader
 
         if workers is None:
-            workers = min(2, os.cpu_count() or 1) if len(items) > 64 else 0
+            workers = loader_workers(len(items), 32) if len(items) > 64 else 0
         # Its own generator: a DataLoader draws a seed for its workers from the global RNG otherwise, and a
         # run that decodes (a cold cache) would then augment differently from one that does not.
         loader = DataLoader(_Decode(items, side, interpolation), batch_size=None, num_workers=workers, prefetch_factor=8 if workers else None,
