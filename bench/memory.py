@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import csv
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -44,30 +45,47 @@ SOURCES = ("hymenoptera", "oxford_flowers17", "brain_tumor_mri")
 
 
 def make(folder: Path, n: int, seed: int = 0) -> None:
-    rng = random.Random(seed)
     sources = []
     for name in SOURCES:
         sources += [(path, name) for path in sorted((SHARED / name).rglob("*")) if path.suffix.lower() in (".jpg", ".jpeg", ".png")]
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    started = time.perf_counter()
-    for i in range(n):
-        path, label = rng.choice(sources)
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            side = int(min(image.size) * rng.uniform(0.3, 1.0))
-            x, y = rng.randint(0, image.width - side), rng.randint(0, image.height - side)
-            crop = image.crop((x, y, x + side, y + side)).resize((256, 256), Image.Resampling.BILINEAR)
-            if rng.random() < 0.5:
-                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            name = f"{i // 1000:03d}/{i:06d}.jpg"
-            (folder / name).parent.mkdir(exist_ok=True)
-            crop.save(folder / name, quality=90)
-        rows.append((name, label))
-        if (i + 1) % 5000 == 0:
-            print(f"{i + 1} images, {time.perf_counter() - started:.0f}s", flush=True)
+    rows = crop_images(sources, folder, n, seed=seed)
     with open(folder / "all.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([("path", "label"), *rows])
+
+
+def crop_images(sources: list[tuple[Path, str]], folder: Path, n: int, *, seed: int = 0, workers: int = 1) -> list[tuple[str, str]]:
+    """``n`` distinct 256 x 256 JPEGs under ``folder``, each a random square crop (30-100% of the short
+    side, random place, flipped half the time) of a random ``(path, label)`` source; returns
+    ``(relative path, label)`` rows. The draws are made in order in this process (the same images
+    for a seed whatever ``workers``); decoding, cropping and saving run in ``workers`` processes."""
+    rng = random.Random(seed)
+    jobs, rows = [], []
+    for i in range(n):
+        path, label = rng.choice(sources)
+        with Image.open(path) as image:  # reads the header: the size, not the pixels
+            width, height = image.size
+        side = int(min(width, height) * rng.uniform(0.3, 1.0))
+        x, y = rng.randint(0, width - side), rng.randint(0, height - side)
+        name = f"{i // 1000:03d}/{i:06d}.jpg"
+        jobs.append((path, (x, y, x + side, y + side), rng.random() < 0.5, folder / name))
+        rows.append((name, label))
+    for sub in {job[3].parent for job in jobs}:
+        sub.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        for done, _ in enumerate(pool.imap(_crop, jobs, chunksize=64) if pool else map(_crop, jobs), 1):
+            if done % 5000 == 0:
+                print(f"{done} images, {time.perf_counter() - started:.0f}s", flush=True)
+    return rows
+
+
+def _crop(job: tuple[Path, tuple[int, int, int, int], bool, Path]) -> None:
+    path, box, flip, out = job
+    with Image.open(path) as image:
+        crop = image.convert("RGB").crop(box).resize((256, 256), Image.Resampling.BILINEAR)
+    if flip:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    crop.save(out, quality=90)
 
 
 def tree_pss(pid: int) -> int:

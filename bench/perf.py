@@ -6,6 +6,7 @@ Usage:
     python bench/perf.py p2 DATA [--epochs 2]
     python bench/perf.py fold DATA
     python bench/perf.py decode DATA [--epochs 2]
+    python bench/perf.py p5 DATA [--epochs 2] [--n 6000] [--batch-size 128]      (on a GPU)
     add --profile to any: headstart's side once more under the torch profiler, top operators in the row
 DATA: hymenoptera (../shared/datasets/hymenoptera) or elpv (the elpv-dataset package, binary).
 
@@ -33,6 +34,17 @@ decode - the decoded-image cache: ``headstart.fit(strategy="full")`` for ``epoch
      the cache (each image decoded and resized once) and with ``HEADSTART_IMAGE_CACHE=0`` (decoded,
      resized and augmented by PIL in the loader workers every epoch), both from empty caches; the
      row gives each run's seconds per training epoch of the full phase and the whole run.
+p5 - on a GPU, per model (the embedded EfficientNet-Lite0 fine-tuned with ``strategy="full"``, and
+     timm's ResNet-50 from random weights with ``strategy="scratch"``: no ResNet-50 weights can be
+     fetched here, and throughput does not depend on them): training images per second of
+     ``headstart.fit(precision="bf16")``'s last epoch against a bare AMP loop (bf16 autocast,
+     forward + backward + AdamW step, channels-last, on batches already on the GPU), and inference
+     images per second of headstart's frozen pass (embedding ``n`` image files from an empty cache)
+     against a bare forward on batches already on the GPU. What limits headstart: its training
+     loader alone (decoded-image cache + augmentation, batches copied to the GPU, no model), with
+     its own worker count and with 2 workers (``HEADSTART_WORKERS=2``, the choice before P5), and
+     fit with 2 workers too. The data: ``n`` distinct 256 px crops of DATA's training images
+     (``bench/memory.py``'s ``crop_images``), labels kept, split by headstart (65% train).
 
 Both sides use the same split (headstart's train/val/test of DATA), the same network
 (EfficientNet-Lite0, the embedded weights), batch 32, torch's default threads. The reference loops
@@ -279,19 +291,151 @@ def decode_cache(data, epochs: int) -> dict:
     return sides
 
 
+def crop_dataset(data, n: int, folder: Path) -> headstart.data.Dataset:
+    """``n`` distinct crops of ``data``'s training images (labels kept), read back as a headstart listing."""
+    from memory import crop_images
+
+    sources = [(Path(path), data.classes[label]) for path, label in zip(data.items("train"), data.labels("train"))]
+    rows = crop_images(sources, folder, n, workers=os.cpu_count() or 1)
+    with open(folder / "all.csv", "w") as handle:
+        handle.write("path,label\n" + "".join(f"{path},{label}\n" for path, label in rows))
+    return load_dataset(folder / "all.csv", seed=0)
+
+
+def gpu_batches(data, preprocessing, batch_size: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` batches of preprocessed training images, channels-last, already on the GPU."""
+    from headstart.data import make_loader
+
+    items = data.items("train")[: batch_size * count]
+    return [(x.cuda().contiguous(memory_format=torch.channels_last), y.cuda())
+            for x, y in make_loader(items, data.labels("train")[: len(items)], preprocessing, batch_size=batch_size)]  # fmt: skip
+
+
+def timed_cuda(step, batches: list, rounds: int = 3) -> float:
+    """Images per second of ``step(x, y)`` over ``batches``, after a warm-up pass; the fastest of ``rounds``."""
+    for x, y in batches[:3]:
+        step(x, y)
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for x, y in batches:
+            step(x, y)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return sum(len(y) for _, y in batches) / best
+
+
+def bare_amp(name: str, data, batch_size: int, pretrained: bool, batchnorm: str) -> dict:
+    """The AMP recipe (bf16 autocast, no scaler needed) on batches already on the GPU: training and inference ceilings."""
+    from headstart.freezing import set_batchnorm, unfreeze
+    from headstart.model import TransferModel
+
+    torch.manual_seed(0)
+    model = TransferModel.from_backbone(name, data.classes, pretrained=pretrained).cuda()
+    batches = gpu_batches(data, model.preprocessing, batch_size, count=20)
+    unfreeze(model)
+    model.train()
+    set_batchnorm(model, batchnorm)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def train_step(x, y):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    row = {"train_images_per_second": timed_cuda(train_step, batches)}
+    model.eval()
+    for precision in ("bf16", "fp32"):
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            row[f"inference_{precision}_images_per_second"] = timed_cuda(lambda x, y: model(x), batches)
+    row["batch_size"], row["images"] = batch_size, sum(len(y) for _, y in batches)
+    return row
+
+
+def loader_only(data, preprocessing, batch_size: int, cache: Path) -> float:
+    """Images per second of fit's training loader alone (cached pixels, light augmentation, copy to the GPU)."""
+    from headstart.data import make_loader
+    from headstart.image_cache import image_cache
+
+    items, _ = image_cache(cache).prepare(data.items("train"), preprocessing, augment="light")
+    loader = make_loader(items, data.labels("train"), preprocessing, batch_size=batch_size, train=True, augment="light")
+    started = time.perf_counter()
+    for x, _ in loader:
+        x.cuda(non_blocking=True)
+    torch.cuda.synchronize()
+    return len(items) / (time.perf_counter() - started)
+
+
+def gpu_throughput(data, n: int, batch_size: int, epochs: int, models: list[str]) -> dict:
+    from headstart.data import loader_workers
+    from headstart.features import EmbeddingCache
+
+    root = Path(tempfile.mkdtemp())
+    crops = crop_dataset(data, n, root / "crops")
+    out: dict = {"n": {s: len(crops.items(s)) for s in crops.splits}, "gpu": torch.cuda.get_device_name(), "cpus": os.cpu_count(),
+                 "default_workers": loader_workers(len(crops.items("train")), batch_size)}  # fmt: skip
+    for name, strategy, pretrained, batchnorm in (("efficientnet_lite0", "full", True, "eval"), ("timm:resnet50", "scratch", False, "train")):
+        if name not in models:
+            continue
+        row: dict = {"strategy": strategy, "pretrained": pretrained}
+        try:
+            backbone = create_backbone(name, pretrained=pretrained)
+            row["bare"] = bare_amp(name, crops, batch_size, pretrained, batchnorm)
+            torch.cuda.empty_cache()
+            cache = root / f"cache-{strategy}"
+            for workers in (None, "2"):
+                key = "default_workers" if workers is None else "workers_2"
+                if workers:
+                    os.environ["HEADSTART_WORKERS"] = workers
+                row[f"loader_only_{key}"] = loader_only(crops, backbone.preprocessing, batch_size, cache)
+                started = time.perf_counter()
+                run = headstart.fit(crops, backbone=name, strategy=strategy, epochs=epochs, patience=None, precision="bf16", batch_size=batch_size,
+                                    quiet=True, save=False, report=False, cache_dir=cache)  # fmt: skip
+                seconds = time.perf_counter() - started
+                os.environ.pop("HEADSTART_WORKERS", None)
+                last = [r for r in run.history.epochs if r["phase"] == strategy][-1]
+                row[f"fit_{key}"] = {"train_images_per_second": len(crops.items("train")) / last["train_seconds"], "seconds": seconds,
+                                     "test_accuracy": run.metrics["test"]["accuracy"]}  # fmt: skip
+            items = [*crops.items("train"), *crops.items("val"), *crops.items("test")]
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            EmbeddingCache(root / f"embed-{strategy}").embed(backbone.cuda(), items, batch_size=256)
+            torch.cuda.synchronize()
+            row["frozen_pass_images_per_second"] = len(items) / (time.perf_counter() - started)
+            row["train_ratio"] = row["fit_default_workers"]["train_images_per_second"] / row["bare"]["train_images_per_second"]
+        except Exception as error:  # one model's failure must not lose the other's figures
+            import traceback
+
+            row["error"] = traceback.format_exc()[-2000:]
+            print(f"{name}: {error!r}", flush=True)
+        out[name] = row
+        print(json.dumps({name: row}), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["p1", "p2", "p3", "fold", "decode"])
+    parser.add_argument("kind", choices=["p1", "p2", "p3", "fold", "decode", "p5"])
     parser.add_argument("data", choices=["hymenoptera", "elpv"])
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--textbook-epochs", type=int)
+    parser.add_argument("--n", type=int, default=6000, help="p5: images made from DATA's training split")
+    parser.add_argument("--batch-size", type=int, default=128, help="p5: both sides' batch size")
+    parser.add_argument("--models", default="efficientnet_lite0,timm:resnet50", help="p5: which of the two models")
     parser.add_argument("--profile", action="store_true", help="then run headstart's side once more under the torch profiler: top operators in the row")
     args = parser.parse_args()
-    epochs = args.epochs or {"p1": 30, "p2": 2, "p3": 10, "fold": 0, "decode": 2}[args.kind]
+    epochs = args.epochs or {"p1": 30, "p2": 2, "p3": 10, "fold": 0, "decode": 2, "p5": 2}[args.kind]
     data = dataset(args.data)
     row: dict = {"bench": args.kind, "data": args.data, "epochs": epochs, "n": {s: len(data.items(s)) for s in data.splits}}
     if args.kind == "fold":
         row["fold"] = folded_forward(data)
+        return finish(row)
+    if args.kind == "p5":
+        row["p5"] = gpu_throughput(data, args.n, args.batch_size, epochs, args.models.split(","))
         return finish(row)
     if args.kind == "decode":
         row["decode"] = decode_cache(data, epochs)
