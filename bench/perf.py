@@ -374,46 +374,47 @@ def gpu_throughput(data, n: int, batch_size: int, epochs: int, models: list[str]
     from headstart.data import loader_workers
     from headstart.features import EmbeddingCache
 
-    root = Path(tempfile.mkdtemp())
-    crops = crop_dataset(data, n, root / "crops")
-    out: dict = {"n": {s: len(crops.items(s)) for s in crops.splits}, "gpu": torch.cuda.get_device_name(), "cpus": os.cpu_count(),
-                 "default_workers": loader_workers(len(crops.items("train")), batch_size)}  # fmt: skip
-    for name, strategy, pretrained, batchnorm in (("efficientnet_lite0", "full", True, "eval"), ("timm:resnet50", "scratch", False, "train")):
-        if name not in models:
-            continue
-        row: dict = {"strategy": strategy, "pretrained": pretrained}
-        try:
-            backbone = create_backbone(name, pretrained=pretrained)
-            row["bare"] = bare_amp(name, crops, batch_size, pretrained, batchnorm)
-            torch.cuda.empty_cache()
-            cache = root / f"cache-{strategy}"
-            for workers in (None, "2"):
-                key = "default_workers" if workers is None else "workers_2"
-                if workers:
-                    os.environ["HEADSTART_WORKERS"] = workers
-                row[f"loader_only_{key}"] = loader_only(crops, backbone.preprocessing, batch_size, cache)
+    with tempfile.TemporaryDirectory() as tmp:  # 6,000 crops and their caches: gone afterwards
+        root = Path(tmp)
+        crops = crop_dataset(data, n, root / "crops")
+        out: dict = {"n": {s: len(crops.items(s)) for s in crops.splits}, "gpu": torch.cuda.get_device_name(), "cpus": os.cpu_count(),
+                     "default_workers": loader_workers(len(crops.items("train")), batch_size)}  # fmt: skip
+        for name, strategy, pretrained, batchnorm in (("efficientnet_lite0", "full", True, "eval"), ("timm:resnet50", "scratch", False, "train")):
+            if name not in models:
+                continue
+            row: dict = {"strategy": strategy, "pretrained": pretrained}
+            try:
+                backbone = create_backbone(name, pretrained=pretrained)
+                row["bare"] = bare_amp(name, crops, batch_size, pretrained, batchnorm)
+                torch.cuda.empty_cache()
+                cache = root / f"cache-{strategy}"
+                for workers in (None, "2"):
+                    key = "default_workers" if workers is None else "workers_2"
+                    if workers:
+                        os.environ["HEADSTART_WORKERS"] = workers
+                    row[f"loader_only_{key}"] = loader_only(crops, backbone.preprocessing, batch_size, cache)
+                    started = time.perf_counter()
+                    run = headstart.fit(crops, backbone=name, strategy=strategy, epochs=epochs, patience=None, precision="bf16", batch_size=batch_size,
+                                        quiet=True, save=False, report=False, cache_dir=cache)  # fmt: skip
+                    seconds = time.perf_counter() - started
+                    os.environ.pop("HEADSTART_WORKERS", None)
+                    last = [r for r in run.history.epochs if r["phase"] == strategy][-1]
+                    row[f"fit_{key}"] = {"train_images_per_second": len(crops.items("train")) / last["train_seconds"], "seconds": seconds,
+                                         "test_accuracy": run.metrics["test"]["accuracy"]}  # fmt: skip
+                items = [*crops.items("train"), *crops.items("val"), *crops.items("test")]
+                torch.cuda.synchronize()
                 started = time.perf_counter()
-                run = headstart.fit(crops, backbone=name, strategy=strategy, epochs=epochs, patience=None, precision="bf16", batch_size=batch_size,
-                                    quiet=True, save=False, report=False, cache_dir=cache)  # fmt: skip
-                seconds = time.perf_counter() - started
-                os.environ.pop("HEADSTART_WORKERS", None)
-                last = [r for r in run.history.epochs if r["phase"] == strategy][-1]
-                row[f"fit_{key}"] = {"train_images_per_second": len(crops.items("train")) / last["train_seconds"], "seconds": seconds,
-                                     "test_accuracy": run.metrics["test"]["accuracy"]}  # fmt: skip
-            items = [*crops.items("train"), *crops.items("val"), *crops.items("test")]
-            torch.cuda.synchronize()
-            started = time.perf_counter()
-            EmbeddingCache(root / f"embed-{strategy}").embed(backbone.cuda(), items, batch_size=256)
-            torch.cuda.synchronize()
-            row["frozen_pass_images_per_second"] = len(items) / (time.perf_counter() - started)
-            row["train_ratio"] = row["fit_default_workers"]["train_images_per_second"] / row["bare"]["train_images_per_second"]
-        except Exception as error:  # one model's failure must not lose the other's figures
-            import traceback
+                EmbeddingCache(root / f"embed-{strategy}").embed(backbone.cuda(), items, batch_size=256)
+                torch.cuda.synchronize()
+                row["frozen_pass_images_per_second"] = len(items) / (time.perf_counter() - started)
+                row["train_ratio"] = row["fit_default_workers"]["train_images_per_second"] / row["bare"]["train_images_per_second"]
+            except Exception as error:  # one model's failure must not lose the other's figures
+                import traceback
 
-            row["error"] = traceback.format_exc()[-2000:]
-            print(f"{name}: {error!r}", flush=True)
-        out[name] = row
-        print(json.dumps({name: row}), flush=True)
+                row["error"] = traceback.format_exc()[-2000:]
+                print(f"{name}: {error!r}", flush=True)
+            out[name] = row
+            print(json.dumps({name: row}), flush=True)
     return out
 
 
@@ -435,6 +436,8 @@ def main() -> None:
         row["fold"] = folded_forward(data)
         return finish(row)
     if args.kind == "p5":
+        if not torch.cuda.is_available():
+            parser.error("p5 measures GPU throughput and needs a CUDA GPU; this machine has none")
         row["p5"] = gpu_throughput(data, args.n, args.batch_size, epochs, args.models.split(","))
         return finish(row)
     if args.kind == "decode":
