@@ -212,17 +212,25 @@ def ours(kind: str, data, epochs: int) -> dict:
     return {"seconds": seconds, "test_accuracy": run.metrics["test"]["accuracy"], "log": [line for line in log if "cache" in line or "embeddings" in line]}
 
 
+def preloaded_batches(data, preprocessing, batch_size: int, count: int, device: str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` batches of preprocessed training images, channels-last, already on ``device``."""
+    from headstart.data import make_loader
+
+    items = data.items("train")[: batch_size * count]
+    return [(x.to(device).contiguous(memory_format=torch.channels_last), y.to(device))
+            for x, y in make_loader(items, data.labels("train")[: len(items)], preprocessing, batch_size=batch_size)]  # fmt: skip
+
+
 def bare_loop(data, batches: int, batch_size: int = 32) -> dict:
     """Forward + backward + AdamW step on pre-loaded tensors: the ceiling for any data pipeline."""
-    from headstart.data import make_loader
     from headstart.freezing import set_batchnorm, unfreeze
     from headstart.model import TransferModel
 
     model = TransferModel.from_backbone("efficientnet_lite0", data.classes)
     unfreeze(model)
     set_batchnorm(model, "eval")
-    items = data.items("train")[: batches * batch_size]
-    tensors = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in make_loader(items, data.labels("train")[: len(items)], model.preprocessing, batch_size=batch_size)]
+    tensors = preloaded_batches(data, model.preprocessing, batch_size, batches)
+    images = sum(len(y) for _, y in tensors)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
@@ -236,7 +244,7 @@ def bare_loop(data, batches: int, batch_size: int = 32) -> dict:
         loss.backward()
         optimizer.step()
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "images": len(items), "images_per_second": len(items) / seconds}
+    return {"seconds": seconds, "images": images, "images_per_second": images / seconds}
 
 
 def full_throughput(data, epochs: int) -> dict:
@@ -302,15 +310,6 @@ def crop_dataset(data, n: int, folder: Path) -> headstart.data.Dataset:
     return load_dataset(folder / "all.csv", seed=0)
 
 
-def gpu_batches(data, preprocessing, batch_size: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``count`` batches of preprocessed training images, channels-last, already on the GPU."""
-    from headstart.data import make_loader
-
-    items = data.items("train")[: batch_size * count]
-    return [(x.cuda().contiguous(memory_format=torch.channels_last), y.cuda())
-            for x, y in make_loader(items, data.labels("train")[: len(items)], preprocessing, batch_size=batch_size)]  # fmt: skip
-
-
 def timed_cuda(step, batches: list, rounds: int = 3) -> float:
     """Images per second of ``step(x, y)`` over ``batches``, after a warm-up pass; the fastest of ``rounds``."""
     for x, y in batches[:3]:
@@ -333,7 +332,7 @@ def bare_amp(name: str, data, batch_size: int, pretrained: bool, batchnorm: str)
 
     torch.manual_seed(0)
     model = TransferModel.from_backbone(name, data.classes, pretrained=pretrained).cuda()
-    batches = gpu_batches(data, model.preprocessing, batch_size, count=20)
+    batches = preloaded_batches(data, model.preprocessing, batch_size, 20, device="cuda")
     unfreeze(model)
     model.train()
     set_batchnorm(model, batchnorm)

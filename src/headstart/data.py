@@ -21,6 +21,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -592,8 +593,6 @@ def loader_workers(examples: int, batch_size: int, *, in_process: bool = False) 
     worker per core but one, up to 8 (P5). Never more than there are batches.
     ``HEADSTART_WORKERS`` overrides the choice.
     """
-    import os
-
     from headstart import distributed
 
     batches = max(1, examples // max(1, batch_size))

@@ -133,7 +133,7 @@ class DecodedImageCache:
         from torch.utils.data import DataLoader
 
         if workers is None:
-            workers = loader_workers(len(items), 32) if len(items) > 64 else 0
+            workers = loader_workers(len(items), 32) if len(items) > 64 else 0  # images counted as batches of 32: a few don't start many workers
         # Its own generator: a DataLoader draws a seed for its workers from the global RNG otherwise, and a
         # run that decodes (a cold cache) would then augment differently from one that does not.
         loader = DataLoader(_Decode(items, side, interpolation), batch_size=None, num_workers=workers, prefetch_factor=8 if workers else None,
