@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from _rows import append, context
 
-from headstart.advisor import advise
+from headstart.analysis.advisor import advise
 from headstart.api import fit
 from headstart.backbones import create_backbone
 from headstart.data import Dataset, load_dataset, load_elpv, stratified_split

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from headstart.advisor import advise
+from headstart.analysis.advisor import advise
 from headstart.data import load_elpv
 
 ROOT = Path(__file__).resolve().parents[1]

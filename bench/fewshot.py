@@ -1,5 +1,5 @@
 """Few-shot emotion (8 labelled tweets per class, 10 random draws) with minilm: frozen encoder +
-logistic regression, and SetFit-style contrastive tuning (headstart.fewshot) + logistic regression.
+logistic regression, and SetFit-style contrastive tuning (headstart.strategies.fewshot) + logistic regression.
 
 Usage: python bench/fewshot.py [--draws 10] [--per-class 8] [--templates 8]
        python bench/fewshot.py --zero-shot     no labelled example: each test tweet gets the class whose
@@ -24,7 +24,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from headstart.backbones import create_backbone
-from headstart.fewshot import contrastive_tune, embed, templated_examples
+from headstart.strategies.fewshot import contrastive_tune, embed, templated_examples
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 RESULTS = Path(__file__).resolve().parent / "results" / "fewshot.jsonl"

@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from headstart.data import IMAGE_EXTENSIONS, check_image, load_dataset, load_image
-from headstart.preprocessing import ImagePreprocessing
+from headstart.data.preprocessing import ImagePreprocessing
 
 MODES = ("RGB", "L", "P", "RGBA", "CMYK", "I;16", "1", "LA", "I", "F", "YCbCr", "LAB", "HSV")
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "ICO", "PPM")

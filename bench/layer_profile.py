@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from headstart.data import load_elpv
-from headstart.profiling import profile
+from headstart.analysis.probes import profile
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"

@@ -12,7 +12,7 @@ Usage: python bench/rank.py [--limit N] [--datasets a,b,c]   (appends one JSON l
 Candidates (5): EfficientNet-Lite0/1/2 (ImageNet), Lite0 cut after stage4 (a shallower real feature
 extractor, no source head), and Lite0 from random initialisation; with ``--source`` a sixth, a
 headstart-pretrained run (``--make-source``: resnet10t trained from scratch on brain MRI). On a stratified subset of each
-dataset's train+val examples the script computes every score of headstart.transferability from
+dataset's train+val examples the script computes every score of headstart.analysis.transferability from
 the cached frozen features, and the accuracy of a linear probe (5-fold cross-validated logistic
 regression on the same features). Kendall's tau (and scipy's weighted tau, as the LogME paper
 reports) is taken between each score and the probe accuracy. With ``--finetune`` every candidate is
@@ -42,10 +42,10 @@ from scipy.stats import kendalltau, weightedtau
 from headstart.api import fit
 from headstart.backbones import Backbone, create_backbone
 from headstart.data import load_elpv, stratified_split
-from headstart.features import EmbeddingCache
-from headstart.profiling import labelled_examples, probe_accuracy
-from headstart.ranking import source_probabilities
-from headstart.transferability import SCORES, score
+from headstart.caches.embeddings import EmbeddingCache
+from headstart.analysis.probes import labelled_examples, probe_accuracy
+from headstart.analysis.ranking import source_probabilities
+from headstart.analysis.transferability import SCORES, score
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 RESULTS = Path(__file__).parent / "results" / "rank.jsonl"

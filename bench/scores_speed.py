@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.transferability import SCORES, score
+from headstart.analysis.transferability import SCORES, score
 
 n, d, k, source_classes = 10_000, 2_048, 10, 1_000
 rng = np.random.default_rng(0)

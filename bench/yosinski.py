@@ -40,8 +40,8 @@ from headstart.backbones import Backbone, create_backbone
 from headstart.data import Dataset, load_image, stratified_split, tensor_loader
 from headstart.freezing import freeze_bottom, set_batchnorm
 from headstart.model import TransferModel
-from headstart.preprocessing import ImagePreprocessing
-from headstart.training import TrainSettings, evaluate_loader, fit_model, seed_everything
+from headstart.data.preprocessing import ImagePreprocessing
+from headstart.training.loop import TrainSettings, evaluate_loader, fit_model, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "yosinski.jsonl"

@@ -1,7 +1,7 @@
 """Worker for tests/test_distributed.py, run alone or under ``torchrun --nproc_per_node=2``.
 
 ``gradients OUT``: one gradient of a half-frozen efficientnet_lite0 on a batch of 8 (alone: all of
-it; under torchrun: half per rank, through :func:`headstart.distributed.wrap`); rank 0 saves the
+it; under torchrun: half per rank, through :func:`headstart.training.distributed.wrap`); rank 0 saves the
 gradients to OUT.
 
 ``unshared ROOT IMAGE...``: each rank embeds into its own cache folder under ROOT, as ranks on
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from headstart import distributed
+from headstart.training import distributed
 from headstart.data import tensor_loader
-from headstart.features import EmbeddingCache
+from headstart.caches.embeddings import EmbeddingCache
 from headstart.freezing import freeze_bottom, set_batchnorm
 from headstart.model import TransferModel
-from headstart.training import seed_everything
+from headstart.training.loop import seed_everything
 
 distributed.setup()
 seed_everything(0)

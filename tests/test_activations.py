@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from headstart import fit
-from headstart.activations import TopModel, boundary_activations, plan_boundary
+from headstart.caches.activations import TopModel, boundary_activations, plan_boundary
 from headstart.data import load_dataset
 from headstart.freezing import freeze_bottom
 from headstart.model import TransferModel
@@ -40,8 +40,8 @@ def test_cached_activations_train_the_same_model(elpv_folder, tmp_path, monkeypa
 
 
 def test_pooled_features_from_the_bottom_equal_the_embeddings(lite0, elpv_folder):
-    from headstart.activations import pooled_features
-    from headstart.features import compute_embeddings
+    from headstart.caches.activations import pooled_features
+    from headstart.caches.embeddings import compute_embeddings
 
     data = load_dataset(elpv_folder)
     model = TransferModel.from_backbone(copy.deepcopy(lite0), data.classes)
@@ -83,7 +83,7 @@ def test_plan_says_why_it_recomputes(lite0, elpv_folder):
 
 def test_decoded_images_give_identical_eval_tensors(lite0, elpv_folder, tmp_path):
     from headstart.data import make_loader
-    from headstart.image_cache import CachedImage, DecodedImageCache
+    from headstart.caches.images import CachedImage, DecodedImageCache
 
     items = load_dataset(elpv_folder).items("train")[:6]
     cache = DecodedImageCache(tmp_path)
@@ -100,7 +100,7 @@ def test_decoded_images_give_identical_eval_tensors(lite0, elpv_folder, tmp_path
 def test_augmenting_cached_pixels_matches_the_pil_path(lite0, elpv_folder, tmp_path):
     """The torch-op augmentation of cached pixels draws the same crops and flips as the PIL transforms."""
     from headstart.data import make_loader
-    from headstart.image_cache import DecodedImageCache
+    from headstart.caches.images import DecodedImageCache
 
     dataset = load_dataset(elpv_folder)
     items, labels = dataset.items("train")[:6], dataset.labels("train")[:6]
@@ -124,7 +124,7 @@ def test_augmenting_cached_pixels_matches_the_pil_path(lite0, elpv_folder, tmp_p
 
 
 def test_damaged_decoded_shard_is_rebuilt(lite0, elpv_folder, tmp_path):
-    from headstart.image_cache import DecodedImageCache
+    from headstart.caches.images import DecodedImageCache
 
     items = load_dataset(elpv_folder).items("train")[:3]
     DecodedImageCache(tmp_path).prepare(items, lite0.preprocessing)
@@ -137,7 +137,7 @@ def test_damaged_decoded_shard_is_rebuilt(lite0, elpv_folder, tmp_path):
 def test_decoding_leaves_the_global_random_state_alone(lite0, elpv_folder, tmp_path):
     """Augmentation draws from torch's global generator: a cold cache must not shift it, or a seeded run
     would depend on what an earlier run left in the cache."""
-    from headstart.image_cache import DecodedImageCache
+    from headstart.caches.images import DecodedImageCache
 
     items = load_dataset(elpv_folder).items("train")[:5]
     torch.manual_seed(0)
@@ -146,7 +146,7 @@ def test_decoding_leaves_the_global_random_state_alone(lite0, elpv_folder, tmp_p
 
 
 def test_decoded_cache_can_be_turned_off(monkeypatch, tmp_path):
-    from headstart.image_cache import DecodedImageCache, image_cache
+    from headstart.caches.images import DecodedImageCache, image_cache
 
     assert isinstance(image_cache(tmp_path), DecodedImageCache)
     monkeypatch.setenv("HEADSTART_IMAGE_CACHE", "0")
@@ -157,8 +157,8 @@ def test_embeddings_are_stored_chunk_by_chunk(lite0, elpv_folder, tmp_path, monk
     """A long embedding run writes a shard per chunk: memory holds one chunk, an interruption keeps the rest."""
     import numpy as np
 
-    from headstart import features
-    from headstart.features import EmbeddingCache, compute_embeddings
+    from headstart.caches import embeddings as features
+    from headstart.caches.embeddings import EmbeddingCache, compute_embeddings
 
     items = load_dataset(elpv_folder).items("train")[:10]
     cut = lite0.cut("stage1")

@@ -103,7 +103,7 @@ def test_image_size_is_saved_and_reused(elpv_folder, tmp_path):
 
 
 def test_cached_evaluation_equals_full_forward(fe_run, elpv_folder):
-    from headstart.features import EmbeddingCache
+    from headstart.caches.embeddings import EmbeddingCache
 
     files = sorted(elpv_folder.rglob("*.png"))[:8]
     fe_run.model.backbone.requires_grad_(False)
@@ -112,7 +112,7 @@ def test_cached_evaluation_equals_full_forward(fe_run, elpv_folder):
 
 
 def test_damaged_cache_entry_is_rebuilt(lite0, elpv_folder, tmp_path):
-    from headstart.features import EmbeddingCache
+    from headstart.caches.embeddings import EmbeddingCache
 
     files = sorted(elpv_folder.rglob("*.png"))[:4]
     first, computed = EmbeddingCache(tmp_path).embed(lite0, files)
@@ -131,7 +131,7 @@ def test_tta_views_are_saved_with_the_run_and_averaged(elpv_folder, topics_csv, 
     from PIL import Image
 
     from headstart.api import from_pretrained
-    from headstart.preprocessing import TTA_VIEWS
+    from headstart.data.preprocessing import TTA_VIEWS
 
     run = fit(elpv_folder, out=tmp_path / "run", strategy="fine-tune", trainable_blocks=1, epochs=1, image_size=64, augment="dihedral",
               tta="dihedral", quiet=True)  # fmt: skip

@@ -42,7 +42,7 @@ def tone_folder(tmp_path_factory) -> Path:
 
 
 def test_load_audio_mixes_down_and_resamples_every_format(tone_folder):
-    from headstart.audio import load_audio
+    from headstart.data.audio import load_audio
 
     for path in sorted((tone_folder / "low").glob("[0-3].*")):
         info = sf.info(str(path))
@@ -89,7 +89,7 @@ def test_index_listing_with_split_column(tone_folder, tmp_path):
 
 
 def test_spectrogram_augmentation_presets():
-    from headstart.preprocessing import ImagePreprocessing, SpectrogramPreprocessing
+    from headstart.data.preprocessing import ImagePreprocessing, SpectrogramPreprocessing
 
     prep = SpectrogramPreprocessing(ImagePreprocessing(input_size=48), sample_rate=8000, clip_seconds=0.5)
     clip = tone(700, 0.4, 8000).astype(np.float32)
@@ -131,7 +131,7 @@ def fsdd_run(fsdd_subset, tmp_path_factory):
 
 def test_fsdd_fit_and_predict_reproduce_spectrogram_settings(fsdd_run, fsdd_subset):
     import headstart
-    from headstart.preprocessing import SpectrogramPreprocessing
+    from headstart.data.preprocessing import SpectrogramPreprocessing
 
     run, run_dir = fsdd_run, fsdd_run.directory
     prep = run.model.preprocessing
@@ -171,7 +171,7 @@ def _tiny_wav2vec2(folder: Path) -> Path:
 def test_hf_audio_encoder_fits_audio_folder(tone_folder, tmp_path):
     """A small random wav2vec2 saved locally: the hf: audio path from files to a reloaded run's predictions."""
     import headstart
-    from headstart.preprocessing import AudioPreprocessing
+    from headstart.data.preprocessing import AudioPreprocessing
 
     model_dir = _tiny_wav2vec2(tmp_path / "tiny-wav2vec2")
     for strategy in ("feature-extraction", "fine-tune"):
@@ -208,7 +208,7 @@ def test_image_backbone_refuses_text_and_audio_backbone_refuses_images(tmp_path)
 def test_pretrain_on_some_speakers_then_transfer_to_another(fsdd_subset, tmp_path):
     """The develop-model approach for audio: a source trained on one speaker, its spectrogram settings travel with it."""
     import headstart
-    from headstart.preprocessing import SpectrogramPreprocessing
+    from headstart.data.preprocessing import SpectrogramPreprocessing
 
     rows = fsdd_subset.read_text().splitlines()
     for speaker in ("george", "jackson"):

@@ -16,7 +16,7 @@ def _imagenet_top5(variant: int, name: str) -> list[int]:
     import timm
 
     from headstart.backbones import _lite_weights_file
-    from headstart.weights import load_state_dict
+    from headstart.backbones.weights import load_state_dict
 
     model = timm.create_model(f"tf_efficientnet_lite{variant}")
     model.load_state_dict(map_efficientnet_lite_weights(load_state_dict(_lite_weights_file(variant)), model), strict=True)

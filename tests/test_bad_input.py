@@ -19,7 +19,7 @@ from PIL import Image
 
 from headstart.api import fit, predict
 from headstart.data import load_dataset, load_image
-from headstart.preprocessing import ImagePreprocessing
+from headstart.data.preprocessing import ImagePreprocessing
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -146,7 +146,7 @@ def test_jsonl_row_that_is_not_an_object(tmp_path):
 def test_dihedral_augmentation_covers_the_eight_symmetries_of_the_square():
     """Every output is one of the 8 rotations/reflections of some crop; over many draws all 8 appear."""
 
-    from headstart.preprocessing import ImagePreprocessing
+    from headstart.data.preprocessing import ImagePreprocessing
 
     prep = ImagePreprocessing(input_size=8, crop_pct=1.0, mean=(0.0,) * 3, std=(1.0,) * 3)
     pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
@@ -169,13 +169,13 @@ def test_dihedral_augmentation_covers_the_eight_symmetries_of_the_square():
 
 def test_cli_augment_choices_match_presets():
     from headstart.cli import AUGMENT_CHOICES
-    from headstart.preprocessing import AUDIO_AUGMENT_PRESETS, AUGMENT_PRESETS
+    from headstart.data.preprocessing import AUDIO_AUGMENT_PRESETS, AUGMENT_PRESETS
 
     assert AUGMENT_CHOICES == AUGMENT_PRESETS and set(AUDIO_AUGMENT_PRESETS) < set(AUGMENT_PRESETS)
 
 
 def test_loader_workers_leave_cpu_cores_to_the_step_and_feed_a_gpu(monkeypatch):
-    from headstart import distributed
+    from headstart.training import distributed
     from headstart.data import loader_workers
 
     monkeypatch.delenv("HEADSTART_WORKERS", raising=False)

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from headstart.api import fit, from_pretrained, predict_proba, resume
-from headstart.checkpoint import checkpoint_dir
+from headstart.training.checkpoint import checkpoint_dir
 from headstart.freezing import FreezableMixin, FreezeAuditError, audit_freeze, freeze_bottom, frozen_parameter_names
 from headstart.model import TransferModel
-from headstart.regularizers import BSS, L2SP
-from headstart.training import Callback, TrainSettings, block_rates, fit_model, param_groups
+from headstart.training.regularizers import BSS, L2SP
+from headstart.training.loop import Callback, TrainSettings, block_rates, fit_model, param_groups
 
 SMALL = {"cut": "stage3", "image_size": 64, "batch_size": 8}  # a fast, real fine-tune on the ELPV fixture
 GRADUAL = {"strategy": "gradual", "epochs": 2, "unfreeze_blocks": 2, "l2sp": 0.01, **SMALL}
@@ -121,7 +121,7 @@ def test_audit_after_resume_refuses_a_different_frozen_set(elpv_folder, tmp_path
 _CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    import headstart.training as training
+    import headstart.training.loop as training
     from headstart.api import fit
 
     armed, seen = False, 0
@@ -312,7 +312,7 @@ def test_bf16_on_cpu_is_refused_with_a_reason(elpv_folder):
 
 def test_lr_find_before_and_after_a_fit_changes_nothing(fe_run, elpv_folder, tmp_path, capsys):
     from headstart.cli import main
-    from headstart.lr_finder import lr_find
+    from headstart.analysis.lr_finder import lr_find
 
     model = fe_run.model
     before = copy.deepcopy(model.state_dict())
@@ -338,7 +338,7 @@ def test_lr_find_before_and_after_a_fit_changes_nothing(fe_run, elpv_folder, tmp
 
 def test_lr_find_on_a_flat_curve_suggests_below_where_it_breaks():
     """A fitted model: the loss is flat until the rate breaks training; the steepest point is noise, so it is not the answer."""
-    from headstart.lr_finder import lr_find
+    from headstart.analysis.lr_finder import lr_find
 
     torch.manual_seed(0)
     x = torch.randn(256, 8)
@@ -360,7 +360,7 @@ def test_lr_find_on_a_flat_curve_suggests_below_where_it_breaks():
 
 def test_contrastive_tuning_separates_the_classes_of_a_few_examples(topics_csv, minilm):
     from headstart.data import load_dataset
-    from headstart.fewshot import contrastive_pairs, contrastive_tune, embed
+    from headstart.strategies.fewshot import contrastive_pairs, contrastive_tune, embed
 
     pairs = contrastive_pairs([0, 0, 1, 1, 2, 2], iterations=3, seed=0)
     assert len(pairs) == 36 and sum(t for _, _, t in pairs) == 18 and all(i != j for i, j, _ in pairs)
@@ -385,7 +385,7 @@ def test_contrastive_tuning_separates_the_classes_of_a_few_examples(topics_csv, 
 
 
 def test_templated_examples_label_each_class_name():
-    from headstart.fewshot import templated_examples
+    from headstart.strategies.fewshot import templated_examples
 
     texts, labels = templated_examples(["joy", "fear"], per_class=2)
     assert texts == ["This sentence is joy"] * 2 + ["This sentence is fear"] * 2 and labels == [0, 0, 1, 1]

@@ -8,7 +8,7 @@ import torch
 
 from headstart.freezing import freeze, freeze_report, select_blocks, unfreeze
 from headstart.model import TransferModel
-from headstart.training import TrainSettings, fit_model, param_groups
+from headstart.training.loop import TrainSettings, fit_model, param_groups
 
 
 @pytest.fixture()
@@ -70,7 +70,7 @@ def test_everything_frozen_is_a_clear_error(model):
 
 def test_fold_batchnorm_runs_the_same_network_without_its_batchnorm(lite0, elpv_folder):
     from headstart.data import load_dataset, make_loader
-    from headstart.features import compute_embeddings
+    from headstart.caches.embeddings import compute_embeddings
     from headstart.freezing import fold_batchnorm
 
     items = load_dataset(elpv_folder).items("train")[:20]

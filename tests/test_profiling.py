@@ -13,9 +13,9 @@ from PIL import Image
 
 from headstart.cli import main
 from headstart.data import load_dataset
-from headstart.features import EmbeddingCache, compute_embeddings
-from headstart.profiling import Profile, profile, profiled_blocks
-from headstart.ranking import rank
+from headstart.caches.embeddings import EmbeddingCache, compute_embeddings
+from headstart.analysis.probes import Profile, profile, profiled_blocks
+from headstart.analysis.ranking import rank
 
 
 @torch.inference_mode()
@@ -54,7 +54,7 @@ def test_profiled_blocks_thin_deep_models(lite0):
 
 
 def test_plateau_is_the_first_block_within_tolerance_of_the_best():
-    from headstart.profiling import BlockScore
+    from headstart.analysis.probes import BlockScore
 
     rows = [BlockScore(i, f"b{i}", 8, acc, 0.0, 0.0) for i, acc in enumerate([0.5, 0.79, 0.805, 0.81, 0.8])]
     result = Profile("m", "d", 10, ["a", "b"], 0.01, rows)
@@ -121,7 +121,7 @@ def test_rank_text_cli(topics_csv, capsys):
 
 
 def _profile(accuracies: list[float], *, shift: float | None = None, counts: tuple[int, ...] = (50, 50)) -> Profile:
-    from headstart.profiling import BlockScore
+    from headstart.analysis.probes import BlockScore
 
     rows = [BlockScore(i, f"b{i}", 8, acc, 0.0, -1.0 + acc, shift) for i, acc in enumerate(accuracies)]
     return Profile("m", "d", sum(counts), [f"c{i}" for i in range(len(counts))], 0.01, rows, class_counts=list(counts))
@@ -144,7 +144,7 @@ STRONG, WEAK = [0.5, 0.6, 0.7, 0.8, 0.95], [0.5, 0.6, 0.7, 0.8, 0.85]  # chance-
     ],
 )
 def test_advisor_four_cases(per_class, accuracies, shift, case, strategy, settings):
-    from headstart.advisor import decide
+    from headstart.analysis.advisor import decide
 
     advice = decide(per_class, _profile(accuracies, shift=shift))
     assert advice.case == case and advice.strategy == strategy
@@ -157,7 +157,7 @@ def test_advisor_four_cases(per_class, accuracies, shift, case, strategy, settin
 
 
 def test_advisor_reads_accuracy_against_the_majority_class():
-    from headstart.advisor import decide
+    from headstart.analysis.advisor import decide
 
     balanced, skewed = _profile(STRONG), _profile(STRONG, counts=(90, 10))  # 0.95 is 0.90 of the way from 0.5, 0.5 of the way from 0.9
     assert balanced.strength == pytest.approx(0.9) and skewed.strength == pytest.approx(0.5)
@@ -168,8 +168,8 @@ def test_advisor_reads_accuracy_against_the_majority_class():
 def test_source_shift_is_zero_for_the_source_statistics_and_high_for_a_far_domain(lite0, elpv_folder, tmp_path):
     from sklearn.datasets import load_sample_images
 
-    from headstart.advisor import FAR_SHIFT
-    from headstart.profiling import source_shift
+    from headstart.analysis.advisor import FAR_SHIFT
+    from headstart.analysis.probes import source_shift
 
     photos = []
     for i, array in enumerate(load_sample_images().images):  # two real photographs, eight crops each
@@ -197,13 +197,13 @@ def test_source_shift_is_zero_for_the_source_statistics_and_high_for_a_far_domai
 
 
 def test_source_shift_is_none_without_batchnorm(minilm):
-    from headstart.profiling import source_shift
+    from headstart.analysis.probes import source_shift
 
     assert source_shift(minilm, ["a sentence", "another one"]) is None
 
 
 def test_advise_cli_images(elpv_folder, capsys):
-    from headstart.advisor import FAR_SHIFT
+    from headstart.analysis.advisor import FAR_SHIFT
 
     assert main(["advise", str(elpv_folder), "--json"]) == 0
     advice = json.loads(capsys.readouterr().out)

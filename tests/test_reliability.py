@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from headstart.api import fit, resume
-from headstart.checkpoint import checkpoint_dir
+from headstart.training.checkpoint import checkpoint_dir
 from headstart.cli import main
-from headstart.training import Callback
+from headstart.training.loop import Callback
 
 
 class InterruptAt(Callback):
@@ -115,7 +115,7 @@ class _CreatesAFile:
 
 def test_malicious_pickle_is_refused_and_runs_nothing(elpv_folder, tmp_path, capsys):
     from headstart.backbones import create_backbone
-    from headstart.weights import load_state_dict
+    from headstart.backbones.weights import load_state_dict
 
     marker = tmp_path / "pwned.txt"
     evil = tmp_path / "evil.pth"

@@ -21,7 +21,7 @@ def test_imagenet_backbone_sees_ants_and_bees(lite0):
     import timm
 
     from headstart.backbones import _lite_weights_file, map_efficientnet_lite_weights
-    from headstart.weights import load_state_dict
+    from headstart.backbones.weights import load_state_dict
 
     model = timm.create_model("tf_efficientnet_lite0")
     model.load_state_dict(map_efficientnet_lite_weights(load_state_dict(_lite_weights_file(0)), model))

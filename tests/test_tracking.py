@@ -49,7 +49,7 @@ def test_mlflow_run_is_closed_when_the_fit_breaks(error, status, elpv_folder, tm
     from mlflow.tracking import MlflowClient
 
     from headstart.api import fit
-    from headstart.training import Callback
+    from headstart.training.loop import Callback
 
     class Break(Callback):
         def on_epoch_end(self, state):

@@ -7,7 +7,7 @@ import pytest
 from scipy.optimize import minimize
 from scipy.stats import multivariate_normal
 
-from headstart.transferability import _thin_svd, h_score, leep, logme, logme_evidence, nce, score
+from headstart.analysis.transferability import _thin_svd, h_score, leep, logme, logme_evidence, nce, score
 
 
 def _synthetic(n: int, d: int, k: int, noise: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

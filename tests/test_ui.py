@@ -18,7 +18,7 @@ testclient = pytest.importorskip("fastapi.testclient", reason="FastAPI's TestCli
 
 from conftest import class_folder  # noqa: E402
 
-from headstart.training import Callback  # noqa: E402
+from headstart.training.loop import Callback  # noqa: E402
 from headstart.ui import create_app  # noqa: E402
 
 

@@ -24,23 +24,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from headstart import __version__, distributed
+from headstart import __version__
+from headstart.training import distributed
 from headstart.backbones import match_data
-from headstart.checkpoint import ARGS_NAME, Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
+from headstart.training.checkpoint import ARGS_NAME, Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
 from headstart.data import Dataset, as_items, check_items, load_dataset, make_loader
-from headstart.features import EmbeddingCache
+from headstart.caches.embeddings import EmbeddingCache
 from headstart.freezing import freeze_report
-from headstart.image_cache import image_cache
+from headstart.caches.images import image_cache
 from headstart.io import atomic_write_text
-from headstart.lr_finder import LRFinderResult, lr_find
+from headstart.analysis.lr_finder import LRFinderResult, lr_find
 from headstart.metrics import classification_metrics
 from headstart.model import TransferModel
-from headstart.preprocessing import ImagePreprocessing
+from headstart.data.preprocessing import ImagePreprocessing
 from headstart.progress import Progress
-from headstart.regularizers import L2SP, make_penalties
+from headstart.training.regularizers import L2SP, make_penalties
 from headstart.strategies import FitContext, Strategy, make_strategy
-from headstart.tracking import make_tracker
-from headstart.training import Callback, History, evaluate_loader, seed_everything
+from headstart.report.tracking import make_tracker
+from headstart.training.loop import Callback, History, evaluate_loader, seed_everything
 
 METRICS_NAME = "metrics.json"
 HISTORY_NAME = "history.json"
@@ -141,7 +142,7 @@ def fit(
     weights : path, optional
         Local weights file for a ``timm:`` backbone.
     strategy : {"feature-extraction", "fine-tune", "full", "scratch", "auto"} or Strategy
-        ``"auto"`` asks :func:`headstart.advisor.advise` (size and layer-wise profile of ``data``)
+        ``"auto"`` asks :func:`headstart.analysis.advisor.advise` (size and layer-wise profile of ``data``)
         and uses its strategy and settings, except those passed explicitly.
     out : path, optional
         Run directory; default ``runs/<data>-<strategy>-<time>``. Never overwritten unless ``overwrite``.
@@ -154,10 +155,10 @@ def fit(
         ``False`` skips fitting the head on cached features first (plain fine-tuning instead of
         LP-FT) for ``fine-tune``, ``full``, ``gradual`` and ``lora``.
     layer_decay, block_lrs :
-        Per-block learning rates, see :class:`headstart.training.TrainSettings`.
+        Per-block learning rates, see :class:`headstart.training.loop.TrainSettings`.
     l2sp, bss : float, optional
         Weights of the L2-SP and BSS penalties toward the pretrained network (TLlib: 0.01 and
-        0.001), see :mod:`headstart.regularizers`.
+        0.001), see :mod:`headstart.training.regularizers`.
     unfreeze_blocks : int, optional
         For ``gradual``: how many backbone blocks are trainable by the last stage (default all).
         Stages last ``epochs`` epochs each, or end earlier after ``patience`` epochs without improvement.
@@ -169,7 +170,7 @@ def fit(
     accumulate, grad_clip, precision, torch_compile :
         Gradient accumulation steps, gradient-norm clipping (``None`` for none), ``"bf16"``
         autocast on a GPU, and ``torch.compile`` of the training steps; see
-        :class:`headstart.training.TrainSettings`.
+        :class:`headstart.training.loop.TrainSettings`.
     cut : block name or index, optional
         Use the pooled output of this block instead of the last one.
     image_size : int, optional
@@ -185,14 +186,14 @@ def fit(
     seed : int, default=0
         Same data, seed and settings give identical results on CPU.
     callbacks : sequence of Callback, default=()
-        Called by every training phase (see :class:`headstart.training.Callback`).
+        Called by every training phase (see :class:`headstart.training.loop.Callback`).
     resume : bool, default=False
         Continue the interrupted run in ``out`` from its checkpoint; use :func:`resume`, which
         repeats the run's own arguments.
     report : bool, default=True
         Write ``report.html`` into the run directory (see :func:`headstart.report.write_report`).
     log_to : {"tensorboard", "mlflow"}, optional
-        Also send per-epoch curves, held-out metrics and the report there (see :mod:`headstart.tracking`).
+        Also send per-epoch curves, held-out metrics and the report there (see :mod:`headstart.report.tracking`).
     log_uri : str, optional
         TensorBoard log directory (default ``out/tensorboard``) or MLflow tracking URI (default: MLflow's own).
     """
@@ -220,7 +221,7 @@ def fit(
     advice_record: dict[str, Any] | None = None
     chosen_settings: dict[str, Any] = {}  # the advisor's settings, saved so that `resume` repeats them
     if strategy == "auto":  # measure, then fit with the advisor's settings where the caller set none
-        from headstart.advisor import advise
+        from headstart.analysis.advisor import advise
 
         advice = advise(dataset, backbone=backbone, seed=seed, cache_dir=cache_dir, quiet=quiet)
         strategy, advice_lines = advice.strategy, str(advice).splitlines()
@@ -492,7 +493,7 @@ def find_lr(
 
     ``trainable_blocks=0`` tests the head alone on cached features (the rate of feature extraction
     and of the head warm-up); ``k > 0`` tests the top ``k`` backbone blocks and the head end to end
-    (the rate of ``fine-tune``). The model is not changed (see :mod:`headstart.lr_finder`); with
+    (the rate of ``fine-tune``). The model is not changed (see :mod:`headstart.analysis.lr_finder`); with
     ``run``, the curve is saved as ``RUN/lr_find.json`` for the run's report.
     """
     from torch.utils.data import DataLoader, TensorDataset

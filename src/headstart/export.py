@@ -33,7 +33,7 @@ from torch import nn
 
 from headstart.io import atomic_path, atomic_write_text
 from headstart.model import TransferModel
-from headstart.preprocessing import ImagePreprocessing, TextPreprocessing
+from headstart.data.preprocessing import ImagePreprocessing, TextPreprocessing
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 PREPROCESSING_NAME = "preprocessing.json"

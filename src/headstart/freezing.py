@@ -26,7 +26,7 @@ from typing import Protocol, Union
 import torch
 from torch import nn
 
-from headstart.layers import Block, BlockList
+from headstart.backbones.blocks import Block, BlockList
 
 BlockSelector = Union[Block, str, int]
 

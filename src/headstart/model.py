@@ -22,8 +22,8 @@ from headstart.backbones import Backbone, backbone_from_config, create_backbone
 from headstart.freezing import FreezableMixin
 from headstart.heads import ClassifierHead
 from headstart.io import atomic_path, atomic_write_text
-from headstart.layers import Block, BlockList
-from headstart.preprocessing import Preprocessing
+from headstart.backbones.blocks import Block, BlockList
+from headstart.data.preprocessing import Preprocessing
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -119,7 +119,7 @@ class TransferModel(FreezableMixin, nn.Module):
         config = read_run_config(directory)
         backbone = backbone_from_config(config["backbone"], directory / ASSETS_DIR, config["preprocessing"])
         if config.get("adapter"):  # the same LoRA layers before the weights (adapter and head) load
-            from headstart.adapters import add_lora
+            from headstart.strategies.lora import add_lora
 
             add_lora(backbone, **config["adapter"])
         model = cls(backbone, ClassifierHead.from_config(config["head"]), config["classes"])

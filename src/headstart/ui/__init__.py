@@ -15,10 +15,10 @@ What the server does on its own:
 
 * **one job at a time** (advice, training or resume) on a background thread (:class:`JobRunner`);
   a second request gets HTTP 409 and a sentence saying what is running. Training is
-  :func:`headstart.api.fit` with a :class:`~headstart.training.Callback` that copies each epoch's
+  :func:`headstart.api.fit` with a :class:`~headstart.training.loop.Callback` that copies each epoch's
   record into the job state (the page draws the curves from it) and is also the cancel point;
 * **cancel is Ctrl-C at an epoch boundary**: the callback raises ``KeyboardInterrupt`` after the
-  run's :class:`~headstart.checkpoint.Checkpoint` saved the epoch, so ``fit`` stops the way it does
+  run's :class:`~headstart.training.checkpoint.Checkpoint` saved the epoch, so ``fit`` stops the way it does
   on Ctrl-C and leaves ``RUN/checkpoint/`` (resumable from the page or with ``headstart resume``);
 * **safe by default**: it binds to 127.0.0.1 unless told otherwise; every folder the page names is
   resolved (symbolic links too) and refused unless it lies inside a folder given with ``--allow`` or
@@ -64,12 +64,12 @@ except ImportError as missing:
     raise ImportError(f'headstart ui needs {missing.name}: pip install "headstart[ui]"') from None
 
 from headstart.api import HISTORY_NAME, METRICS_NAME, _default_run_dir, fit, predict, resume
-from headstart.checkpoint import ARGS_NAME, STATE_NAME, checkpoint_dir, read_fit_args
+from headstart.training.checkpoint import ARGS_NAME, STATE_NAME, checkpoint_dir, read_fit_args
 from headstart.cli import _USER_ERRORS, error_line
 from headstart.data import FILE_KINDS, IMAGE_EXTENSIONS, TABLE_EXTENSIONS, check_file, load_dataset
 from headstart.model import CONFIG_NAME, TransferModel
 from headstart.report import REPORT_NAME
-from headstart.training import Callback
+from headstart.training.loop import Callback
 
 log = logging.getLogger("headstart.ui")
 
@@ -295,7 +295,7 @@ EPOCH_KEYS = ("epoch", "phase", "train_loss", "train_accuracy", "val_loss", "val
 class LiveProgress(Callback):
     """Copies each epoch's record into the job (the page's curves) and cancels at epoch ends.
 
-    Registered after :func:`fit`'s own :class:`~headstart.checkpoint.Checkpoint`, so by the time
+    Registered after :func:`fit`'s own :class:`~headstart.training.checkpoint.Checkpoint`, so by the time
     :meth:`on_epoch_end` raises, the epoch is saved: the run stops as on Ctrl-C, resumable.
     """
 
@@ -545,7 +545,7 @@ def create_app(*, allowed: Sequence[str | Path] = (".",), project: str | Path = 
         path = inside(request.path, readable)
 
         def work(job: JobRunner) -> dict[str, Any]:
-            from headstart.advisor import advise
+            from headstart.analysis.advisor import advise
 
             advice = advise(path, backbone=request.backbone)
             return _finite({**advice.to_dict(), "backbone": request.backbone, "path": str(path)})

@@ -1,7 +1,7 @@
 """Which pretrained model? Rank candidate backbones by a transferability score, one forward pass each.
 
 Fine-tuning every candidate to compare them costs epochs per candidate; a score of frozen features
-(LogME by default, see :mod:`headstart.transferability`) costs one pass and correlates with the
+(LogME by default, see :mod:`headstart.analysis.transferability`) costs one pass and correlates with the
 accuracy fine-tuning reaches (You et al. 2021). Features go through the embedding cache, so a
 feature-extraction run with the winner reuses them.
 """
@@ -18,10 +18,10 @@ import torch
 
 from headstart.backbones import Backbone, create_backbone, list_backbones, match_data, source_probabilities
 from headstart.data import Dataset
-from headstart.features import EmbeddingCache
-from headstart.profiling import labelled_examples
+from headstart.caches.embeddings import EmbeddingCache
+from headstart.analysis.probes import labelled_examples
 from headstart.progress import Progress
-from headstart.transferability import SCORES, score
+from headstart.analysis.transferability import SCORES, score
 
 
 @dataclass

@@ -13,7 +13,7 @@
 ``fine-tune`` is LP-FT (Kumar et al., ICLR 2022) by default: the head is fitted to convergence on
 cached features before any backbone weight moves; ``head_warmup=False`` gives plain fine-tuning.
 Every end-to-end phase can add penalties toward the pretrained weights (``FitContext.penalties``,
-see :mod:`headstart.regularizers`) and use per-block rates (``TrainSettings.layer_decay``,
+see :mod:`headstart.training.regularizers`) and use per-block rates (``TrainSettings.layer_decay``,
 ``TrainSettings.block_lrs``).
 """
 
@@ -26,16 +26,16 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from headstart import distributed
-from headstart.activations import TopModel, boundary_activations, budget_from_env, plan_boundary, pooled_features
+from headstart.training import distributed
+from headstart.caches.activations import TopModel, boundary_activations, budget_from_env, plan_boundary, pooled_features
 from headstart.data import Dataset, make_loader, tensor_loader
-from headstart.features import EmbeddingCache
+from headstart.caches.embeddings import EmbeddingCache
 from headstart.freezing import freeze, freeze_bottom, freeze_report, set_batchnorm, unfreeze
-from headstart.image_cache import DecodedImageCache
+from headstart.caches.images import DecodedImageCache
 from headstart.model import TransferModel
 from headstart.progress import Progress
-from headstart.regularizers import Penalty
-from headstart.training import Callback, History, TrainSettings, fit_model
+from headstart.training.regularizers import Penalty
+from headstart.training.loop import Callback, History, TrainSettings, fit_model
 
 
 @dataclass
@@ -107,7 +107,7 @@ def share_frozen_bottom(model: TransferModel, data: Dataset, ctx: FitContext, st
     """Run a frozen bottom once for both the head warm-up and the phase after it.
 
     When the phase after the warm-up will train from the cached output of its frozen first ``start``
-    blocks (see :func:`headstart.activations.plan_boundary`), that output is computed now; the top
+    blocks (see :func:`headstart.caches.activations.plan_boundary`), that output is computed now; the top
     blocks turn it into the pooled features the warm-up needs (kept in ``ctx``, not the embedding
     cache: they equal the cached features only to float rounding, and a seeded run must not depend
     on what the cache already holds). Without this the bottom runs twice over train and val (P3 in
@@ -326,7 +326,7 @@ class LoRA(Strategy):
     settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=5e-4, patience=5, monitor="val_accuracy"))
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
-        from headstart.adapters import add_lora
+        from headstart.strategies.lora import add_lora
 
         history = warm_up_head(model, data, ctx) if self.head_warmup else None
         report = add_lora(model.backbone, rank=self.rank, alpha=self.alpha, dropout=self.dropout, targets=self.targets)
@@ -342,9 +342,9 @@ class Contrastive(Strategy):
     """Few-shot text (SetFit): tune the sentence encoder on pairs, then fit the head on its frozen features.
 
     With a handful of examples per class, a head alone is limited by how the pretrained geometry
-    separates the classes; contrastive tuning (:func:`headstart.fewshot.contrastive_tune`) reshapes it
+    separates the classes; contrastive tuning (:func:`headstart.strategies.fewshot.contrastive_tune`) reshapes it
     from thousands of pairs. ``templates`` adds that many "This sentence is {class}" examples per
-    class (:func:`headstart.fewshot.templated_examples`) to the pairs and to the head's training set.
+    class (:func:`headstart.strategies.fewshot.templated_examples`) to the pairs and to the head's training set.
     The tuning is seeded, so a resumed run re-tunes to the same encoder before continuing the head.
 
     Parameters
@@ -360,7 +360,7 @@ class Contrastive(Strategy):
     settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=100, lr=1e-3, patience=15, warmup=0.05))
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
-        from headstart.fewshot import contrastive_tune, templated_examples
+        from headstart.strategies.fewshot import contrastive_tune, templated_examples
 
         if data.modality != "text":
             raise ValueError(f"--strategy contrastive tunes a sentence encoder; {data.source or 'this data'} is {data.modality}: use fine-tune or full")

@@ -335,7 +335,7 @@ def _lr_find_section(data: dict[str, Any]) -> dict[str, Any] | None:
         ax.set_ylim(min(finite) - 0.05 * abs(min(finite)), min(max(finite), 4 * np.median(finite)))
     image = _png(fig)
     plt.close(fig)
-    from headstart.lr_finder import LRFinderResult
+    from headstart.analysis.lr_finder import LRFinderResult
 
     fields = {k: data.get(k) for k in ("flat", "ceiling")}
     line = LRFinderResult(lrs, losses, float(suggestion or 0), float(lrs[int(np.argmin(losses))]), bool(fields["flat"]), fields["ceiling"]).describe() if suggestion else None
@@ -390,7 +390,7 @@ def _profile_section(profile: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     import matplotlib.pyplot as plt
 
-    from headstart.profiling import Profile
+    from headstart.analysis.probes import Profile
 
     result = Profile.from_dict(profile)
     fig = result.figure()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from headstart._torchvision import import_torchvision
-from headstart.audio import augment_waveform, fix_length, load_audio, log_mel, mask_spectrogram
+from headstart.data.audio import augment_waveform, fix_length, load_audio, log_mel, mask_spectrogram
 
 _tv = import_torchvision()
 from torchvision import transforms as T  # noqa: E402  (needs the import above first)
@@ -257,7 +257,7 @@ class SpectrogramPreprocessing:
 
     def train_transform(self, augment: str = "light") -> _SpectrogramTransform:
         """``light``: shift up to 10%, noise at 30-40 dB SNR half the time, one frequency and one time mask of
-        up to 10%; ``strong``: 20%, 10-30 dB, two masks each of up to 15% (see :data:`headstart.audio.AUDIO_AUGMENT`)."""
+        up to 10%; ``strong``: 20%, 10-30 dB, two masks each of up to 15% (see :data:`headstart.data.audio.AUDIO_AUGMENT`)."""
         _check_augment(augment, AUDIO_AUGMENT_PRESETS)
         return _SpectrogramTransform(self, augment)
 

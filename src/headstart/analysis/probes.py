@@ -22,12 +22,12 @@ from torch import nn
 
 from headstart.backbones import Backbone, create_backbone, match_data, source_probabilities
 from headstart.data import Dataset, load_dataset, make_loader, stratified_split
-from headstart.features import EmbeddingCache
+from headstart.caches.embeddings import EmbeddingCache
 from headstart.io import atomic_write_text
 from headstart.model import read_run_config
 from headstart.progress import Progress
-from headstart.training import to_device
-from headstart.transferability import leep, logme
+from headstart.training.loop import to_device
+from headstart.analysis.transferability import leep, logme
 
 MAX_PROFILED_BLOCKS = 24
 SHIFT_EXAMPLES = 128  # examples whose activation statistics are compared with the source's (enough for per-channel moments)

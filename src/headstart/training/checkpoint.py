@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from headstart.freezing import check_frozen_set, frozen_parameter_names
 from headstart.io import atomic_path, atomic_write_text
-from headstart.training import Callback
+from headstart.training.loop import Callback
 
 CHECKPOINT_DIR = "checkpoint"
 ARGS_NAME = "fit.json"

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-# headstart.preprocessing.AUGMENT_PRESETS, spelled out so that `headstart --help` need not import torchvision
+# headstart.data.preprocessing.AUGMENT_PRESETS, spelled out so that `headstart --help` need not import torchvision
 # (tests/test_cli.py checks the two agree).
 AUGMENT_CHOICES = ("none", "light", "strong", "dihedral")
 STRATEGY_CHOICES = ("feature-extraction", "fine-tune", "full", "gradual", "lora", "contrastive", "scratch")  # headstart.strategies.STRATEGIES, without importing torch for --help
@@ -117,7 +117,7 @@ def _block_lrs(text: str | None) -> tuple[float, float] | dict[str, float] | Non
 
 
 def _print_run(run: Any, *, as_json: bool) -> None:
-    from headstart import distributed
+    from headstart.training import distributed
 
     if not distributed.is_main():  # under torchrun rank 0 speaks for all
         return
@@ -288,7 +288,7 @@ def _default_backbone(data: str) -> str:
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
-    from headstart.profiling import profile
+    from headstart.analysis.probes import profile
 
     blocks = [int(b) if b.lstrip("-").isdigit() else b for b in args.blocks.split(",")] if args.blocks else None
     result = profile(
@@ -332,7 +332,7 @@ def _profile_table(result: Any, *, folds: int | None = None) -> Table:
 
 def cmd_rank(args: argparse.Namespace) -> None:
     from headstart.data import load_dataset
-    from headstart.ranking import default_candidates, rank
+    from headstart.analysis.ranking import default_candidates, rank
 
     named = [b.strip() for b in args.backbones.split(",") if b.strip()] if args.backbones else []
     dataset = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column, seed=args.seed)  # its modality picks the candidates
@@ -358,7 +358,7 @@ def cmd_rank(args: argparse.Namespace) -> None:
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
-    from headstart.advisor import advise
+    from headstart.analysis.advisor import advise
 
     advice = advise(
         args.data,

@@ -7,7 +7,7 @@ settings for :func:`headstart.fit`, with the numbers behind the choice:
   ``SMALL_PER_CLASS`` (100) training many pretrained parameters overfits more than it adapts;
   the threshold is a rule of thumb (Yosinski et al. 2014 and the CS231n notes use "small" for a few
   hundred images per class or less), not a measured boundary.
-* **similarity** - read from the layer-wise :func:`headstart.profiling.profile`, two ways, and
+* **similarity** - read from the layer-wise :func:`headstart.analysis.probes.profile`, two ways, and
   *similar* needs both:
 
   - *the source's features already solve the target*: the best block's linear-probe accuracy,
@@ -48,7 +48,7 @@ import numpy as np
 
 from headstart.backbones import Backbone, create_backbone
 from headstart.data import Dataset, load_dataset
-from headstart.profiling import Profile, profile
+from headstart.analysis.probes import Profile, profile
 
 SMALL_PER_CLASS = 100  # median examples per class below which the target counts as "small"
 STRONG_FEATURES = 0.85  # chance-corrected best probe accuracy from which frozen features "already solve" the target

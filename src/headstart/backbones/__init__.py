@@ -15,7 +15,7 @@ Names accepted by :func:`create_backbone`:
 * a headstart run directory - the (fine-tuned) backbone of an earlier run.
 
 :func:`match_data` readies a backbone for a dataset: an image CNN given audio reads log-mel
-spectrograms (:class:`~headstart.preprocessing.SpectrogramPreprocessing`).
+spectrograms (:class:`~headstart.data.preprocessing.SpectrogramPreprocessing`).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import torch
 from torch import nn
 
 from headstart._torchvision import import_torchvision
-from headstart.audio import audio_defaults
+from headstart.data.audio import audio_defaults
 from headstart.data import Dataset
 from headstart.freezing import FreezableMixin
-from headstart.layers import Block, BlockList
-from headstart.preprocessing import (
+from headstart.backbones.blocks import Block, BlockList
+from headstart.data.preprocessing import (
     AudioPreprocessing,
     ImagePreprocessing,
     Preprocessing,
@@ -45,7 +45,7 @@ from headstart.preprocessing import (
     TextPreprocessing,
     load_preprocessing,
 )
-from headstart.weights import load_state_dict, state_fingerprint
+from headstart.backbones.weights import load_state_dict, state_fingerprint
 
 import_torchvision()
 import timm  # noqa: E402  (needs the torchvision fix first)
@@ -73,7 +73,7 @@ class Backbone(FreezableMixin, nn.Module):
     spec: BackboneSpec
     preprocessing: Preprocessing
     _run_head: tuple[nn.Module, ...] = ()  # see keep_run_head
-    adapter: dict[str, Any] | None = None  # LoRA settings once headstart.adapters.add_lora ran
+    adapter: dict[str, Any] | None = None  # LoRA settings once headstart.strategies.lora.add_lora ran
 
     @property
     def blocks(self) -> BlockList:
@@ -713,11 +713,11 @@ def source_probabilities(backbone: Backbone, features: np.ndarray) -> np.ndarray
 def match_data(backbone: Backbone, dataset: Dataset, *, image_size: int | None = None, tta: str | None = None) -> Backbone:
     """Ready ``backbone`` (in place) for ``dataset``'s modality, or raise naming the mismatch.
 
-    An image CNN given audio gets :class:`~headstart.preprocessing.SpectrogramPreprocessing` (the
+    An image CNN given audio gets :class:`~headstart.data.preprocessing.SpectrogramPreprocessing` (the
     ImageNet-CNN-on-log-mel route); an audio backbone without a clip length gets one. Sample rate
-    and clip length come from the training clips' headers (:func:`headstart.audio.audio_defaults`).
+    and clip length come from the training clips' headers (:func:`headstart.data.audio.audio_defaults`).
     ``image_size`` replaces the input size of an image or spectrogram backbone; ``tta`` sets an
-    image backbone's test-time views (:data:`headstart.preprocessing.TTA_VIEWS`).
+    image backbone's test-time views (:data:`headstart.data.preprocessing.TTA_VIEWS`).
     """
     prep = backbone.preprocessing
     clips = [p for p in dataset.items("train") if isinstance(p, Path)] if dataset.modality == "audio" else []
@@ -739,7 +739,7 @@ def match_data(backbone: Backbone, dataset: Dataset, *, image_size: int | None =
         if isinstance(backbone, TimmBackbone):
             backbone._feature_dim = None
     if tta not in (None, "none"):
-        from headstart.preprocessing import TTA_VIEWS
+        from headstart.data.preprocessing import TTA_VIEWS
 
         if not isinstance(backbone.preprocessing, ImagePreprocessing):
             raise ValueError(f"--tta applies to image data; {dataset.source} holds {dataset.modality} data")

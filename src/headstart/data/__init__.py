@@ -33,7 +33,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from headstart.audio import AUDIO_EXTENSIONS, check_audio
+from headstart.data.audio import AUDIO_EXTENSIONS, check_audio
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl", ".json"})
@@ -118,7 +118,7 @@ def load_image(source: Item) -> Image.Image:
     """
     if isinstance(source, Image.Image):
         return _to_rgb(source)
-    if hasattr(source, "to_pil"):  # a headstart.image_cache.CachedImage: decoded and presized earlier
+    if hasattr(source, "to_pil"):  # a headstart.caches.images.CachedImage: decoded and presized earlier
         return source.to_pil()
     with _quiet_pillow(), Image.open(source) as image:  # closed here: a long run must not leak one file handle per image
         if image.format == "JPEG" and max(image.size) > 2 * LARGEST_DECODE:
@@ -593,7 +593,7 @@ def loader_workers(examples: int, batch_size: int, *, in_process: bool = False) 
     worker per core but one, up to 8 (P5). Never more than there are batches.
     ``HEADSTART_WORKERS`` overrides the choice.
     """
-    from headstart import distributed
+    from headstart.training import distributed
 
     batches = max(1, examples // max(1, batch_size))
     if (chosen := os.environ.get("HEADSTART_WORKERS")) is not None:
@@ -622,12 +622,12 @@ def make_loader(
 
     ``shard``: under torchrun, this rank's share of the examples (see :func:`_loader`).
     """
-    from headstart.preprocessing import AudioPreprocessing, ImagePreprocessing, SpectrogramPreprocessing
+    from headstart.data.preprocessing import AudioPreprocessing, ImagePreprocessing, SpectrogramPreprocessing
 
     if isinstance(preprocessing, ImagePreprocessing) and train and augment != "none" and _all_presized(items):
         # Augmenting cached pixels with torch ops costs ~1 ms an image: on a CPU the training process does it
         # between steps, since loader workers would take cores from the step (BENCHMARKS.md, P2).
-        from headstart.image_cache import CachedImage
+        from headstart.caches.images import CachedImage
 
         if workers is None:
             workers = loader_workers(len(items), batch_size, in_process=True)
@@ -653,7 +653,7 @@ def make_loader(
 
 
 def _all_presized(items: Sequence[Any]) -> bool:
-    from headstart.image_cache import CachedImage
+    from headstart.caches.images import CachedImage
 
     return bool(items) and all(isinstance(item, CachedImage) for item in items)
 
@@ -674,7 +674,7 @@ def _loader(dataset: Any, *, batch_size: int, shuffle: bool, seed: int, shard: b
     import torch
     from torch.utils.data import DataLoader
 
-    from headstart import distributed
+    from headstart.training import distributed
 
     sampler = distributed.train_sampler(dataset, seed=seed) if shard and shuffle else None
     if shard and not shuffle:

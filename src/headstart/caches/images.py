@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from headstart import distributed
+from headstart.training import distributed
 from headstart.data import content_key, load_image, loader_workers
-from headstart.features import default_cache_dir
+from headstart.caches.embeddings import default_cache_dir
 from headstart.io import ShardStore
-from headstart.preprocessing import _INTERPOLATION, ImagePreprocessing
+from headstart.data.preprocessing import _INTERPOLATION, ImagePreprocessing
 from headstart.progress import Progress
 
 SHARD_IMAGES = 1024  # images per shard: bounds the memory used while writing

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from headstart.training import Callback
+from headstart.training.loop import Callback
 
 TRACKERS = ("tensorboard", "mlflow")
 CURVES = {"train_loss": "loss/train", "val_loss": "loss/val", "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val", "lr": "lr"}
@@ -26,7 +26,7 @@ HELD_OUT = ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "loss")
 class Tracker(Callback):
     """A training callback that also hears about the start and the end of the whole fit.
 
-    ``on_epoch_end`` (see :class:`headstart.training.Callback`) sends each epoch's record.
+    ``on_epoch_end`` (see :class:`headstart.training.loop.Callback`) sends each epoch's record.
     """
 
     def start(self, name: str, arguments: dict[str, Any]) -> None:

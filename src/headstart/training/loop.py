@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart import distributed
+from headstart.training import distributed
 from headstart.freezing import audit_freeze, frozen_parameter_names
 from headstart.progress import Progress
-from headstart.regularizers import Penalty
+from headstart.training.regularizers import Penalty
 
 EVENTS = ("on_fit_start", "on_epoch_end", "on_fit_end")
 MONITORS = ("val_loss", "val_accuracy")
@@ -268,7 +268,7 @@ def evaluate_loader(
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean cross-entropy loss, class probabilities and labels over ``loader``.
 
-    ``views`` (test-time augmentation, see :data:`headstart.preprocessing.TTA_VIEWS`): functions of
+    ``views`` (test-time augmentation, see :data:`headstart.data.preprocessing.TTA_VIEWS`): functions of
     the input batch whose class probabilities are averaged.
     """
     model.eval()
@@ -332,7 +332,7 @@ def fit_model(
     Frozen parameters are neither given gradients nor handed to the optimizer, which is built here
     from what is trainable at the start of the phase. Before the first step, :func:`audit_freeze`
     checks that this is still so (after any callback, e.g. a restored checkpoint) and logs the result.
-    ``penalties`` (see :mod:`headstart.regularizers`) are added to the loss.
+    ``penalties`` (see :mod:`headstart.training.regularizers`) are added to the loss.
     """
     history = history or History()
     device = next(model.parameters()).device
@@ -358,7 +358,7 @@ def fit_model(
     }  # fmt: skip
     for callback in callbacks:
         callback.on_fit_start(state)
-    if "resume" in state:  # a callback restored a checkpoint of this phase (see headstart.checkpoint)
+    if "resume" in state:  # a callback restored a checkpoint of this phase (see headstart.training.checkpoint)
         best, best_state, best_epoch, waited = state.pop("resume")
     done = state.pop("epochs_done", 0)
     resumed = state.pop("resumed", False)

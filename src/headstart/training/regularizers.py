@@ -1,4 +1,4 @@
-"""Regularisers toward the pretrained network, added to the loss by :func:`headstart.training.fit_model`.
+"""Regularisers toward the pretrained network, added to the loss by :func:`headstart.training.loop.fit_model`.
 
 ==========  ====================================================================================
 ``L2SP``     ``alpha/2 * ||w - w_pretrained||^2`` over the backbone (Li et al., ICML 2018): the body

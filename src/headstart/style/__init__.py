@@ -39,7 +39,7 @@ from headstart.backbones import Backbone, TimmBackbone, create_backbone
 from headstart.data import check_image, load_image
 from headstart.freezing import select_blocks
 from headstart.progress import Progress
-from headstart.training import seed_everything
+from headstart.training.loop import seed_everything
 
 DEFAULT_CONTENT_LAYER = "stage4"
 DEFAULT_STYLE_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage5")

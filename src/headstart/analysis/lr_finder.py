@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.training import param_groups, to_device
+from headstart.training.loop import param_groups, to_device
 
 
 @dataclass

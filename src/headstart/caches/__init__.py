@@ -1,0 +1,1 @@
+"""Everything computed once and reused: pooled embeddings, decoded images, frozen-boundary activations."""
