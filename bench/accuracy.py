@@ -65,7 +65,7 @@ def main(names: list[str]) -> None:
         if settings.get("tta", "none") != "none":  # the same trained model without test-time views, for the comparison
             from dataclasses import replace
 
-            from headstart.api import predict_proba
+            from headstart.inference import predict_proba
 
             with_views = run.model.backbone.preprocessing
             run.model.backbone.preprocessing = replace(with_views, tta="none")

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from _rows import append, context
 
+from headstart.analysis.probes import profile
 from headstart.api import fit
 from headstart.backbones import create_backbone, match_data
 from headstart.data import load_dataset
-from headstart.analysis.probes import profile
 
 FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fsdd"
 OUT = Path(__file__).parent / "results" / "audio.jsonl"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from headstart.data import load_elpv
 from headstart.analysis.probes import profile
+from headstart.data import load_elpv
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"

@@ -357,8 +357,8 @@ def bare_amp(name: str, data, batch_size: int, pretrained: bool, batchnorm: str)
 
 def loader_only(data, preprocessing, batch_size: int, cache: Path) -> float:
     """Images per second of fit's training loader alone (cached pixels, light augmentation, copy to the GPU)."""
-    from headstart.data import make_loader
     from headstart.caches.images import image_cache
+    from headstart.data import make_loader
 
     items, _ = image_cache(cache).prepare(data.items("train"), preprocessing, augment="light")
     loader = make_loader(items, data.labels("train"), preprocessing, batch_size=batch_size, train=True, augment="light")
@@ -370,8 +370,8 @@ def loader_only(data, preprocessing, batch_size: int, cache: Path) -> float:
 
 
 def gpu_throughput(data, n: int, batch_size: int, epochs: int, models: list[str]) -> dict:
-    from headstart.data import loader_workers
     from headstart.caches.embeddings import EmbeddingCache
+    from headstart.data import loader_workers
 
     with tempfile.TemporaryDirectory() as tmp:  # 6,000 crops and their caches: gone afterwards
         root = Path(tmp)

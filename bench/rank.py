@@ -39,13 +39,13 @@ import torch
 from _rows import append, context
 from scipy.stats import kendalltau, weightedtau
 
-from headstart.api import fit
-from headstart.backbones import Backbone, create_backbone
-from headstart.data import load_elpv, stratified_split
-from headstart.caches.embeddings import EmbeddingCache
 from headstart.analysis.probes import labelled_examples, probe_accuracy
 from headstart.analysis.ranking import source_probabilities
 from headstart.analysis.transferability import SCORES, score
+from headstart.api import fit
+from headstart.backbones import Backbone, create_backbone
+from headstart.caches.embeddings import EmbeddingCache
+from headstart.data import load_elpv, stratified_split
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 RESULTS = Path(__file__).parent / "results" / "rank.jsonl"

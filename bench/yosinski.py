@@ -38,9 +38,9 @@ from torch.utils.data import DataLoader
 import headstart
 from headstart.backbones import Backbone, create_backbone
 from headstart.data import Dataset, load_image, stratified_split, tensor_loader
+from headstart.data.preprocessing import ImagePreprocessing
 from headstart.freezing import freeze_bottom, set_batchnorm
 from headstart.model import TransferModel
-from headstart.data.preprocessing import ImagePreprocessing
 from headstart.training.loop import TrainSettings, evaluate_loader, fit_model, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]

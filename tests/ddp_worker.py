@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from headstart.training import distributed
-from headstart.data import tensor_loader
 from headstart.caches.embeddings import EmbeddingCache
+from headstart.data import tensor_loader
 from headstart.freezing import freeze_bottom, set_batchnorm
 from headstart.model import TransferModel
+from headstart.training import distributed
 from headstart.training.loop import seed_everything
 
 distributed.setup()

@@ -82,8 +82,8 @@ def test_plan_says_why_it_recomputes(lite0, elpv_folder):
 
 
 def test_decoded_images_give_identical_eval_tensors(lite0, elpv_folder, tmp_path):
-    from headstart.data import make_loader
     from headstart.caches.images import CachedImage, DecodedImageCache
+    from headstart.data import make_loader
 
     items = load_dataset(elpv_folder).items("train")[:6]
     cache = DecodedImageCache(tmp_path)
@@ -99,8 +99,8 @@ def test_decoded_images_give_identical_eval_tensors(lite0, elpv_folder, tmp_path
 
 def test_augmenting_cached_pixels_matches_the_pil_path(lite0, elpv_folder, tmp_path):
     """The torch-op augmentation of cached pixels draws the same crops and flips as the PIL transforms."""
-    from headstart.data import make_loader
     from headstart.caches.images import DecodedImageCache
+    from headstart.data import make_loader
 
     dataset = load_dataset(elpv_folder)
     items, labels = dataset.items("train")[:6], dataset.labels("train")[:6]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from headstart.api import evaluate, fit, predict, predict_proba
+from headstart.api import fit
 from headstart.data import load_dataset
+from headstart.inference import evaluate, predict, predict_proba
 from headstart.model import TransferModel
 
 
@@ -130,8 +131,8 @@ def test_tta_views_are_saved_with_the_run_and_averaged(elpv_folder, topics_csv, 
     views travel with the run (a reloaded model predicts the same)."""
     from PIL import Image
 
-    from headstart.api import from_pretrained
     from headstart.data.preprocessing import TTA_VIEWS
+    from headstart.inference import from_pretrained
 
     run = fit(elpv_folder, out=tmp_path / "run", strategy="fine-tune", trainable_blocks=1, epochs=1, image_size=64, augment="dihedral",
               tta="dihedral", quiet=True)  # fmt: skip

@@ -17,9 +17,10 @@ import pytest
 from conftest import class_folder, photo
 from PIL import Image
 
-from headstart.api import fit, predict
+from headstart.api import fit
 from headstart.data import load_dataset, load_image
 from headstart.data.preprocessing import ImagePreprocessing
+from headstart.inference import predict
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -175,8 +175,8 @@ def test_cli_augment_choices_match_presets():
 
 
 def test_loader_workers_leave_cpu_cores_to_the_step_and_feed_a_gpu(monkeypatch):
-    from headstart.training import distributed
     from headstart.data import loader_workers
+    from headstart.training import distributed
 
     monkeypatch.delenv("HEADSTART_WORKERS", raising=False)
     monkeypatch.setattr(distributed, "device", lambda: torch.device("cpu"))

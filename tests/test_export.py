@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from headstart.api import from_pretrained
 from headstart.cli import main
+from headstart.inference import from_pretrained
 
 TOLERANCE = 1e-4
 

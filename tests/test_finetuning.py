@@ -17,12 +17,13 @@ import pytest
 import torch
 from torch import nn
 
-from headstart.api import fit, from_pretrained, predict_proba, resume
-from headstart.training.checkpoint import checkpoint_dir
+from headstart.api import fit, resume
 from headstart.freezing import FreezableMixin, FreezeAuditError, audit_freeze, freeze_bottom, frozen_parameter_names
+from headstart.inference import from_pretrained, predict_proba
 from headstart.model import TransferModel
-from headstart.training.regularizers import BSS, L2SP
+from headstart.training.checkpoint import checkpoint_dir
 from headstart.training.loop import Callback, TrainSettings, block_rates, fit_model, param_groups
+from headstart.training.regularizers import BSS, L2SP
 
 SMALL = {"cut": "stage3", "image_size": 64, "batch_size": 8}  # a fast, real fine-tune on the ELPV fixture
 GRADUAL = {"strategy": "gradual", "epochs": 2, "unfreeze_blocks": 2, "l2sp": 0.01, **SMALL}
@@ -311,8 +312,8 @@ def test_bf16_on_cpu_is_refused_with_a_reason(elpv_folder):
 
 
 def test_lr_find_before_and_after_a_fit_changes_nothing(fe_run, elpv_folder, tmp_path, capsys):
-    from headstart.cli import main
     from headstart.analysis.lr_finder import lr_find
+    from headstart.cli import main
 
     model = fe_run.model
     before = copy.deepcopy(model.state_dict())

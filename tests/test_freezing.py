@@ -69,8 +69,8 @@ def test_everything_frozen_is_a_clear_error(model):
 
 
 def test_fold_batchnorm_runs_the_same_network_without_its_batchnorm(lite0, elpv_folder):
-    from headstart.data import load_dataset, make_loader
     from headstart.caches.embeddings import compute_embeddings
+    from headstart.data import load_dataset, make_loader
     from headstart.freezing import fold_batchnorm
 
     items = load_dataset(elpv_folder).items("train")[:20]

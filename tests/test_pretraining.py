@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import headstart
+from headstart.analysis.ranking import source_probabilities
 from headstart.backbones import create_backbone
 from headstart.cli import main
 from headstart.pretraining import source_architecture
-from headstart.analysis.ranking import source_probabilities
 
 ARCH = "test_resnet"  # timm's 0.1M-parameter ResNet: 5 blocks, trains in seconds at 16 px
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from headstart.cli import main
-from headstart.data import load_dataset
-from headstart.caches.embeddings import EmbeddingCache, compute_embeddings
 from headstart.analysis.probes import Profile, profile, profiled_blocks
 from headstart.analysis.ranking import rank
+from headstart.caches.embeddings import EmbeddingCache, compute_embeddings
+from headstart.cli import main
+from headstart.data import load_dataset
 
 
 @torch.inference_mode()

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from headstart.api import fit, resume
-from headstart.training.checkpoint import checkpoint_dir
 from headstart.cli import main
+from headstart.training.checkpoint import checkpoint_dir
 from headstart.training.loop import Callback
 
 

@@ -196,7 +196,7 @@ def test_resume_from_the_page_finishes_a_stopped_run_and_runs_compare(tmp_path, 
 
 
 def test_predict_images_and_texts_with_top_classes(tmp_path, fe_run, text_run, elpv_folder):
-    from headstart.api import predict
+    from headstart.inference import predict
 
     runs = tmp_path / "project" / "runs"
     runs.mkdir(parents=True)

@@ -107,7 +107,7 @@ def shoot(page, shots: Path, name: str, *, section: str | None = None) -> None:
 
 
 def test_choose_train_try_and_refuse_a_bad_zip(page, server, digits, shots):
-    from headstart.api import predict
+    from headstart.inference import predict
 
     folder, new_image, _ = digits
     url, project = server

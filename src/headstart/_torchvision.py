@@ -17,17 +17,21 @@ two operator *schemas* (no kernels) and import again. Everything pure-Python in 
 torchvision's own "Couldn't load custom C++ ops" error, which is the truth on such a machine.
 Where torchvision loads normally nothing here runs, so a correct install is left untouched.
 
-This is the only place in headstart that knows about the problem; ``headstart/__init__.py`` calls
-:func:`import_torchvision` before anything imports timm.
+This is the only place in headstart that knows about the problem. ``import headstart`` does not
+import torch (the CLI's ``--help`` must stay fast); it installs :func:`install_import_hook`, a finder
+that runs :func:`import_torchvision` the first time anything imports torchvision, whether headstart,
+timm, transformers or the user's own code after ``import headstart``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import sys
+from collections.abc import Sequence
 from types import ModuleType
-
-import torch
 
 # Schemas of the operators torchvision's meta registrations refer to without checking that its
 # compiled extension loaded (torchvision/csrc/ops/nms.cpp and quantized/cpu/qnms_kernel.cpp).
@@ -52,6 +56,8 @@ def _forget_torchvision() -> None:
 def import_torchvision() -> ModuleType:
     """Import torchvision, declaring its unguarded operator schemas only if the plain import fails."""
     global patched
+    import torch
+
     try:
         import torchvision
     except RuntimeError as error:
@@ -65,3 +71,36 @@ def import_torchvision() -> ModuleType:
 
         patched = True
     return torchvision
+
+
+class _Imported(importlib.abc.Loader):
+    """Hands the import system a module that :func:`import_torchvision` has already imported."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.module = module
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        return self.module
+
+    def exec_module(self, module: ModuleType) -> None:
+        """Nothing to run: the module was executed by its own loader."""
+
+
+class _TorchvisionHook(importlib.abc.MetaPathFinder):
+    """Runs :func:`import_torchvision` for the first ``import torchvision``, then leaves the import system."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "torchvision":
+            return None
+        uninstall_import_hook()  # the import inside import_torchvision goes through the ordinary finders
+        return importlib.util.spec_from_loader(fullname, _Imported(import_torchvision()))
+
+
+def install_import_hook() -> None:
+    """Apply the workaround lazily: at the first ``import torchvision``, not at ``import headstart``."""
+    if "torchvision" not in sys.modules and not any(isinstance(f, _TorchvisionHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TorchvisionHook())
+
+
+def uninstall_import_hook() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _TorchvisionHook)]

@@ -21,27 +21,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from headstart import __version__
-from headstart.training import distributed
 from headstart.backbones import match_data
-from headstart.training.checkpoint import ARGS_NAME, Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
-from headstart.data import Dataset, as_items, check_items, load_dataset, make_loader
 from headstart.caches.embeddings import EmbeddingCache
-from headstart.freezing import freeze_report
 from headstart.caches.images import image_cache
+from headstart.data import Dataset, load_dataset
+from headstart.freezing import freeze_report
+from headstart.inference import prediction_records, score_split
 from headstart.io import atomic_write_text
-from headstart.analysis.lr_finder import LRFinderResult, lr_find
-from headstart.metrics import classification_metrics
 from headstart.model import TransferModel
-from headstart.data.preprocessing import ImagePreprocessing
 from headstart.progress import Progress
-from headstart.training.regularizers import L2SP, make_penalties
-from headstart.strategies import FitContext, Strategy, make_strategy
 from headstart.report.tracking import make_tracker
-from headstart.training.loop import Callback, History, evaluate_loader, seed_everything
+from headstart.strategies import FitContext, Strategy, make_strategy
+from headstart.training import distributed
+from headstart.training.checkpoint import ARGS_NAME, Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
+from headstart.training.loop import Callback, History, seed_everything
+from headstart.training.regularizers import L2SP, make_penalties
 
 METRICS_NAME = "metrics.json"
 HISTORY_NAME = "history.json"
@@ -62,14 +59,6 @@ class Run:
     seconds: float
     predictions: dict[str, Any] = field(default_factory=dict)
     advice: dict[str, Any] | None = None
-
-
-@dataclass
-class Prediction:
-    item: str
-    label: str
-    probability: float
-    probabilities: dict[str, float]
 
 
 def _default_run_dir(data: str | Path | Dataset, strategy: str) -> Path:
@@ -275,7 +264,7 @@ def fit(
             metrics, predictions = {}, {}
             for split in ("val", "test"):
                 if dataset.items(split):
-                    metrics[split], labels, probs = _scored(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache)
+                    metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache)
                     predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)  # test wins
             seconds = time.perf_counter() - started
             if "test" in metrics:
@@ -376,150 +365,3 @@ def resume(
     return fit(**{**arguments, "out": directory}, quiet=quiet, callbacks=callbacks, resume=True)
 
 
-def from_pretrained(directory: str | Path) -> TransferModel:
-    """Reload a saved run's model with its preprocessing (inverse of ``TransferModel.save_pretrained``)."""
-    return TransferModel.from_pretrained(directory)
-
-
-def _as_model(model: TransferModel | str | Path) -> TransferModel:
-    return model if isinstance(model, TransferModel) else TransferModel.from_pretrained(model)
-
-
-def predict_proba(model: TransferModel | str | Path, items: list[Any], *, batch_size: int = 64, cache: EmbeddingCache | None = None) -> np.ndarray:
-    """Class probabilities ``(len(items), n_classes)`` for image paths, PIL images or texts.
-
-    With a ``cache`` and a fully frozen backbone, embeddings come from (and go to) the cache and
-    only the head runs: feature extraction never pays for the body twice.
-    """
-    model = _as_model(model)
-    views = model.preprocessing.views() if isinstance(model.preprocessing, ImagePreprocessing) else None
-    if cache is not None and not any(p.requires_grad for p in model.backbone.parameters()) and not (views and len(views) > 1):
-        features, _ = cache.embed(model.backbone, items, batch_size=batch_size)
-        model.eval()
-        with torch.inference_mode():
-            logits = model.head(torch.from_numpy(features).to(model.backbone.device))
-        return logits.float().softmax(-1).cpu().numpy()
-    loader = make_loader(items, None, model.preprocessing, batch_size=batch_size)
-    _, probs, _ = evaluate_loader(model, loader, views=views)
-    return probs
-
-
-def predict(model: TransferModel | str | Path, items: list[Any], *, batch_size: int = 64) -> list[Prediction]:
-    """Label and probability for each item (paths are read with the run's own preprocessing)."""
-    model = _as_model(model)
-    items = as_items(items, model.modality)
-    check_items(items, model.modality)
-    probs = predict_proba(model, items, batch_size=batch_size)
-    out = []
-    for item, row in zip(items, probs):
-        k = int(row.argmax())
-        out.append(Prediction(str(item)[:200], model.classes[k], float(row[k]), {c: float(p) for c, p in zip(model.classes, row)}))
-    return out
-
-
-def evaluate(
-    model: TransferModel | str | Path,
-    data: str | Path | Dataset,
-    *,
-    split: str = "test",
-    batch_size: int = 64,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    cache: EmbeddingCache | None = None,
-) -> dict[str, Any]:
-    """Held-out metrics of a model (or run directory) on a split of ``data``.
-
-    A run directory's own seed is used to split ``data``, so the run's training examples never
-    land in its test split. Class names are matched by name, in any order.
-    """
-    seed = 0
-    if not isinstance(model, TransferModel):
-        config_file = Path(model) / "config.json"
-        if config_file.is_file():
-            seed = int(json.loads(config_file.read_text()).get("training", {}).get("seed", 0))
-    model = _as_model(model)
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, seed=seed, text_column=text_column, label_column=label_column)
-    if not dataset.items(split):
-        split = next(s for s in ("test", "val", "train") if dataset.items(s))
-    return _scored(model, dataset, split, batch_size=batch_size, cache=cache)[0]
-
-
-def _scored(model: TransferModel, dataset: Dataset, split: str, *, batch_size: int, cache: EmbeddingCache | None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Metrics of ``model`` on one split, with the labels (in the model's class order) and probabilities behind them."""
-    unknown = sorted(set(dataset.classes) - set(model.classes))
-    if unknown:
-        raise ValueError(f"{dataset.source}: classes {unknown[:5]} are unknown to the model (it knows {model.classes})")
-    remap = np.array([model.classes.index(c) for c in dataset.classes])
-    labels = remap[dataset.labels(split)]
-    probs = predict_proba(model, dataset.items(split), batch_size=batch_size, cache=cache)
-    result = classification_metrics(labels, probs.argmax(1), model.classes)
-    result["split"] = split
-    result["loss"] = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean()) if len(labels) else float("nan")
-    return result, labels, probs
-
-
-def prediction_records(items: Sequence[Any], labels: np.ndarray, probs: np.ndarray, classes: Sequence[str], *, split: str, modality: str) -> dict[str, Any]:
-    """Per-example true and predicted class with confidence: what the report's gallery of mistakes reads.
-
-    Image items are stored as absolute paths (the report makes thumbnails from them), texts as the
-    first 1000 characters; in-memory images have no name and are stored as ``None``.
-    """
-    examples = []
-    for item, y, row in zip(items, labels, probs):
-        k = int(row.argmax())
-        name = str(Path(item).resolve()) if isinstance(item, Path) else item[:1000] if isinstance(item, str) else None
-        examples.append({"item": name, "true": classes[int(y)], "predicted": classes[k], "confidence": round(float(row[k]), 6), "p_true": round(float(row[int(y)]), 6)})
-    return {"split": split, "modality": modality, "examples": examples}
-
-
-def find_lr(
-    data: str | Path | Dataset,
-    *,
-    backbone: str = "efficientnet_lite0",
-    run: str | Path | None = None,
-    trainable_blocks: int = 0,
-    steps: int = 100,
-    start: float = 1e-7,
-    end: float = 10.0,
-    batch_size: int = 32,
-    image_size: int | None = None,
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    quiet: bool = True,
-) -> LRFinderResult:
-    """Learning-rate range test on ``data``'s training split, before a fit or on a saved ``run``.
-
-    ``trainable_blocks=0`` tests the head alone on cached features (the rate of feature extraction
-    and of the head warm-up); ``k > 0`` tests the top ``k`` backbone blocks and the head end to end
-    (the rate of ``fine-tune``). The model is not changed (see :mod:`headstart.analysis.lr_finder`); with
-    ``run``, the curve is saved as ``RUN/lr_find.json`` for the run's report.
-    """
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from headstart.freezing import freeze_bottom
-
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
-    seed_everything(seed)
-    model = TransferModel.from_pretrained(run) if run is not None else TransferModel.from_backbone(backbone, dataset.classes)
-    if model.classes != dataset.classes:
-        raise ValueError(f"{run}: the run's classes {model.classes[:5]} differ from {dataset.source}'s {dataset.classes[:5]}")
-    match_data(model.backbone, dataset, image_size=image_size)
-    model = model.to("cuda" if torch.cuda.is_available() else "cpu").fast_layout()
-    items, labels = dataset.items("train"), dataset.labels("train")
-    generator = torch.Generator().manual_seed(seed)
-    if trainable_blocks == 0:
-        with Progress(quiet=quiet) as progress:
-            features, _ = EmbeddingCache(cache_dir).embed(model.backbone, items, progress=progress)
-        loader: Any = DataLoader(TensorDataset(torch.from_numpy(np.ascontiguousarray(features)), torch.from_numpy(labels)), batch_size=batch_size, shuffle=True, generator=generator)
-        result = lr_find(model.head, loader, start=start, end=end, steps=steps)
-    else:
-        freeze_bottom(model, trainable_blocks + 1)
-        loader = make_loader(items, labels, model.preprocessing, batch_size=batch_size, train=True, augment="none", seed=seed)
-        result = lr_find(model, loader, start=start, end=end, steps=steps)
-    if run is not None:  # the run's report.html shows the curve (headstart report RUN)
-        from headstart.report import LR_FIND_NAME
-
-        atomic_write_text(Path(run) / LR_FIND_NAME, json.dumps(result.to_dict()))
-    return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.training.loop import param_groups, to_device
+from headstart.backbones import match_data
+from headstart.caches.embeddings import EmbeddingCache
+from headstart.data import Dataset, load_dataset, make_loader
+from headstart.io import atomic_path, atomic_write_text
+from headstart.model import TransferModel
+from headstart.progress import Progress
+from headstart.rundir import LR_FIND_NAME
+from headstart.training.loop import param_groups, seed_everything, to_device
 
 
 @dataclass
@@ -55,7 +63,6 @@ class LRFinderResult:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from headstart.io import atomic_path
 
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(self.lrs, self.losses)
@@ -139,3 +146,54 @@ def lr_find(
     flat = losses[skip] - losses[lowest] < max(0.1 * abs(losses[skip]), 0.02)
     suggestion = (ceiling or float(lrs[-1])) / 10 if flat else float(lrs[steepest])
     return LRFinderResult(lrs, losses, suggestion, float(lrs[lowest]), flat, ceiling)
+
+
+def find_lr(
+    data: str | Path | Dataset,
+    *,
+    backbone: str = "efficientnet_lite0",
+    run: str | Path | None = None,
+    trainable_blocks: int = 0,
+    steps: int = 100,
+    start: float = 1e-7,
+    end: float = 10.0,
+    batch_size: int = 32,
+    image_size: int | None = None,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    quiet: bool = True,
+) -> LRFinderResult:
+    """Learning-rate range test on ``data``'s training split, before a fit or on a saved ``run``.
+
+    ``trainable_blocks=0`` tests the head alone on cached features (the rate of feature extraction
+    and of the head warm-up); ``k > 0`` tests the top ``k`` backbone blocks and the head end to end
+    (the rate of ``fine-tune``). The model is not changed (see :mod:`headstart.analysis.lr_finder`); with
+    ``run``, the curve is saved as ``RUN/lr_find.json`` for the run's report.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from headstart.freezing import freeze_bottom
+
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
+    seed_everything(seed)
+    model = TransferModel.from_pretrained(run) if run is not None else TransferModel.from_backbone(backbone, dataset.classes)
+    if model.classes != dataset.classes:
+        raise ValueError(f"{run}: the run's classes {model.classes[:5]} differ from {dataset.source}'s {dataset.classes[:5]}")
+    match_data(model.backbone, dataset, image_size=image_size)
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu").fast_layout()
+    items, labels = dataset.items("train"), dataset.labels("train")
+    generator = torch.Generator().manual_seed(seed)
+    if trainable_blocks == 0:
+        with Progress(quiet=quiet) as progress:
+            features, _ = EmbeddingCache(cache_dir).embed(model.backbone, items, progress=progress)
+        loader: Any = DataLoader(TensorDataset(torch.from_numpy(np.ascontiguousarray(features)), torch.from_numpy(labels)), batch_size=batch_size, shuffle=True, generator=generator)
+        result = lr_find(model.head, loader, start=start, end=end, steps=steps)
+    else:
+        freeze_bottom(model, trainable_blocks + 1)
+        loader = make_loader(items, labels, model.preprocessing, batch_size=batch_size, train=True, augment="none", seed=seed)
+        result = lr_find(model, loader, start=start, end=end, steps=steps)
+    if run is not None:  # the run's report.html shows the curve (headstart report RUN)
+        atomic_write_text(Path(run) / LR_FIND_NAME, json.dumps(result.to_dict()))
+    return result
