@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from headstart.backbones.blocks import Block, BlockList
+from headstart.errors import UnknownName, WrongType
 
 BlockSelector = Union[Block, str, int]
 
@@ -115,9 +116,9 @@ def select_blocks(
         elif isinstance(selector, str):
             matches = [b for b in all_blocks if fnmatch.fnmatchcase(b.name, selector)]
         else:
-            raise TypeError(f"Cannot select a block with {selector!r}; use a Block, name, glob or index")
+            raise WrongType(f"Cannot select a block with {selector!r}; use a Block, name, glob or index")
         if not matches:
-            raise KeyError(f"No block matches {getattr(selector, 'name', selector)!r}; blocks are {all_blocks.names()}")
+            raise UnknownName(f"No block matches {getattr(selector, 'name', selector)!r}; blocks are {all_blocks.names()}")
         chosen.update({b.index: b for b in matches})
     return [chosen[i] for i in sorted(chosen)]
 

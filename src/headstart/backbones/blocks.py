@@ -13,6 +13,8 @@ from typing import overload
 
 from torch import nn
 
+from headstart.errors import OutOfRange, UnknownName
+
 
 @dataclass(frozen=True, eq=False)
 class Block:
@@ -46,7 +48,7 @@ class BlockList(Sequence[Block]):
             for block in self._blocks:
                 if block.name == key:
                     return block
-            raise KeyError(f"No block named {key!r}; blocks are {self.names()}")
+            raise UnknownName(f"No block named {key!r}; blocks are {self.names()}")
         return self._blocks[key]
 
     def __len__(self) -> int:
@@ -63,7 +65,7 @@ class BlockList(Sequence[Block]):
         if isinstance(key, str):
             return self[key].index
         if not -len(self) <= key < len(self):
-            raise IndexError(f"Block index {key} out of range for {len(self)} blocks {self.names()}")
+            raise OutOfRange(f"Block index {key} out of range for {len(self)} blocks {self.names()}")
         return key % len(self)
 
     def __repr__(self) -> str:
