@@ -519,7 +519,7 @@ def find_lr(
         loader = make_loader(items, labels, model.preprocessing, batch_size=batch_size, train=True, augment="none", seed=seed)
         result = lr_find(model, loader, start=start, end=end, steps=steps)
     if run is not None:  # the run's report.html shows the curve (headstart report RUN)
-        from headstart.report import LR_FIND_NAME
+        from headstart.rundir import LR_FIND_NAME
 
         atomic_write_text(Path(run) / LR_FIND_NAME, json.dumps(result.to_dict()))
     return result
