@@ -22,9 +22,9 @@ docs/style-transfer.md shows both changes' effect.
 
 The package: :mod:`~headstart.style.losses` (the objective), :mod:`~headstart.style.images`
 (parameterizations, images in and out), :mod:`~headstart.style.transfer` (:func:`stylize`,
-:func:`optimize_pixels`) and :mod:`~headstart.style.defaults`. Importing ``headstart.style`` or its
-``defaults`` does not import torch (``headstart --help`` prints the defaults); the other names load
-their module on first use.
+:func:`optimize_pixels`) and :mod:`~headstart.style.defaults`. This package and its ``defaults``
+import no torch themselves (``headstart --help`` prints the defaults); the other names load their
+module on first use.
 
 >>> image = stylize("china.jpg", "flower.jpg", size=256)
 >>> image.save("china-flower.png")
