@@ -12,7 +12,8 @@ import pytest
 from browser import Chromium, find_chromium
 
 from headstart.cli import main
-from headstart.report import LR_FIND_NAME, REPORT_NAME, write_report
+from headstart.report import write_report
+from headstart.rundir import LR_FIND_NAME, REPORT_NAME
 
 SCREENSHOTS = os.environ.get("HEADSTART_SCREENSHOTS")  # keep the screenshots here (default: the test's tmp dir)
 

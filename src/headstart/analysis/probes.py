@@ -338,7 +338,7 @@ def profile(
     counts = np.bincount(labels, minlength=len(dataset.classes)).tolist()
     result = Profile(model.spec.name, str(dataset.source), len(items), dataset.classes, tolerance, rows, seconds, counts, source_leep)
     if run is not None:  # the run's report.html shows the plot (headstart report RUN)
-        from headstart.report import PROFILE_NAME
+        from headstart.rundir import PROFILE_NAME
 
         atomic_write_text(Path(run) / PROFILE_NAME, json.dumps(result.to_dict()))
     return result

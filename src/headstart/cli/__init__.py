@@ -12,20 +12,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from headstart.errors import USER_ERRORS as _USER_ERRORS
+from headstart.errors import error_line
+
 # headstart.data.preprocessing.AUGMENT_PRESETS, spelled out so that `headstart --help` need not import torchvision
 # (tests/test_cli.py checks the two agree).
 AUGMENT_CHOICES = ("none", "light", "strong", "dihedral")
 STRATEGY_CHOICES = ("feature-extraction", "fine-tune", "full", "gradual", "lora", "contrastive", "scratch")  # headstart.strategies.STRATEGIES, without importing torch for --help
-
-_USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, OSError, ImportError, FloatingPointError, MemoryError)
-
-
-def error_line(error: BaseException) -> str:
-    """The first line of an error's message (without the quotes a KeyError's repr adds): what the CLI and the web page show."""
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":  # a KeyError's repr
-        message = message[1:-1]
-    return message
 
 
 def _print_json(data: Any) -> None:

@@ -1,0 +1,227 @@
+"""The report's figures: matplotlib drawn under one style, handed to the page as PNG data URIs.
+
+matplotlib is imported inside the functions: importing the report does not import it; drawing the first figure does.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from headstart.report.html import SavedRun
+
+TRAIN_COLOR, VAL_COLOR, KEPT_COLOR, ALERT_COLOR = "#2563eb", "#ea580c", "#16a34a", "#dc2626"
+
+
+def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, Any]:
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, ncols, figsize=(width, height), dpi=130)
+
+
+def _styled(draw: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a figure-drawing function under the report's matplotlib style (the user's rcParams stay untouched)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        with plt.rc_context(STYLE):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+STYLE = {
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e5e7eb",
+    "grid.linewidth": 0.8,
+    "axes.edgecolor": "#9ca3af",
+    "axes.labelcolor": "#374151",
+    "xtick.color": "#4b5563",
+    "ytick.color": "#4b5563",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+    "legend.frameon": False,
+    "axes.axisbelow": True,
+}
+
+
+def _png(fig: Any) -> str:
+    """The figure as a ``data:`` URI (PNG), and the figure closed."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _phases(epochs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive runs of epochs with the same phase: name, first and last epoch, best validation accuracy."""
+    phases: list[dict[str, Any]] = []
+    for row in epochs:
+        if not phases or phases[-1]["phase"] != row["phase"]:
+            # A feature-extraction phase before another one is that strategy's head warm-up on cached features.
+            name = "head warm-up" if row["phase"] == "feature-extraction" and any(r["phase"] != row["phase"] for r in epochs) else row["phase"]
+            phases.append({"phase": row["phase"], "name": name, "first": row["epoch"], "last": row["epoch"], "best_val_accuracy": row["val_accuracy"], "best_val_loss": row["val_loss"]})
+        phase = phases[-1]
+        phase["last"] = row["epoch"]
+        phase["best_val_accuracy"] = max(phase["best_val_accuracy"], row["val_accuracy"])
+        phase["best_val_loss"] = min(phase["best_val_loss"], row["val_loss"])
+    return phases
+
+
+@_styled
+def _curves_figure(history: dict[str, Any]) -> Any:
+    """Loss and accuracy per epoch; one column per phase, so a 4-epoch fine-tune is not squeezed beside a 100-epoch head fit."""
+    import matplotlib.pyplot as plt
+
+    epochs = history["epochs"]
+    phases = _phases(epochs)
+    total = len(epochs)
+    widths = [max(p["last"] - p["first"] + 1, 0.35 * total) for p in phases]
+    if len(phases) == 1:  # loss | accuracy side by side
+        fig, pair = plt.subplots(1, 2, figsize=(10, 3.4), dpi=130, squeeze=False)
+        axes = pair.reshape(2, 1)
+    else:  # rows loss, accuracy; one column per phase
+        fig, axes = plt.subplots(2, len(phases), figsize=(10, 5.4), dpi=130, sharey="row", squeeze=False, gridspec_kw={"width_ratios": widths})
+    kept = history.get("kept_epoch")
+    flagged = set(history.get("overfitting", {}).get("epochs", []))
+    for column, phase in enumerate(phases):
+        rows = [r for r in epochs if phase["first"] <= r["epoch"] <= phase["last"]]
+        x = [r["epoch"] for r in rows]
+        markers = {"marker": "o", "markersize": 3 if len(x) > 3 else 5} if len(x) <= 30 else {}
+        for row, key in enumerate(("loss", "accuracy")):
+            ax = axes[row][column]
+            if len(x) < 8:
+                ax.set_xlim(phase["first"] - 0.5, phase["last"] + 0.5)
+            ax.plot(x, [r[f"train_{key}"] for r in rows], color=TRAIN_COLOR, label="train", **markers)
+            ax.plot(x, [r[f"val_{key}"] for r in rows], color=VAL_COLOR, label="validation", **markers)
+            if kept is not None and phase["first"] <= kept <= phase["last"]:
+                ax.axvline(kept, color=KEPT_COLOR, linestyle=":", linewidth=1.6, label=f"kept (epoch {kept})")
+            bad = [(r["epoch"], r["val_loss"]) for r in rows if r["epoch"] in flagged]
+            if bad and key == "loss":
+                ax.scatter(*zip(*bad), color=ALERT_COLOR, marker="x", s=36, zorder=5, label="overfitting")
+            if len(x) < 8:
+                ax.set_xticks(x)
+            if len(phases) == 1:
+                ax.set_title(key)
+                ax.set_xlabel("epoch")
+            elif row == 0:
+                span = f"epoch {phase['first']}" if phase["first"] == phase["last"] else f"epochs {phase['first']}–{phase['last']}"
+                ax.set_title(f"{phase['name']} ({span})")
+            else:
+                ax.set_xlabel("epoch")
+            if column == 0 and len(phases) > 1:
+                ax.set_ylabel(key)
+            if key == "accuracy":
+                ax.yaxis.set_major_formatter(_percent_formatter())
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.07 if len(phases) == 1 else 0.05, 1, 1))
+    return fig
+
+
+def _percent_formatter() -> Any:
+    from matplotlib.ticker import PercentFormatter
+
+    return PercentFormatter(xmax=1.0)
+
+
+def drawable(labels: Sequence[str]) -> bool:
+    """Whether the figures' font has a glyph for every character of ``labels``.
+
+    Class names in scripts the installed fonts lack (CJK on a bare Debian) would be drawn as
+    empty boxes; the confusion matrix then numbers the classes and the page (whose text the
+    browser renders with its own fonts) gives the numbers beside the names.
+    """
+    wanted = {ord(ch) for label in labels for ch in label if not ch.isspace()}
+    if all(code < 0x250 for code in wanted):  # Latin: every sans-serif font has it
+        return True
+    import matplotlib
+    from matplotlib import font_manager, ft2font
+
+    covered: set[int] = set()
+    for family in matplotlib.rcParams["font.sans-serif"]:  # matplotlib falls back glyph by glyph along this list
+        try:
+            path = font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
+        except ValueError:
+            continue
+        covered |= set(ft2font.FT2Font(path).get_charmap())
+    return wanted <= covered
+
+
+@_styled
+def _confusion_figure(matrix: list[list[int]], classes: list[str]) -> Any:
+    counts = np.asarray(matrix, dtype=float)
+    k = len(classes)
+    rates = counts / np.clip(counts.sum(1, keepdims=True), 1, None)
+    side = min(9.0, 2.2 + 0.45 * k)
+    fig, ax = _figure(side + 1.2, side)
+    ax.grid(False)
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), [_short(c) for c in classes], rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center")
+    ax.set_yticks(range(k), [_short(c) for c in classes])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                text = f"{int(counts[i, j])}\n{100 * rates[i, j]:.0f}%" if k <= 8 else f"{int(counts[i, j])}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=9 if k <= 8 else 7, color="white" if rates[i, j] > 0.55 else "#111827")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the true class")
+    bar.ax.yaxis.set_major_formatter(_percent_formatter())
+    fig.tight_layout()
+    return fig
+
+
+@_styled
+def _compare_figure(runs: Sequence[SavedRun]) -> Any:
+    fig, (bars, curves) = _figure(10, 3.4, ncols=2)
+    palette = ["#2563eb", "#16a34a", "#9333ea", "#0891b2", "#ca8a04"]
+    names = [f"{r.strategy}\n{r.directory.name}" if r.directory.name != r.strategy else r.strategy for r in runs]
+    colors = ["#9ca3af" if r.strategy == "scratch" else palette[i % len(palette)] for i, r in enumerate(runs)]
+    values = [(r.test or {}).get("accuracy", 0.0) for r in runs]
+    bars.bar(range(len(runs)), values, color=colors)
+    for i, v in enumerate(values):
+        bars.annotate(f"{100 * v:.1f}%", (i, v), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=9)
+    bars.set_xticks(range(len(runs)), names, fontsize=8)
+    bars.set_ylim(0, 1.08)
+    bars.yaxis.set_major_formatter(_percent_formatter())
+    bars.set_title("held-out accuracy")
+    for r, color in zip(runs, colors):
+        rows = r.history.get("epochs", [])
+        rows = [row for row in rows if row["phase"] == rows[-1]["phase"]] if rows else []  # a head warm-up would dwarf the rest
+        if rows:
+            marker = {"marker": "o", "markersize": 3} if len(rows) <= 30 else {}
+            curves.plot(range(1, len(rows) + 1), [row["val_accuracy"] for row in rows], color=color, label=r.strategy, linestyle="--" if r.strategy == "scratch" else "-", **marker)
+    from matplotlib.ticker import MaxNLocator
+
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
+    curves.set_xlabel("epoch of the last training phase")
+    curves.set_title("validation accuracy per epoch")
+    curves.yaxis.set_major_formatter(_percent_formatter())
+    curves.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _short(name: str, width: int = 18) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
