@@ -53,6 +53,9 @@ def _imports(tree: ast.AST, modules: dict[str, Path], here: str, is_package: boo
             visit(child)
 
     visit(tree)
+    # Importing headstart.a.b from outside headstart.a runs headstart/a/__init__.py first: the package
+    # is imported too (a sibling inside the package finds it already initialising, so no edge there).
+    found |= {pkg for m in found for pkg in (".".join(m.split(".")[:i]) for i in range(2, m.count(".") + 1)) if not (here + ".").startswith(pkg + ".")}
     return {m for m in found if m in modules and m != here}
 
 
@@ -105,6 +108,12 @@ def test_the_import_graph_sees_imports_inside_functions() -> None:
     modules = {"headstart.x": Path(), "headstart.y": Path(), "headstart.z": Path()}
     tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import headstart.z\ndef f():\n    from headstart.y import thing\n")
     assert _imports(tree, modules, "headstart.x", False) == {"headstart.y"}
+
+
+def test_importing_a_submodule_imports_its_package() -> None:
+    modules = {"headstart.p": Path(), "headstart.p.m": Path(), "headstart.p.n": Path(), "headstart.x": Path()}
+    assert _imports(ast.parse("from headstart.p.m import thing"), modules, "headstart.x", False) == {"headstart.p", "headstart.p.m"}
+    assert _imports(ast.parse("from headstart.p.m import thing"), modules, "headstart.p.n", False) == {"headstart.p.m"}
 
 
 def test_no_import_cycles() -> None:

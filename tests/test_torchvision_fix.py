@@ -11,8 +11,9 @@ import torch
 
 
 def test_import_headstart_then_timm_models_work():
-    import headstart  # noqa: F401  (installs the hook before timm imports torchvision)
     import timm
+
+    import headstart  # noqa: F401  (installs the hook before timm imports torchvision)
 
     model = timm.create_model("resnet18", pretrained=False, num_classes=3).eval()
     with torch.inference_mode():

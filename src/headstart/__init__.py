@@ -50,7 +50,27 @@ _PUBLIC = {
     "unfreeze": "headstart.freezing",
     "pretrain": "headstart.pretraining",
 }
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "Run",
+    "TransferClassifier",
+    "TransferModel",
+    "advise",
+    "create_backbone",
+    "evaluate",
+    "fit",
+    "freeze",
+    "freeze_report",
+    "from_pretrained",
+    "list_backbones",
+    "load_dataset",
+    "predict",
+    "predict_proba",
+    "pretrain",
+    "profile",
+    "rank",
+    "resume",
+    "unfreeze",
+]
 
 if TYPE_CHECKING:
     from headstart.analysis.advisor import advise

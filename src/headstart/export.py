@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from headstart.data.preprocessing import ImagePreprocessing, TextPreprocessing
 from headstart.io import atomic_path, atomic_write_text
 from headstart.model import TransferModel
-from headstart.data.preprocessing import ImagePreprocessing, TextPreprocessing
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 PREPROCESSING_NAME = "preprocessing.json"

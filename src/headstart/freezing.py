@@ -26,7 +26,7 @@ from typing import Protocol, Union
 import torch
 from torch import nn
 
-from headstart.backbones.blocks import Block, BlockList
+from headstart.blocks import Block, BlockList
 from headstart.errors import UnknownName, WrongType
 
 BlockSelector = Union[Block, str, int]

@@ -19,11 +19,11 @@ from torch import nn
 
 from headstart import __version__
 from headstart.backbones import Backbone, backbone_from_config, create_backbone
+from headstart.blocks import Block, BlockList
+from headstart.data.preprocessing import Preprocessing
 from headstart.freezing import FreezableMixin
 from headstart.heads import ClassifierHead
 from headstart.io import atomic_path, atomic_write_text
-from headstart.backbones.blocks import Block, BlockList
-from headstart.data.preprocessing import Preprocessing
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

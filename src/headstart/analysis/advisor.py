@@ -46,9 +46,9 @@ from typing import Any
 
 import numpy as np
 
+from headstart.analysis.probes import Profile, profile
 from headstart.backbones import Backbone, create_backbone
 from headstart.data import Dataset, load_dataset
-from headstart.analysis.probes import Profile, profile
 
 SMALL_PER_CLASS = 100  # median examples per class below which the target counts as "small"
 STRONG_FEATURES = 0.85  # chance-corrected best probe accuracy from which frozen features "already solve" the target

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from headstart.analysis.transferability import leep, logme
 from headstart.backbones import Backbone, create_backbone, match_data, source_probabilities
-from headstart.data import Dataset, load_dataset, make_loader, stratified_split
 from headstart.caches.embeddings import EmbeddingCache
+from headstart.data import Dataset, load_dataset, make_loader, stratified_split
 from headstart.io import atomic_write_text
 from headstart.model import read_run_config
 from headstart.progress import Progress
 from headstart.training.loop import to_device
-from headstart.analysis.transferability import leep, logme
 
 MAX_PROFILED_BLOCKS = 24
 SHIFT_EXAMPLES = 128  # examples whose activation statistics are compared with the source's (enough for per-channel moments)

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from headstart.backbones import Backbone, create_backbone, list_backbones, match_data, source_probabilities
-from headstart.data import Dataset
-from headstart.caches.embeddings import EmbeddingCache
 from headstart.analysis.probes import labelled_examples
-from headstart.progress import Progress
 from headstart.analysis.transferability import SCORES, score
+from headstart.backbones import Backbone, create_backbone, list_backbones, match_data, source_probabilities
+from headstart.caches.embeddings import EmbeddingCache
+from headstart.data import Dataset
+from headstart.progress import Progress
 
 
 @dataclass

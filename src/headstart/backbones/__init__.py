@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from headstart._torchvision import import_torchvision
-from headstart.data.audio import audio_defaults
+from headstart.backbones.weights import load_state_dict, state_fingerprint
+from headstart.blocks import Block, BlockList
 from headstart.data import Dataset
-from headstart.freezing import FreezableMixin
-from headstart.backbones.blocks import Block, BlockList
+from headstart.data.audio import audio_defaults
 from headstart.data.preprocessing import (
     AudioPreprocessing,
     ImagePreprocessing,
@@ -45,7 +45,7 @@ from headstart.data.preprocessing import (
     TextPreprocessing,
     load_preprocessing,
 )
-from headstart.backbones.weights import load_state_dict, state_fingerprint
+from headstart.freezing import FreezableMixin
 
 import_torchvision()
 import timm  # noqa: E402  (needs the torchvision fix first)

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from headstart.training import distributed
 from headstart.backbones import Backbone
 from headstart.data import content_key, make_loader
 from headstart.freezing import fold_batchnorm
 from headstart.io import ShardStore
 from headstart.progress import Progress
+from headstart.training import distributed
 from headstart.training.loop import to_device
 
 SHARD_ROWS = 4096  # examples per cache shard: what memory holds while embedding

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from headstart.training import distributed
-from headstart.data import content_key, load_image, loader_workers
 from headstart.caches.embeddings import default_cache_dir
-from headstart.io import ShardStore
+from headstart.data import content_key, load_image, loader_workers
 from headstart.data.preprocessing import _INTERPOLATION, ImagePreprocessing
+from headstart.io import ShardStore
 from headstart.progress import Progress
+from headstart.training import distributed
 
 SHARD_IMAGES = 1024  # images per shard: bounds the memory used while writing
 

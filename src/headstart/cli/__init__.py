@@ -155,7 +155,7 @@ def cmd_resume(args: argparse.Namespace) -> None:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
-    from headstart.api import find_lr
+    from headstart.analysis.lr_finder import find_lr
 
     result = find_lr(
         args.data,
@@ -182,7 +182,7 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from headstart.api import evaluate
+    from headstart.inference import evaluate
 
     metrics = evaluate(args.run, args.data, split=args.split, text_column=args.text_column, label_column=args.label_column)
     if args.json:
@@ -211,7 +211,7 @@ def _predict_inputs(model_modality: str, values: list[str]) -> list[Any]:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from headstart.api import from_pretrained, predict
+    from headstart.inference import from_pretrained, predict
 
     model = from_pretrained(args.run)
     items = _predict_inputs(model.modality, args.inputs)
@@ -324,8 +324,8 @@ def _profile_table(result: Any, *, folds: int | None = None) -> Table:
 
 
 def cmd_rank(args: argparse.Namespace) -> None:
-    from headstart.data import load_dataset
     from headstart.analysis.ranking import default_candidates, rank
+    from headstart.data import load_dataset
 
     named = [b.strip() for b in args.backbones.split(",") if b.strip()] if args.backbones else []
     dataset = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column, seed=args.seed)  # its modality picks the candidates

@@ -26,16 +26,16 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from headstart.training import distributed
 from headstart.caches.activations import TopModel, boundary_activations, budget_from_env, plan_boundary, pooled_features
-from headstart.data import Dataset, make_loader, tensor_loader
 from headstart.caches.embeddings import EmbeddingCache
-from headstart.freezing import freeze, freeze_bottom, freeze_report, set_batchnorm, unfreeze
 from headstart.caches.images import DecodedImageCache
+from headstart.data import Dataset, make_loader, tensor_loader
+from headstart.freezing import freeze, freeze_bottom, freeze_report, set_batchnorm, unfreeze
 from headstart.model import TransferModel
 from headstart.progress import Progress
-from headstart.training.regularizers import Penalty
+from headstart.training import distributed
 from headstart.training.loop import Callback, History, TrainSettings, fit_model
+from headstart.training.regularizers import Penalty
 
 
 @dataclass

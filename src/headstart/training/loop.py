@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.training import distributed
 from headstart.freezing import audit_freeze, frozen_parameter_names
 from headstart.progress import Progress
+from headstart.training import distributed
 from headstart.training.regularizers import Penalty
 
 EVENTS = ("on_fit_start", "on_epoch_end", "on_fit_end")

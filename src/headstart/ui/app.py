@@ -25,9 +25,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
-from headstart.api import _default_run_dir, fit, predict, resume
+from headstart.api import _default_run_dir, fit, resume
 from headstart.data import check_file, load_dataset
-from headstart.errors import USER_ERRORS, error_line
+from headstart.errors import USER_ERRORS, error_line, is_user_error
+from headstart.inference import predict
 from headstart.model import TransferModel
 from headstart.rundir import ARGS_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_NAME, REPORT_NAME, STATE_NAME
 from headstart.training.checkpoint import checkpoint_dir, read_fit_args
@@ -286,6 +287,8 @@ async def _invalid(request: Request, error: RequestValidationError) -> JSONRespo
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    if is_user_error(error):  # e.g. a full disk: the user's to fix, one line
+        return JSONResponse({"error": error_line(error)}, status_code=400)
     log.error("%s %s failed", request.method, request.url.path, exc_info=error)
     return JSONResponse({"error": f"unexpected error ({type(error).__name__}: {error_line(error)}); the terminal running `headstart ui` shows the details"}, status_code=500)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from headstart.errors import USER_ERRORS, error_line
+from headstart.errors import error_line, is_user_error
 from headstart.training.loop import Callback
 
 log = logging.getLogger("headstart.ui")
@@ -58,9 +58,10 @@ class JobRunner:
             epochs = self.snapshot()["epochs"]
             kept = f"after epoch {epochs[-1]['epoch']}" if epochs else "before the first epoch ended"
             self.update(status="cancelled", message=f"Stopped {kept}. The run is kept: resume it from Past runs (or `headstart resume`).")
-        except USER_ERRORS as error:
-            self.update(status="failed", message=error_line(error))
-        except Exception as error:  # noqa: BLE001 - the page gets one line, the terminal the traceback
+        except Exception as error:  # noqa: BLE001 - the page gets one line, the terminal the traceback of a bug
+            if is_user_error(error):
+                self.update(status="failed", message=error_line(error))
+                return
             log.exception("job %s failed", self._state.get("title"))
             self.update(status="failed", message=f"unexpected error ({type(error).__name__}: {error_line(error)}); the terminal running `headstart ui` shows the details")
         finally:
