@@ -24,7 +24,7 @@ from headstart.backbones import Backbone, create_backbone, match_data, source_pr
 from headstart.data import Dataset, load_dataset, make_loader, stratified_split
 from headstart.caches.embeddings import EmbeddingCache
 from headstart.io import atomic_write_text
-from headstart.model import read_run_config
+from headstart.rundir import read_run_config
 from headstart.progress import Progress
 from headstart.training.loop import to_device
 from headstart.analysis.transferability import leep, logme
