@@ -15,7 +15,7 @@ IMAGENET_PALACE, IMAGENET_DAISY = 698, 985
 def _imagenet_top5(variant: int, name: str) -> list[int]:
     import timm
 
-    from headstart.backbones import _lite_weights_file
+    from headstart.backbones.embedded import _lite_weights_file
     from headstart.backbones.weights import load_state_dict
 
     model = timm.create_model(f"tf_efficientnet_lite{variant}")
@@ -52,7 +52,7 @@ def test_lite0_blocks_and_cut(lite0):
 def test_minilm_matches_sentence_transformers(minilm):
     from sentence_transformers import SentenceTransformer
 
-    from headstart.backbones import _minilm_dir
+    from headstart.backbones.embedded import _minilm_dir
 
     texts = ["The cat sat on the mat.", "Transfer learning reuses features."]
     reference = SentenceTransformer(str(_minilm_dir()), device="cpu").encode(texts, convert_to_tensor=True)
@@ -114,7 +114,8 @@ def test_blocks_reproduce_timm_pooled_features(arch):
     """Splitting into blocks must not change the features: ours == timm's forward_head(pre_logits=True)."""
     import timm
 
-    from headstart.backbones import BackboneSpec, TimmBackbone, _timm_preprocessing
+    from headstart.backbones import BackboneSpec, TimmBackbone
+    from headstart.backbones.timm import _timm_preprocessing
 
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False).eval()

@@ -112,7 +112,7 @@ def test_pretrain_cli(digits_source, digits_target, tmp_path, capsys):
 
 def test_pretrain_hf_architecture_from_a_config_on_text(topics_csv, tmp_path):
     """A 2-layer BERT from a config.json (tokenizer of the embedded MiniLM), trained from scratch on real text."""
-    from headstart.backbones import _minilm_dir
+    from headstart.backbones.embedded import _minilm_dir
 
     folder = tmp_path / "tiny-bert"
     folder.mkdir()

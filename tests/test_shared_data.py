@@ -20,7 +20,8 @@ def test_imagenet_backbone_sees_ants_and_bees(lite0):
     """Sanity of the weight mapping on real photos: most val images get an insect-like ImageNet class."""
     import timm
 
-    from headstart.backbones import _lite_weights_file, map_efficientnet_lite_weights
+    from headstart.backbones import map_efficientnet_lite_weights
+    from headstart.backbones.embedded import _lite_weights_file
     from headstart.backbones.weights import load_state_dict
 
     model = timm.create_model("tf_efficientnet_lite0")

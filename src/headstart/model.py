@@ -14,20 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from headstart import __version__
-from headstart.backbones import Backbone, backbone_from_config, create_backbone
+from headstart.backbones.base import Backbone
+from headstart.backbones.registry import create_backbone
+from headstart.backbones.runs import load_run
 from headstart.blocks import Block, BlockList
 from headstart.data.preprocessing import Preprocessing
 from headstart.freezing import FreezableMixin
 from headstart.heads import ClassifierHead
 from headstart.io import atomic_path, atomic_write_text
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-ASSETS_DIR = "backbone"
+from headstart.rundir import ASSETS_DIR, CONFIG_NAME, WEIGHTS_NAME
 
 
 class TransferModel(FreezableMixin, nn.Module):
@@ -84,9 +83,8 @@ class TransferModel(FreezableMixin, nn.Module):
         return (features, self.head(features)) if return_features else self.head(features)
 
     def fast_layout(self) -> TransferModel:
-        """Store image models channels-last: depthwise and 1x1 convolutions run ~1.5x faster on CPU."""
-        if self.backbone.spec.modality == "image":
-            self.to(memory_format=torch.channels_last)
+        """Store image models channels-last (:meth:`Backbone.fast_layout`; the head has no 4-d tensors to lay out)."""
+        self.backbone.fast_layout()
         return self
 
     # ---------------------------------------------------------------------------------------
@@ -114,37 +112,6 @@ class TransferModel(FreezableMixin, nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> TransferModel:
-        """Load a model written by :meth:`save_pretrained`, with its preprocessing."""
-        directory = Path(directory)
-        config = read_run_config(directory)
-        backbone = backbone_from_config(config["backbone"], directory / ASSETS_DIR, config["preprocessing"])
-        if config.get("adapter"):  # the same LoRA layers before the weights (adapter and head) load
-            from headstart.strategies.lora import add_lora
-
-            add_lora(backbone, **config["adapter"])
-        model = cls(backbone, ClassifierHead.from_config(config["head"]), config["classes"])
-        try:
-            state = load_file(str(directory / WEIGHTS_NAME))
-        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-            raise ValueError(f"{directory / WEIGHTS_NAME}: unreadable weights ({str(error).splitlines()[0]}); the run is damaged, fit it again") from None
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise ValueError(
-                f"{directory / WEIGHTS_NAME}: weights do not match the saved config "
-                f"(missing {sorted(result.missing_keys)[:3]}, unexpected {sorted(result.unexpected_keys)[:3]})"
-            )
-        return model.fast_layout().eval()
-
-
-def read_run_config(directory: str | Path) -> dict[str, Any]:
-    """The ``config.json`` of a saved run, or a one-line error saying what the directory lacks."""
-    config_file = Path(directory) / CONFIG_NAME
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{directory}: not a headstart run (no {CONFIG_NAME}); pass the directory `headstart fit` wrote")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ValueError(f"{config_file}: not valid JSON ({error}); the run is damaged, fit it again") from None
-    if not isinstance(config, dict) or "headstart_version" not in config:
-        raise ValueError(f"{config_file}: not written by headstart (no headstart_version)")
-    return config
+        """Load a model written by :meth:`save_pretrained`, with its preprocessing (:func:`headstart.backbones.runs.load_run`)."""
+        config, backbone, head = load_run(directory)
+        return cls(backbone, head, config["classes"]).fast_layout().eval()

@@ -25,8 +25,8 @@ from headstart.backbones import Backbone, create_backbone, match_data, source_pr
 from headstart.caches.embeddings import EmbeddingCache
 from headstart.data import Dataset, load_dataset, make_loader, stratified_split
 from headstart.io import atomic_write_text
-from headstart.model import read_run_config
 from headstart.progress import Progress
+from headstart.rundir import read_run_config
 from headstart.training.loop import to_device
 
 MAX_PROFILED_BLOCKS = 24

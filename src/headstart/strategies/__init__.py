@@ -326,7 +326,7 @@ class LoRA(Strategy):
     settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=15, lr=1e-3, body_lr=5e-4, patience=5, monitor="val_accuracy"))
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
-        from headstart.strategies.lora import add_lora
+        from headstart.backbones.lora import add_lora
 
         history = warm_up_head(model, data, ctx) if self.head_warmup else None
         report = add_lora(model.backbone, rank=self.rank, alpha=self.alpha, dropout=self.dropout, targets=self.targets)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
+from headstart.errors import Unavailable
 from headstart.ui.app import create_app
 from headstart.ui.uploads import MAX_UNPACKED
 
@@ -46,7 +47,7 @@ def serve(
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise OSError(f"cannot listen on {host}:{port} ({error.strerror}); pass another --port") from None
+            raise Unavailable(f"cannot listen on {host}:{port} ({error.strerror}); pass another --port") from None
     app = create_app(allowed=allowed, project=project, max_unpacked=max_unpacked)
     if not is_loopback(host):
         print(f"warning: --host {host} lets every machine that can reach this one use the page (read the allowed folders, upload, train); "

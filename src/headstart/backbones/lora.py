@@ -3,8 +3,9 @@
 PEFT's own save/load keeps the adapter and drops a new classification head unless it is listed in
 ``modules_to_save`` (PEFT #310). headstart does not use PEFT's saving: the adapter is described in
 the run's ``config.json`` (``"adapter"``), its weights are saved with every other tensor of the
-:class:`~headstart.model.TransferModel` (head included), and ``from_pretrained`` injects the same
-adapter before loading them, so a reloaded model predicts exactly what the trained one did.
+:class:`~headstart.model.TransferModel` (head included), and the run loader
+(:func:`headstart.backbones.runs.load_run`) injects the same adapter before loading them, so a
+reloaded model predicts exactly what the trained one did.
 """
 
 from __future__ import annotations
