@@ -16,12 +16,11 @@ from headstart._torchvision import import_torchvision
 from headstart.backbones.base import OFFLINE_HINT, Backbone, BackboneSpec
 from headstart.backbones.weights import load_state_dict
 from headstart.blocks import Block, BlockList
+from headstart.errors import Unavailable
 from headstart.data.preprocessing import ImagePreprocessing, Preprocessing, SpectrogramPreprocessing
 
 import_torchvision()
 import timm  # noqa: E402  (needs the torchvision fix first)
-
-from headstart.errors import Unavailable
 
 
 class _ViTStem(nn.Module):
