@@ -39,13 +39,9 @@ from headstart.backbones import Backbone, TimmBackbone, create_backbone
 from headstart.data import check_image, load_image
 from headstart.freezing import select_blocks
 from headstart.progress import Progress
+from headstart.style.defaults import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT, DEFAULT_TEMPERATURE, DEFAULT_TV_WEIGHT
 from headstart.training.loop import seed_everything
 
-DEFAULT_CONTENT_LAYER = "stage4"
-DEFAULT_STYLE_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage5")
-DEFAULT_STYLE_WEIGHT = 30.0
-DEFAULT_TV_WEIGHT = 1.0
-DEFAULT_TEMPERATURE = 3.0
 TRANSFORMS = ("softmax", "none")
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
