@@ -66,7 +66,7 @@ def test_fit_refuses_to_overwrite(fe_run, elpv_folder, capsys):
 
 
 def test_default_backbone_follows_what_a_table_holds(tmp_path, topics_csv):
-    from headstart.cli import _default_backbone
+    from headstart.cli.commands import default_backbone as _default_backbone
 
     listing = tmp_path / "files.csv"
     listing.write_text("path,label\na.jpg,x\nb.jpg,y\n")
@@ -78,14 +78,3 @@ def test_default_backbone_follows_what_a_table_holds(tmp_path, topics_csv):
 def test_error_line_keeps_quotes_inside_the_message(elpv_folder, capsys):
     assert main(["fit", str(elpv_folder), "--backbone", "minilm", "--quiet"]) == 2
     assert "error: 'minilm' is a text backbone" in capsys.readouterr().err
-
-
-def test_cli_strategy_choices_match_the_registry():
-    from headstart.cli import STRATEGY_CHOICES
-    from headstart.strategies import STRATEGIES
-
-    assert tuple(STRATEGIES) == STRATEGY_CHOICES
-    pytest.importorskip("fastapi")
-    from headstart.ui import STRATEGY_HELP
-
-    assert set(STRATEGY_HELP) == set(STRATEGIES)  # the web UI offers (and explains) every strategy

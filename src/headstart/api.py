@@ -16,7 +16,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from headstart import __version__
 from headstart.backbones import match_data
 from headstart.caches.embeddings import EmbeddingCache
 from headstart.caches.images import image_cache
+from headstart.config import ADVICE_KEYS, FitConfig, parameters_doc
 from headstart.data import Dataset, load_dataset
 from headstart.freezing import freeze_report
 from headstart.inference import prediction_records, score_split
@@ -122,121 +123,71 @@ def fit(
 ) -> Run:
     """Train a classifier on ``data`` by transfer from ``backbone`` and (by default) save the run.
 
+    ``strategy="auto"`` asks :func:`headstart.analysis.advisor.advise` (size and layer-wise profile of
+    ``data``) and uses its strategy and settings, except those passed explicitly. The options are
+    the fields of :class:`headstart.config.FitConfig` (listed below with the texts of ``headstart fit --help``);
+    :func:`fit_config` takes them as one object.
+
     Parameters
     ----------
     data : path or Dataset
         An image folder (class sub-folders, optional train/val/test) or a CSV/TSV/JSONL file.
-    backbone : str, default="efficientnet_lite0"
-        See :func:`headstart.backbones.create_backbone`.
-    weights : path, optional
-        Local weights file for a ``timm:`` backbone.
-    strategy : {"feature-extraction", "fine-tune", "full", "scratch", "auto"} or Strategy
-        ``"auto"`` asks :func:`headstart.analysis.advisor.advise` (size and layer-wise profile of ``data``)
-        and uses its strategy and settings, except those passed explicitly.
-    out : path, optional
-        Run directory; default ``runs/<data>-<strategy>-<time>``. Never overwritten unless ``overwrite``.
-        While training, ``out/checkpoint/`` holds what :func:`resume` needs after an interruption.
-    monitor : {"val_loss", "val_accuracy"}, optional
-        What early stopping and the kept weights follow; each strategy has its own default.
-    trainable_blocks, freeze :
-        For ``fine-tune``: how many top blocks train, or which fraction of blocks stays frozen.
-    head_warmup : bool, optional
-        ``False`` skips fitting the head on cached features first (plain fine-tuning instead of
-        LP-FT) for ``fine-tune``, ``full``, ``gradual`` and ``lora``.
-    layer_decay, block_lrs :
-        Per-block learning rates, see :class:`headstart.training.loop.TrainSettings`.
-    l2sp, bss : float, optional
-        Weights of the L2-SP and BSS penalties toward the pretrained network (TLlib: 0.01 and
-        0.001), see :mod:`headstart.training.regularizers`.
-    unfreeze_blocks : int, optional
-        For ``gradual``: how many backbone blocks are trainable by the last stage (default all).
-        Stages last ``epochs`` epochs each, or end earlier after ``patience`` epochs without improvement.
-    lora_rank : int, optional
-        For ``lora``: the adapters' rank (default 8).
-    label_templates : int, optional
-        For ``contrastive`` (few-shot text): add this many "This sentence is {class}" examples per
-        class to the pairs and to the head's training set (SetFit's templated dataset; default 0).
-    accumulate, grad_clip, precision, torch_compile :
-        Gradient accumulation steps, gradient-norm clipping (``None`` for none), ``"bf16"``
-        autocast on a GPU, and ``torch.compile`` of the training steps; see
-        :class:`headstart.training.loop.TrainSettings`.
-    cut : block name or index, optional
-        Use the pooled output of this block instead of the last one.
-    image_size : int, optional
-        Input resolution instead of the weights' own, for images or spectrogram images (saved with the run, so ``predict`` reuses it).
-    tta : {"none", "flip", "dihedral"}, optional
-        Test-time augmentation of image models: ``predict`` and the held-out metrics average the
-        class probabilities over these views (saved with the run). Validation during training
-        does not use it.
-    batch_size : int, default=32
-        Examples per step, for training and for embedding: it bounds peak memory (embedding 224-pixel
-        images with efficientnet_lite0 peaks near 1.0 GB at 32 and 1.5 GB at 64, see BENCHMARKS.md,
-        P4). Halved and the run restarted when the GPU runs out of memory (down to 1).
-    seed : int, default=0
-        Same data, seed and settings give identical results on CPU.
     callbacks : sequence of Callback, default=()
         Called by every training phase (see :class:`headstart.training.loop.Callback`).
-    resume : bool, default=False
-        Continue the interrupted run in ``out`` from its checkpoint; use :func:`resume`, which
-        repeats the run's own arguments.
-    report : bool, default=True
-        Write ``report.html`` into the run directory (see :func:`headstart.report.write_report`).
-    log_to : {"tensorboard", "mlflow"}, optional
-        Also send per-epoch curves, held-out metrics and the report there (see :mod:`headstart.report.tracking`).
-    log_uri : str, optional
-        TensorBoard log directory (default ``out/tensorboard``) or MLflow tracking URI (default: MLflow's own).
     """
-    given = dict(locals())  # this call's arguments: saved in the checkpoint so that `resume` can repeat the call
-    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if k not in ("callbacks", "resume", "quiet", "overwrite", "report")}
+    return fit_config(data, FitConfig.from_arguments(locals()), callbacks=callbacks)
+
+
+fit.__doc__ = (fit.__doc__ or "").rstrip() + "\n" + parameters_doc()
+
+
+def fit_config(data: str | Path | Dataset, config: FitConfig, *, callbacks: Sequence[Callback] = ()) -> Run:
+    """:func:`fit` with its options in one :class:`FitConfig`: what ``headstart fit`` and :func:`resume` call."""
+    config.validate()
+    arguments = {"data": str(data) if isinstance(data, Path) else data, **config.saved_arguments()}  # saved in the checkpoint so that `resume` can repeat the call
     started = time.perf_counter()
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
     distributed.setup()  # under torchrun: join the group; only rank 0 writes files and prints
     main = distributed.is_main()
-    quiet = quiet or not main
+    quiet = config.quiet or not main
     directory = None
-    if save:
-        directory = Path(out) if out is not None else _default_run_dir(data, strategy if isinstance(strategy, str) else strategy.name)
+    if config.save:
+        strategy_name = config.strategy if isinstance(config.strategy, str) else config.strategy.name
+        directory = Path(config.out) if config.out is not None else _default_run_dir(data, strategy_name)
         if distributed.active():  # one name for all ranks (the default name has a timestamp)
             directory = Path(distributed.from_main(str(directory)))
-    if directory is not None and not resume and main:
-        _check_run_dir(directory, overwrite)
-    if resume and directory is None:
+    if directory is not None and not config.resume and main:
+        _check_run_dir(directory, config.overwrite)
+    if config.resume and directory is None:
         raise ValueError("resume=True needs the run directory: pass out=RUN (or call headstart.resume(RUN))")
     distributed.barrier()  # rank 0 has checked (and cleared, with overwrite) the run directory
-    checkpoint = Checkpoint(directory, resume=resume, write=main) if directory is not None else None
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
+    checkpoint = Checkpoint(directory, resume=config.resume, write=main) if directory is not None else None
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=config.text_column, label_column=config.label_column, seed=config.seed)
     advice_lines: list[str] = []
     advice_record: dict[str, Any] | None = None
     chosen_settings: dict[str, Any] = {}  # the advisor's settings, saved so that `resume` repeats them
-    if strategy == "auto":  # measure, then fit with the advisor's settings where the caller set none
+    if config.strategy == "auto":  # measure, then fit with the advisor's settings where the caller set none
         from headstart.analysis.advisor import advise
 
-        advice = advise(dataset, backbone=backbone, seed=seed, cache_dir=cache_dir, quiet=quiet)
-        strategy, advice_lines = advice.strategy, str(advice).splitlines()
+        advice = advise(dataset, backbone=config.backbone, seed=config.seed, cache_dir=config.cache_dir, quiet=quiet)
+        advice_lines = str(advice).splitlines()
         advice_record = {**advice.to_dict(), "profile": advice.profile.to_dict() if advice.profile is not None else None}
-        given = {"cut": cut, "trainable_blocks": trainable_blocks, "lr": lr, "body_lr": body_lr, "epochs": epochs, "batchnorm": batchnorm}
-        chosen_settings = {k: v if v is not None else advice.fit_kwargs.get(k) for k, v in given.items()}
-        cut, trainable_blocks, lr, body_lr, epochs, batchnorm = (chosen_settings[k] for k in given)
-    chosen = strategy if isinstance(strategy, Strategy) else make_strategy(
-        strategy, epochs=epochs, lr=lr, body_lr=body_lr, patience=patience, monitor=monitor, trainable_blocks=trainable_blocks, freeze=freeze, batchnorm=batchnorm,
-        head_warmup=head_warmup, layer_decay=layer_decay, block_lrs=block_lrs, accumulate=accumulate, grad_clip=grad_clip, precision=precision,
-        torch_compile=torch_compile, unfreeze_blocks=unfreeze_blocks, lora_rank=lora_rank, label_templates=label_templates,
-    )  # fmt: skip
-    if (l2sp or bss) and chosen.name in ("feature-extraction", "scratch"):
-        raise ValueError(f"--l2sp/--bss regularise a pretrained backbone while it trains; --strategy {chosen.name} trains none")
-    if directory is not None and not resume and main:
+        chosen_settings = {k: getattr(config, k) if getattr(config, k) is not None else advice.fit_kwargs.get(k) for k in ADVICE_KEYS}
+        config = replace(config, strategy=advice.strategy, **chosen_settings)
+    chosen = config.strategy if isinstance(config.strategy, Strategy) else make_strategy(config.strategy, **config.strategy_options())
+    config.validate(chosen.name)
+    if directory is not None and not config.resume and main:
         write_fit_args(directory, {**arguments, **chosen_settings, "data": str(Path(dataset.source).resolve()) if not isinstance(data, Dataset) else None,
-                                   "strategy": chosen.name if isinstance(strategy, str) else None})  # fmt: skip
+                                   "strategy": chosen.name if isinstance(config.strategy, str) else None})  # fmt: skip
 
     def build() -> TransferModel:
-        seed_everything(seed)
-        model = TransferModel.from_backbone(backbone, dataset.classes, cut=cut, hidden=hidden, dropout=dropout, pretrained=chosen.pretrained, weights=weights)
-        match_data(model.backbone, dataset, image_size=image_size, tta=tta)
+        seed_everything(config.seed)
+        model = TransferModel.from_backbone(config.backbone, dataset.classes, cut=config.cut, hidden=config.hidden, dropout=config.dropout, pretrained=chosen.pretrained, weights=config.weights)
+        match_data(model.backbone, dataset, image_size=config.image_size, tta=config.tta)
         return model.to(distributed.device()).fast_layout()
 
     model = build()
-    tracker = None if not main else make_tracker(log_to, uri=log_uri, directory=directory, experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"headstart-{Path(dataset.source).stem}")
+    tracker = None if not main else make_tracker(config.log_to, uri=config.log_uri, directory=directory,
+                                                 experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"headstart-{Path(dataset.source).stem}")  # fmt: skip
     if tracker is not None:
         tracker.start(directory.name if directory is not None else "headstart", arguments)
     try:
@@ -252,10 +203,10 @@ def fit(
                 progress.log(f"data: skipped {len(dataset.skipped)} ({reasons}): " + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else ""))
             for warning in dataset.warnings:
                 progress.log(f"warning: {warning}")
-            ctx = FitContext(progress=progress, cache=EmbeddingCache(cache_dir), images=image_cache(cache_dir), batch_size=batch_size, seed=seed, augment=augment,
-                             callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks],
-                             penalties=make_penalties(model, l2sp=l2sp, bss=bss))  # fmt: skip
-            if resume:
+            ctx = FitContext(progress=progress, cache=EmbeddingCache(config.cache_dir), images=image_cache(config.cache_dir), batch_size=config.batch_size, seed=config.seed,
+                             augment=config.augment, callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks],
+                             penalties=make_penalties(model, l2sp=config.l2sp, bss=config.bss))  # fmt: skip
+            if config.resume:
                 progress.log(f"resuming {directory} from its checkpoint")
             history, model = _run_strategy(chosen, model, build, dataset, ctx, checkpoint, directory)
             overfit = history.overfitting()
@@ -274,8 +225,8 @@ def fit(
         blocks = freeze_report(model).to_rows()
         run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice_record)
         if directory is not None and main:
-            _save_run(run, chosen, backbone=backbone, seed=seed, batch_size=ctx.batch_size, log_lines=log_lines, blocks=blocks)
-            if report:
+            _save_run(run, chosen, backbone=config.backbone, seed=config.seed, batch_size=ctx.batch_size, log_lines=log_lines, blocks=blocks)
+            if config.report:
                 from headstart.report import write_report
 
                 try:
@@ -362,6 +313,7 @@ def resume(
             arguments[name] = given
         elif arguments[name] is None:
             raise ValueError(f"{directory}: the run was started with an in-memory {name}; pass it again: resume(RUN, {name}=...)")
-    return fit(**{**arguments, "out": directory}, quiet=quiet, callbacks=callbacks, resume=True)
+    config = replace(FitConfig.from_arguments(arguments), out=directory, quiet=quiet, resume=True)
+    return fit_config(arguments["data"], config, callbacks=callbacks)
 
 

@@ -7,6 +7,7 @@ The constructor only stores parameters; ``fit`` validates them and learns (attri
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from headstart import api
+from headstart.config import DEFAULTS, FitConfig
 from headstart.data import as_items, from_examples
 from headstart.strategies import STRATEGIES
 
@@ -57,19 +59,19 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULTS.backbone,
         *,
-        strategy: str = "feature-extraction",
-        epochs: int | None = None,
-        lr: float | None = None,
-        trainable_blocks: int | None = None,
-        freeze: float | None = None,
-        hidden: int | None = None,
-        dropout: float = 0.0,
-        batch_size: int = 32,
+        strategy: str = DEFAULTS.strategy,
+        epochs: int | None = DEFAULTS.epochs,
+        lr: float | None = DEFAULTS.lr,
+        trainable_blocks: int | None = DEFAULTS.trainable_blocks,
+        freeze: float | None = DEFAULTS.freeze,
+        hidden: int | None = DEFAULTS.hidden,
+        dropout: float = DEFAULTS.dropout,
+        batch_size: int = DEFAULTS.batch_size,
         val_fraction: float = 0.15,
-        seed: int = 0,
-        cache_dir: str | None = None,
+        seed: int = DEFAULTS.seed,
+        cache_dir: str | None = DEFAULTS.cache_dir,
     ) -> None:
         self.backbone = backbone
         self.strategy = strategy
@@ -91,8 +93,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise TypeError(f"backbone must be a name (str), got {type(self.backbone).__name__}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction={self.val_fraction} must be between 0 and 1")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size!r} must be a positive integer")
+        self._config().validate()
+
+    def _config(self) -> FitConfig:
+        """fit's options: the parameters that are FitConfig fields (all but val_fraction), never saved, never printing."""
+        return replace(FitConfig.from_arguments(self.get_params(deep=False)), save=False, quiet=True)
 
     def fit(self, X: Sequence[Any], y: Sequence[Any]) -> TransferClassifier:
         """Train on examples ``X`` (image paths, PIL images or texts) with labels ``y``."""
@@ -102,22 +107,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {len(X)} examples but y has {len(y)} labels")
         self.classes_ = np.unique(y)
         data = from_examples(X, [str(v) for v in y], val_fraction=self.val_fraction, seed=self.seed)
-        run = api.fit(
-            data,
-            backbone=self.backbone,
-            strategy=self.strategy,
-            epochs=self.epochs,
-            lr=self.lr,
-            trainable_blocks=self.trainable_blocks,
-            freeze=self.freeze,
-            hidden=self.hidden,
-            dropout=self.dropout,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            save=False,
-            quiet=True,
-            cache_dir=self.cache_dir,
-        )
+        run = api.fit_config(data, self._config())
         self.model_ = run.model
         self.history_ = run.history
         self._columns = np.array([self.model_.classes.index(str(c)) for c in self.classes_])

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import timm
 
-from headstart.api import Run, _default_run_dir, fit
+from headstart.api import Run, _default_run_dir, fit_config
 from headstart.backbones import list_backbones
+from headstart.config import PRETRAIN_ARCH, PRETRAIN_DEFAULTS, FitConfig
 from headstart.data import Dataset
 from headstart.training.loop import Callback
 
@@ -47,21 +49,21 @@ def source_architecture(arch: str) -> str:
 def pretrain(
     data: str | Path | Dataset,
     *,
-    arch: str = "resnet18",
-    out: str | Path | None = None,
-    epochs: int = 30,
-    lr: float = 1e-3,
-    patience: int | None = 10,
-    image_size: int | None = None,
-    augment: str | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
-    overwrite: bool = False,
-    save: bool = True,
-    quiet: bool = False,
-    cache_dir: str | Path | None = None,
-    text_column: str | None = None,
-    label_column: str | None = None,
+    arch: str = PRETRAIN_ARCH,
+    out: str | Path | None = PRETRAIN_DEFAULTS.out,
+    epochs: int = PRETRAIN_DEFAULTS.epochs,
+    lr: float = PRETRAIN_DEFAULTS.lr,
+    patience: int | None = PRETRAIN_DEFAULTS.patience,
+    image_size: int | None = PRETRAIN_DEFAULTS.image_size,
+    augment: str | None = PRETRAIN_DEFAULTS.augment,
+    batch_size: int = PRETRAIN_DEFAULTS.batch_size,
+    seed: int = PRETRAIN_DEFAULTS.seed,
+    overwrite: bool = PRETRAIN_DEFAULTS.overwrite,
+    save: bool = PRETRAIN_DEFAULTS.save,
+    quiet: bool = PRETRAIN_DEFAULTS.quiet,
+    cache_dir: str | Path | None = PRETRAIN_DEFAULTS.cache_dir,
+    text_column: str | None = PRETRAIN_DEFAULTS.text_column,
+    label_column: str | None = PRETRAIN_DEFAULTS.label_column,
     callbacks: Sequence[Callback] = (),
 ) -> Run:
     """Train ``arch`` from random weights on ``data`` and save it as a source backbone.
@@ -97,26 +99,13 @@ def pretrain(
     Run
         ``run.directory`` is the new backbone; ``run.metrics`` its held-out accuracy on the source task.
     """
+    return pretrain_config(data, arch, FitConfig.from_arguments(locals()), callbacks=callbacks)
+
+
+def pretrain_config(data: str | Path | Dataset, arch: str, config: FitConfig, *, callbacks: Sequence[Callback] = ()) -> Run:
+    """:func:`pretrain` with its options in a :class:`FitConfig` (what ``headstart pretrain`` calls): ``fit`` of ``arch`` from scratch."""
+    out = config.out
     backbone = source_architecture(arch)
-    if save and out is None:
+    if config.save and out is None:
         out = _default_run_dir(data, f"pretrain-{Path(arch).name.removeprefix('timm:').removeprefix('hf:').replace('/', '_')}")
-    return fit(
-        data,
-        backbone=backbone,
-        strategy="scratch",
-        out=out,
-        epochs=epochs,
-        lr=lr,
-        patience=patience,
-        image_size=image_size,
-        augment=augment,
-        batch_size=batch_size,
-        seed=seed,
-        overwrite=overwrite,
-        save=save,
-        quiet=quiet,
-        cache_dir=cache_dir,
-        text_column=text_column,
-        label_column=label_column,
-        callbacks=callbacks,
-    )
+    return fit_config(data, replace(config, backbone=backbone, strategy="scratch", out=out), callbacks=callbacks)

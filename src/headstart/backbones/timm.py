@@ -16,8 +16,8 @@ from headstart._torchvision import import_torchvision
 from headstart.backbones.base import OFFLINE_HINT, Backbone, BackboneSpec
 from headstart.backbones.weights import load_state_dict
 from headstart.blocks import Block, BlockList
-from headstart.errors import Unavailable
 from headstart.data.preprocessing import ImagePreprocessing, Preprocessing, SpectrogramPreprocessing
+from headstart.errors import Unavailable
 
 import_torchvision()
 import timm  # noqa: E402  (needs the torchvision fix first)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from headstart._torchvision import import_torchvision
+from headstart.config import AUGMENT_PRESETS
 from headstart.data.audio import augment_waveform, fix_length, load_audio, log_mel, mask_spectrogram
 
 _tv = import_torchvision()
@@ -26,10 +27,6 @@ _INTERPOLATION = {
     "nearest": T.InterpolationMode.NEAREST,
 }
 
-AUGMENT_PRESETS = ("none", "light", "strong", "dihedral")
-"""Augmentation presets. ``dihedral`` is for images with no up, down, left or right (solar cells,
-microscopy, satellite tiles, spectrogram-free textures): ``light`` plus vertical flips and quarter
-turns, the eight symmetries of the square."""
 
 
 def _turns(k: int, flip: bool) -> Any:

@@ -29,6 +29,7 @@ import torch
 from headstart.caches.activations import TopModel, boundary_activations, budget_from_env, plan_boundary, pooled_features
 from headstart.caches.embeddings import EmbeddingCache
 from headstart.caches.images import DecodedImageCache
+from headstart.config import DEFAULTS, check_strategy_options
 from headstart.data import Dataset, make_loader, tensor_loader
 from headstart.freezing import freeze, freeze_bottom, freeze_report, set_batchnorm, unfreeze
 from headstart.model import TransferModel
@@ -385,36 +386,31 @@ STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FeatureExtrac
 def make_strategy(
     name: str,
     *,
-    epochs: int | None = None,
-    lr: float | None = None,
-    body_lr: float | None = None,
-    patience: int | None | str = "default",
-    monitor: str | None = None,
-    trainable_blocks: int | None = None,
-    freeze: float | None = None,
-    batchnorm: str | None = None,
-    head_warmup: bool | None = None,
-    layer_decay: float | None = None,
-    block_lrs: tuple[float, float] | dict[str, float] | None = None,
-    accumulate: int | None = None,
-    grad_clip: float | None | str = "default",
-    precision: str | None = None,
-    torch_compile: bool | None = None,
-    unfreeze_blocks: int | None = None,
-    lora_rank: int | None = None,
-    label_templates: int | None = None,
+    epochs: int | None = DEFAULTS.epochs,
+    lr: float | None = DEFAULTS.lr,
+    body_lr: float | None = DEFAULTS.body_lr,
+    patience: int | None | str = DEFAULTS.patience,
+    monitor: str | None = DEFAULTS.monitor,
+    trainable_blocks: int | None = DEFAULTS.trainable_blocks,
+    freeze: float | None = DEFAULTS.freeze,
+    batchnorm: str | None = DEFAULTS.batchnorm,
+    head_warmup: bool | None = DEFAULTS.head_warmup,
+    layer_decay: float | None = DEFAULTS.layer_decay,
+    block_lrs: tuple[float, float] | dict[str, float] | None = DEFAULTS.block_lrs,
+    accumulate: int | None = DEFAULTS.accumulate,
+    grad_clip: float | None | str = DEFAULTS.grad_clip,
+    precision: str | None = DEFAULTS.precision,
+    torch_compile: bool | None = DEFAULTS.torch_compile,
+    unfreeze_blocks: int | None = DEFAULTS.unfreeze_blocks,
+    lora_rank: int | None = DEFAULTS.lora_rank,
+    label_templates: int | None = DEFAULTS.label_templates,
 ) -> Strategy:
-    """Build a strategy by name, overriding only the settings that were given."""
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}; choose one of {list(STRATEGIES)}")
-    if (trainable_blocks is not None or freeze is not None) and name != "fine-tune":
-        raise ValueError("--trainable-blocks/--freeze only apply to --strategy fine-tune")
-    if unfreeze_blocks is not None and name != "gradual":
-        raise ValueError("--unfreeze-blocks only applies to --strategy gradual")
-    if lora_rank is not None and name != "lora":
-        raise ValueError("--lora-rank only applies to --strategy lora")
-    if label_templates is not None and name != "contrastive":
-        raise ValueError("--label-templates only applies to --strategy contrastive")
+    """Build a strategy by name, overriding only the settings that were given.
+
+    The keywords are :data:`headstart.config.STRATEGY_OPTIONS`, with :class:`~headstart.config.FitConfig`'s
+    defaults (tests/test_config.py keeps them equal); :func:`headstart.api.fit` passes them from its config.
+    """
+    check_strategy_options(name, {key: value for key, value in locals().items() if key != "name"})
     strategy = STRATEGIES[name]()
     overrides: dict[str, Any] = {}
     if epochs is not None:
@@ -433,16 +429,10 @@ def make_strategy(
                        ("torch_compile", torch_compile)):
         if value is not None:
             overrides[key] = value
-    if (layer_decay is not None or block_lrs is not None) and name in ("feature-extraction", "lora"):
-        raise ValueError(f"--layer-decay/--block-lrs set rates per backbone block; --strategy {name} trains no backbone block")
     strategy.settings = replace(strategy.settings, **overrides)
     if batchnorm is not None:
-        if not isinstance(strategy, (FineTune, Full, Gradual)):
-            raise ValueError("--batchnorm applies to --strategy fine-tune, full or gradual")
         strategy.batchnorm = batchnorm
     if head_warmup is not None:
-        if not isinstance(strategy, (FineTune, Full, Gradual, LoRA)):
-            raise ValueError("--no-head-warmup applies to --strategy fine-tune, full, gradual or lora")
         strategy.head_warmup = head_warmup
     if isinstance(strategy, FineTune):
         strategy.trainable_blocks = trainable_blocks

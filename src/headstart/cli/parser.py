@@ -1,0 +1,227 @@
+"""``headstart``'s argument parser. The options of ``fit`` and ``pretrain`` are generated from FitConfig.
+
+Torch-free: ``headstart --help`` and option errors never load a model library.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from dataclasses import fields
+
+from headstart.cli.commands import (
+    cmd_advise,
+    cmd_demo,
+    cmd_evaluate,
+    cmd_export,
+    cmd_fit,
+    cmd_list,
+    cmd_lr_find,
+    cmd_predict,
+    cmd_pretrain,
+    cmd_profile,
+    cmd_rank,
+    cmd_report,
+    cmd_resume,
+    cmd_stylize,
+    cmd_summary,
+    cmd_ui,
+)
+from headstart.config import (
+    DEFAULTS,
+    FIELDS,
+    FIT_DEFAULT,
+    PRETRAIN_ARCH,
+    PRETRAIN_ARCH_HELP,
+    PRETRAIN_DEFAULTS,
+    PRETRAIN_HELP,
+    PRETRAIN_OPTIONS,
+    FitConfig,
+)
+from headstart.style.defaults import (
+    DEFAULT_CONTENT_LAYER,
+    DEFAULT_STYLE_LAYERS,
+    DEFAULT_STYLE_WEIGHT,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TV_WEIGHT,
+)
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    """The options every command that reads DATA shares, spelled and explained once."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache/headstart or $HEADSTART_CACHE)")
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (implies --quiet)")
+
+
+def add_fit_options(p: argparse.ArgumentParser, names: tuple[str, ...], defaults: FitConfig, help: Mapping[str, str] | None = None) -> None:  # noqa: A002
+    """One option per FitConfig field in ``names`` that has a command-line Flag: spelling, type, choices and help come from the field.
+
+    ``defaults`` gives the parser's defaults (fit's, or pretrain's); a Flag's own parser default
+    stands in where fit's is not a command-line value, unless ``defaults`` overrides it.
+    """
+    for f in fields(FitConfig):
+        flag = f.metadata["cli"]
+        if flag is None or f.name not in names:
+            continue
+        value = getattr(defaults, f.name)
+        default = value if flag.default is FIT_DEFAULT or value != getattr(DEFAULTS, f.name) else flag.default
+        spelling = {"type": flag.type, "choices": flag.choices, "action": flag.action, "nargs": flag.nargs, "const": flag.const}
+        p.add_argument(flag.name or "--" + f.name.replace("_", "-"), dest=f.name, default=default, help=(help or {}).get(f.name, f.metadata["help"]),
+                       **{key: v for key, v in spelling.items() if v is not None})  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command's options; fit's and pretrain's are generated from :class:`headstart.config.FitConfig`."""
+    parser = argparse.ArgumentParser(prog="headstart", description="Transfer learning for small labelled datasets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="train a classifier on DATA by transfer from a pretrained backbone")
+    p.add_argument("data", nargs="?", help="image or audio folder (class sub-folders, optional train/val/test), CSV/TSV/JSONL with text and label columns, or a path,label[,split] listing")
+    p.add_argument("--resume", default=None, metavar="RUN", help="continue the interrupted run RUN with its own arguments (same as `headstart resume RUN`)")
+    add_fit_options(p, FIELDS, DEFAULTS)
+    p.add_argument("--json", action="store_true", help="print the result as JSON (implies --quiet)")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("pretrain", help="train a source model from scratch on DATA and save it as a backbone for fit/profile/rank/advise")
+    p.add_argument("data", help="source dataset: image folder or CSV/TSV/JSONL, as for fit")
+    p.add_argument("--arch", default=PRETRAIN_ARCH, help=PRETRAIN_ARCH_HELP)
+    add_fit_options(p, PRETRAIN_OPTIONS, PRETRAIN_DEFAULTS, PRETRAIN_HELP)
+    p.add_argument("--json", action="store_true", help="print the result as JSON (implies --quiet)")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("resume", help="continue a fit that Ctrl-C or a crash interrupted, after its last finished epoch")
+    p.add_argument("run", help="run directory of the interrupted fit (it holds checkpoint/)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (implies --quiet)")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test on DATA (before a fit, or on a saved --run): suggested rate and a plot")
+    p.add_argument("data")
+    p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default")
+    p.add_argument("--run", default=None, help="test the model of this saved run instead of a new one")
+    p.add_argument("--trainable-blocks", type=int, default=0, help="0: the head alone on cached features; k: the top k blocks and the head (fine-tune)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--start", type=float, default=1e-7)
+    p.add_argument("--end", type=float, default=10.0)
+    p.add_argument("--plot", default=None, help="PNG path (default lr-find-<data>.png; 'none' for no plot)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=None)
+    _data_options(p)
+    p.set_defaults(func=cmd_lr_find)
+
+    p = sub.add_parser("evaluate", help="metrics of a saved run on a dataset")
+    p.add_argument("run")
+    p.add_argument("data")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label and probability for images (paths) or texts (strings or files of lines)")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("summary", help="blocks, parameter counts, trainable/frozen and BatchNorm mode of a backbone or run")
+    p.add_argument("model", help="backbone name or run directory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("list", help="embedded backbones")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("profile", help="per-block linear-probe accuracy and LogME of a backbone on DATA, with a plot")
+    p.add_argument("data", help="image or audio folder, or CSV/TSV/JSONL (train and val splits are measured, test is left out)")
+    p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default")
+    p.add_argument("--blocks", default=None, help="comma-separated block names or indices (default: all, or every k-th for deep models)")
+    p.add_argument("--every", type=int, default=None, help="profile every k-th block")
+    p.add_argument("--limit", type=int, default=None, help="stratified subset of this many examples")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--tolerance", type=float, default=0.01, help="accuracy within which a block is as good as the best (default 0.01 = 1 point)")
+    p.add_argument("--plot", default=None, help="PNG path (default profile-<data>-<backbone>.png; 'none' for no plot)")
+    p.add_argument("--run", default=None, help="profile this saved run's source backbone and input size, and save the result in RUN for its report")
+    p.add_argument("--batch-size", type=int, default=32)
+    _data_options(p)
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("rank", help="rank candidate backbones for DATA by a transferability score (one forward pass each)")
+    p.add_argument("data")
+    p.add_argument("--backbones", default=None, help="comma-separated extra candidates (embedded ones of the modality are always included unless --only)")
+    p.add_argument("--only", action="store_true", help="rank only the --backbones named")
+    p.add_argument("--score", default="logme", choices=["logme", "hscore", "hscore-shrinkage", "leep", "nce"])
+    p.add_argument("--limit", type=int, default=None, help="stratified subset of this many examples")
+    p.add_argument("--batch-size", type=int, default=32)
+    _data_options(p)
+    p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("advise", help="place DATA in the four cases (small/large x similar/different) and recommend how to fit it")
+    p.add_argument("data")
+    p.add_argument("--backbone", default=None, help="efficientnet_lite0 (images) or minilm (text) by default")
+    p.add_argument("--limit", type=int, default=400, help="examples profiled (stratified subset; size counts all)")
+    p.add_argument("--every", type=int, default=None, help="profile every k-th block")
+    _data_options(p)
+    p.set_defaults(func=cmd_advise)
+
+    p = sub.add_parser("report", help="(re)build the self-contained HTML report of a run (fit writes it too)")
+    p.add_argument("run", help="run directory written by `headstart fit`")
+    p.add_argument("--compare", action="append", default=None, metavar="RUN", help="another run on the same data to show side by side (repeatable); scratch/transfer siblings are found without it")
+    p.add_argument("--out", default=None, help="where to write the page (default RUN/report.html)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, with preprocessing.json beside it")
+    p.add_argument("run", help="run directory written by `headstart fit`")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    p.add_argument("--out", default=None, help="output directory (default RUN/export)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="offline demo on the ELPV solar-cell images: transfer vs scratch")
+    p.add_argument("--limit", type=int, default=800, help="number of ELPV images used (default 800)")
+    p.add_argument("--epochs", type=int, default=6, help="epochs for fine-tune and scratch")
+    p.add_argument("--out", default=None, help="keep the three runs (and their reports, transfer vs scratch side by side) in this directory")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("stylize", help="neural style transfer: optimise the pixels of CONTENT to take the style of STYLE (the backbone stays frozen)")
+    p.add_argument("content", help="image whose layout is kept")
+    p.add_argument("style", help="image whose colours and textures are taken")
+    p.add_argument("--out", required=True, help="output image (.png, .jpg or .webp); never overwritten without --overwrite")
+    p.add_argument("--backbone", default="efficientnet_lite0", help="convolutional image backbone: efficientnet_lite0 (default, offline), timm:vgg19 ...")
+    p.add_argument("--weights", default=None, help="local weights file for a timm: backbone")
+    p.add_argument("--size", type=int, default=256, help="longer side of the result in pixels (0: the content image's size)")
+    p.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to the result: larger gives larger strokes")
+    p.add_argument("--layers", default=None, help=f"style blocks, comma-separated names or globs as for freezing (default on EfficientNet: {','.join(DEFAULT_STYLE_LAYERS)})")
+    p.add_argument("--content-layer", default=None, help=f"block whose features keep the content (default on EfficientNet: {DEFAULT_CONTENT_LAYER})")
+    p.add_argument("--content-weight", type=float, default=1.0)
+    p.add_argument("--style-weight", type=float, default=DEFAULT_STYLE_WEIGHT)
+    p.add_argument("--tv-weight", type=float, default=DEFAULT_TV_WEIGHT, help="total-variation smoothing")
+    p.add_argument("--transform", default="softmax", choices=["softmax", "none"], help="softmax: SWAG features (Wang et al. 2021); none: Gatys' raw features")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="softmax temperature in units of each block's activation spread")
+    p.add_argument("--steps", type=int, default=300, help="optimiser iterations")
+    p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "adam"])
+    p.add_argument("--lr", type=float, default=None, help="step size (default 1 for L-BFGS, 0.05 for Adam)")
+    p.add_argument("--parameterization", default="fourier", choices=["fourier", "pixels"], help="optimise decorrelated Fourier coefficients (default) or raw pixels")
+    p.add_argument("--init", default="content", choices=["content", "noise"], help="start from the content image or from seeded noise")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser("ui", help="a local web page: choose or upload examples, see the advice, train, try the model, compare runs (extra: headstart[ui])")
+    p.add_argument("--allow", action="append", default=None, metavar="DIR", help="a folder the page may read datasets from (repeatable; default the current folder)")
+    p.add_argument("--project", default="headstart-project", help="folder for uploaded datasets and runs (default ./headstart-project)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--max-upload-mb", type=int, default=2048, help="largest size an uploaded zip or set of images may unpack to (default 2048)")
+    p.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    p.set_defaults(func=cmd_ui)
+    return parser

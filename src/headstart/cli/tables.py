@@ -1,0 +1,44 @@
+"""The rich tables the commands print: per-class metrics, confusion matrix, layer-wise profile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right" if col != "class" else "left")
+    for name, row in metrics["per_class"].items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    table.caption = (
+        f"accuracy {metrics['accuracy']:.4f} · balanced {metrics['balanced_accuracy']:.4f} · "
+        f"macro F1 {metrics['macro_f1']:.4f} · n={metrics['n']}"
+    )
+    return table
+
+
+def confusion_table(metrics: dict[str, Any]) -> Table:
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in metrics["classes"]:
+        table.add_column(name, justify="right")
+    for name, row in zip(metrics["classes"], metrics["confusion_matrix"]):
+        table.add_row(name, *map(str, row))
+    return table
+
+
+def profile_table(result: Any, *, folds: int | None = None) -> Table:
+    """Per-block probe accuracy, LogME and shift from the source's statistics, the plateau marked (for `profile` and `advise`)."""
+    table = Table(title=f"{result.backbone} on {result.data}: {result.n_examples} examples" + (f", {folds}-fold linear probe" if folds else ""))
+    shifts = result.mean_shift is not None
+    for col in ("#", "block", "dim", "probe accuracy", "LogME", *(["shift"] if shifts else [])):
+        table.add_column(col, justify="left" if col == "block" else "right")
+    for r in result.rows:
+        mark = " ← plateau" if r.block == result.plateau else ""
+        cells = [str(r.index), r.block + mark, str(r.dim), f"{r.probe_accuracy:.3f} ± {r.probe_std:.3f}", f"{r.logme:.3f}"]
+        table.add_row(*cells, *([f"{r.shift:.3f}" if r.shift is not None else ""] if shifts else []), style="bold" if mark else None)
+    table.caption = f"plateau: {result.plateau} (first block within {result.tolerance * 100:g} points of the best, {result.best})"
+    return table
