@@ -82,8 +82,9 @@ def test_plan_says_why_it_recomputes(lite0, elpv_folder):
 
 
 def test_decoded_images_give_identical_eval_tensors(lite0, elpv_folder, tmp_path):
-    from headstart.caches.images import CachedImage, DecodedImageCache
+    from headstart.caches.images import DecodedImageCache
     from headstart.data import make_loader
+    from headstart.data.images import CachedImage
 
     items = load_dataset(elpv_folder).items("train")[:6]
     cache = DecodedImageCache(tmp_path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,9 @@ import numpy as np
 import torch
 
 from headstart.backbones import Backbone
-from headstart.data import content_key, make_loader
+from headstart.caches.paths import default_cache_dir
+from headstart.data.dataset import content_key
+from headstart.data.loaders import make_loader
 from headstart.freezing import fold_batchnorm
 from headstart.io import ShardStore
 from headstart.progress import Progress
@@ -28,11 +29,6 @@ from headstart.training import distributed
 from headstart.training.loop import to_device
 
 SHARD_ROWS = 4096  # examples per cache shard: what memory holds while embedding
-
-
-def default_cache_dir(kind: str = "embeddings") -> Path:
-    """``$HEADSTART_CACHE/<kind>`` (default ``~/.cache/headstart/<kind>``): embeddings or decoded images."""
-    return Path(os.environ.get("HEADSTART_CACHE", Path.home() / ".cache" / "headstart")) / kind
 
 
 def _backbone_key(backbone: Backbone) -> str:

@@ -16,46 +16,25 @@ Images smaller than the target are stored as they are (never upscaled).
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from headstart.caches.embeddings import default_cache_dir
-from headstart.data import content_key, load_image, loader_workers
+from headstart.caches.paths import default_cache_dir
+from headstart.data.dataset import content_key
+from headstart.data.images import CachedImage, load_image
+from headstart.data.loaders import loader_workers
 from headstart.data.preprocessing import _INTERPOLATION, ImagePreprocessing
 from headstart.io import ShardStore
 from headstart.progress import Progress
 from headstart.training import distributed
 
 SHARD_IMAGES = 1024  # images per shard: bounds the memory used while writing
-
-
-@dataclass(frozen=True)
-class CachedImage:
-    """A decoded image inside a shard; :func:`headstart.data.load_image` reads it back."""
-
-    shard: str
-    offset: int
-    shape: tuple[int, int, int]
-
-    def array(self) -> np.ndarray:
-        h, w, c = self.shape
-        return _open_shard(self.shard)[self.offset : self.offset + h * w * c].reshape(h, w, c)
-
-    def to_pil(self) -> Image.Image:
-        return Image.fromarray(np.array(self.array()))
-
-
-@functools.lru_cache(maxsize=32)
-def _open_shard(path: str) -> np.ndarray:
-    return np.load(path, mmap_mode="r")  # each DataLoader worker opens its own map; pages are shared
 
 
 def cache_side(preprocessing: ImagePreprocessing, augment: str) -> int:

@@ -1,0 +1,100 @@
+"""The split dataset every reader returns, and how labels and example contents are named."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from headstart.data.images import Item
+
+
+@dataclass
+class Dataset:
+    """Examples split into ``train``/``val``/``test``, with class names and what was skipped.
+
+    Attributes
+    ----------
+    modality : {"image", "audio", "text"}
+    classes : list of str
+        Sorted class names; labels are indices into it.
+    splits : dict
+        ``split name -> (items, labels)``; items are paths (images, audio) or strings (texts).
+    skipped : list of (str, str)
+        ``(file or row, reason)`` for everything left out.
+    notes : list of str
+        How the splits were formed (e.g. "val/ folder used as test split").
+    warnings : list of str
+        Problems that do not stop training but bias its results (test examples duplicated in train).
+    duplicates : int
+        Number of test examples whose content also appears in train or val.
+    """
+
+    modality: str
+    classes: list[str]
+    splits: dict[str, tuple[list[Any], list[int]]]
+    source: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    duplicates: int = 0
+
+    def items(self, split: str) -> list[Any]:
+        return self.splits[split][0]
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.asarray(self.splits[split][1], dtype=np.int64)
+
+    def summary(self) -> dict[str, Any]:
+        counts = {
+            split: {self.classes[k]: int(v) for k, v in sorted(Counter(labels).items())}
+            for split, (_, labels) in self.splits.items()
+        }
+        reasons = Counter(reason for _, reason in self.skipped)
+        return {
+            "source": self.source,
+            "modality": self.modality,
+            "classes": self.classes,
+            "counts": counts,
+            "skipped": len(self.skipped),
+            "skipped_reasons": dict(reasons),
+            "skipped_files": [{"file": f, "reason": r} for f, r in self.skipped],
+            "notes": self.notes,
+            "warnings": self.warnings,
+            "duplicates_across_splits": self.duplicates,
+        }
+
+
+def label_name(value: Any) -> str:
+    """A label as a class name: ``1``, ``1.0`` and ``"1"`` are one class; surrounding spaces dropped."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def sort_classes(names: set[str] | Sequence[str]) -> list[str]:
+    """Class names in order: numerically when every name is a number (2 before 10), else by text."""
+    names = sorted(set(names))
+    try:
+        return sorted(names, key=float)
+    except ValueError:
+        return names
+
+
+def content_key(item: Item) -> str:
+    """Hash of what an example *contains* (file bytes, pixels or text): the embedding-cache key."""
+    digest = hashlib.sha256()
+    if isinstance(item, Image.Image):
+        digest.update(f"{item.mode}{item.size}".encode())
+        digest.update(item.tobytes())
+    elif isinstance(item, Path):
+        digest.update(item.read_bytes())
+    else:
+        digest.update(str(item).encode("utf-8"))
+    return digest.hexdigest()[:32]

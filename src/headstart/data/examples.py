@@ -1,0 +1,57 @@
+"""Examples passed in memory (paths, PIL images or texts) rather than read from a folder or table.
+
+Apart from :mod:`headstart.data.dataset` because they are checked and split with the readers' rules,
+and the readers build :class:`~headstart.data.dataset.Dataset`s: one module would import the other both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from headstart.data.audio import AUDIO_EXTENSIONS
+from headstart.data.dataset import Dataset, label_name
+from headstart.data.images import IMAGE_EXTENSIONS
+from headstart.data.readers import FILE_KINDS, _finish, check_file
+
+
+def from_examples(items: Sequence[Any], labels: Sequence[Any], *, val_fraction: float = 0.15, seed: int = 0, source: str = "<in memory>") -> Dataset:
+    """A training :class:`Dataset` from in-memory examples (image or audio paths, PIL images or texts)."""
+    if len(items) != len(labels):
+        raise ValueError(f"{len(items)} examples but {len(labels)} labels")
+    modality = item_modality(items)
+    items = as_items(items, modality)
+    check_items(items, modality)
+    raw = {"train": (list(items), [label_name(y) for y in labels])}
+    return _finish(Path(source), modality, raw, [], [], val_fraction=val_fraction, test_fraction=0.0, seed=seed)
+
+
+def item_modality(items: Sequence[Any]) -> str:
+    """``"image"``, ``"audio"`` or ``"text"``: what in-memory examples are (paths are told by their extension)."""
+
+    def kind(x: Any) -> str:
+        if isinstance(x, Image.Image):
+            return "image"
+        suffix = Path(x).suffix.lower() if isinstance(x, (str, Path)) and len(str(x)) < 4096 else ""
+        return "image" if suffix in IMAGE_EXTENSIONS else "audio" if suffix in AUDIO_EXTENSIONS else "image" if isinstance(x, Path) else "text"
+
+    kinds = {kind(x) for x in items}
+    return kinds.pop() if len(kinds) == 1 and kinds <= {"image", "audio"} else "text"
+
+
+def as_items(items: Sequence[Any], modality: str) -> list[Any]:
+    """Examples as the loaders expect them: image or audio paths given as strings become ``Path``s."""
+    return [Path(x) if modality in FILE_KINDS and isinstance(x, str) else x for x in items]
+
+
+def check_items(items: Sequence[Any], modality: str) -> None:
+    """Raise on the first file that cannot be used, naming it: for examples the user passes one by one."""
+    if modality not in FILE_KINDS:
+        return
+    for item in items:
+        problem = check_file(item, modality) if isinstance(item, Path) else None
+        if problem is not None:
+            raise ValueError(f"{item}: {problem}; pass {modality} files ({'WAV, FLAC, OGG, MP3' if modality == 'audio' else 'JPEG, PNG, ...'}) or remove it")

@@ -1,0 +1,322 @@
+"""Datasets: image and audio folders, text tables and file listings, split, validated, with bad files skipped and counted.
+
+``load_dataset(path)`` accepts
+
+* an image or audio folder with one sub-folder per class, optionally inside ``train/``, ``val/``
+  and ``test/`` (any of the last two may be missing); a folder is audio when it holds more audio
+  files (WAV, FLAC, OGG, MP3, ...) than images;
+* a CSV, TSV or JSONL file with a text column and a label column (and optionally ``split``);
+* a listing of files: a CSV/TSV/JSONL with a ``path`` (or ``file``) column and a label column,
+  paths relative to the listing; a folder holding ``index.csv`` is read through it.
+
+Files that cannot be used are never a traceback: they are skipped and listed with the reason in
+:attr:`Dataset.skipped`. Problems only the user can fix (a class with one example, no label column)
+raise ``ValueError`` with one line naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from headstart.data.audio import AUDIO_EXTENSIONS, check_audio
+from headstart.data.dataset import Dataset, content_key, label_name, sort_classes
+from headstart.data.images import IMAGE_EXTENSIONS, check_image
+from headstart.data.splits import _take, stratified_split
+
+TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl", ".json"})
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+TEXT_COLUMNS = ("text", "sentence", "message", "content", "review", "document", "question")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "y")
+PATH_COLUMNS = ("path", "file", "filename", "filepath", "file_path", "audio", "image")
+INDEX_NAME = "index.csv"
+
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _is_loop(folder: Path, root: Path) -> bool:
+    """True when ``folder`` is a symbolic link to ``root`` or one of its parents (walking it never ends)."""
+    return folder.is_symlink() and root.resolve().is_relative_to(folder.resolve())
+
+
+FILE_KINDS = {"image": (IMAGE_EXTENSIONS, check_image), "audio": (AUDIO_EXTENSIONS, check_audio)}
+
+
+def check_file(path: Path, modality: str) -> str | None:
+    """Why ``path`` cannot be used as an ``modality`` example ("image" or "audio"), or None."""
+    return FILE_KINDS[modality][1](path)
+
+
+def check_files(paths: Sequence[Path], modality: str) -> list[str | None]:
+    """:func:`check_file` of every path, decoded on 4 threads (Pillow and libsndfile release the GIL)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(FILE_KINDS[modality][1], paths))
+
+
+def folder_modality(root: Path) -> str:
+    """``"audio"`` when a folder tree holds more audio files than images, else ``"image"``."""
+    counts = Counter("image" if p.suffix.lower() in IMAGE_EXTENSIONS else "audio" for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS | AUDIO_EXTENSIONS)
+    return "audio" if counts["audio"] > counts["image"] else "image"
+
+
+def _scan_class_folders(root: Path, skipped: list[tuple[str, str]], modality: str = "image") -> tuple[list[Path], list[str]]:
+    paths: list[Path] = []
+    names: list[str] = []
+    folders = []
+    for folder in _class_folders(root):
+        if _is_loop(folder, root):
+            skipped.append((str(folder), "symbolic link loop (points to a parent folder); class left out"))
+        else:
+            folders.append(folder)
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):  # rglob does not follow symbolic links below the class folder
+            if path.is_dir():
+                continue
+            if any(part.startswith(".") for part in path.relative_to(folder).parts):
+                skipped.append((str(path), "hidden file"))
+                continue
+            if path.suffix.lower() not in FILE_KINDS[modality][0]:
+                skipped.append((str(path), f"not an {modality} file ({path.suffix or 'no extension'})"))
+                continue
+            paths.append(path)
+            names.append(folder.name)
+    problems = check_files(paths, modality)
+    kept = [(p, n) for p, n, problem in zip(paths, names, problems) if problem is None]
+    skipped.extend((str(p), problem) for p, problem in zip(paths, problems) if problem is not None)
+    used = {n for _, n in kept}
+    what = "images" if modality == "image" else "audio clips"
+    skipped.extend((str(folder), f"class folder without usable {what}; class left out") for folder in folders if folder.name not in used)
+    return [p for p, _ in kept], [n for _, n in kept]
+
+
+def _load_folder(root: Path, *, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+    skipped: list[tuple[str, str]] = []
+    notes: list[str] = []
+    modality = folder_modality(root)
+    # A split layout has class folders inside its split folders (a class called "train" does not).
+    split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in _class_folders(root) if p.name.lower() in SPLIT_NAMES and _class_folders(p)}
+    raw: dict[str, tuple[list[Path], list[str]]] = {}
+    if "train" in split_dirs:
+        for split, folder in split_dirs.items():
+            raw[split] = _scan_class_folders(folder, skipped, modality)
+    else:
+        raw["all"] = _scan_class_folders(root, skipped, modality)
+    return _finish(root, modality, raw, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 (invalid byte at offset {error.start}); re-save the file as UTF-8"
+        ) from None
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    row = None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{number}: not a JSON object; write one JSON object per line (JSONL)")
+                rows.append(row)
+        return rows
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    csv.field_size_limit(10_000_000)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        return list(reader)
+    except csv.Error as error:
+        raise ValueError(f"{path}:{reader.line_num + 1}: unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({error}); fix or remove that line") from None
+
+
+def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path, flag: str) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(f"{path}: no column {wanted!r} (columns: {list(columns)}); pass {flag} with one of them")
+        return wanted
+    lowered = {c.lower(): c for c in columns}
+    for name in candidates:
+        if name in lowered:
+            return lowered[name]
+    raise ValueError(f"{path}: cannot tell which column holds the {what} (columns: {list(columns)}); pass {flag} NAME")
+
+
+def _load_table(path: Path, *, text_column: str | None, label_column: str | None, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+    rows = _read_rows(path)
+    if not rows:
+        raise ValueError(f"{path}: no rows; the file needs a header and at least one row per class")
+    columns = [c for c in rows[0] if isinstance(c, str)]  # a CSV row longer than its header adds a None key
+    path_col = _listing_column(columns) if text_column is None else None
+    if path_col is not None:
+        return _load_listing(path, rows, columns, path_col, label_column, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    text_col = _pick_column(columns, text_column, TEXT_COLUMNS, "text", path, "--text-column")
+    label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
+    split_col = next((c for c in columns if c.lower() == "split"), None)
+    skipped: list[tuple[str, str]] = []
+    raw: dict[str, tuple[list[str], list[str]]] = {}
+    for number, row in enumerate(rows, start=2 if path.suffix.lower() in (".csv", ".tsv") else 1):
+        text, label = row.get(text_col), row.get(label_col)
+        where = f"{path.name}:{number}"
+        if text is None or str(text).strip() == "":
+            skipped.append((where, "missing text"))
+            continue
+        if label is None or str(label).strip() == "":
+            skipped.append((where, "missing label"))
+            continue
+        split = _row_split(row, split_col)
+        if not split:
+            skipped.append((where, f"unknown split {row.get(split_col)!r}"))
+            continue
+        items, labels = raw.setdefault(split, ([], []))
+        items.append(str(text))
+        labels.append(label_name(label))
+    return _finish(path, "text", raw, skipped, [], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+def _listing_column(columns: Sequence[str]) -> str | None:
+    """The path column of a table that lists files (image or audio) rather than holding texts, else None."""
+    path_col = next((c for c in columns if c.lower() in PATH_COLUMNS), None)
+    return path_col if path_col is not None and not any(c.lower() in TEXT_COLUMNS for c in columns) else None
+
+
+def table_lists_files(path: str | Path) -> bool:
+    """True for a CSV/TSV/JSONL whose rows name image or audio files (a listing), False for texts."""
+    rows = _read_rows(Path(path))
+    return bool(rows) and _listing_column([c for c in rows[0] if isinstance(c, str)]) is not None
+
+
+def _row_split(row: dict[str, Any], split_col: str | None) -> str:
+    """``"all"`` without a split column, the canonical split name, or ``""`` for an unknown one."""
+    return "all" if split_col is None else SPLIT_NAMES.get(str(row.get(split_col, "")).strip().lower(), "")
+
+
+def _load_listing(
+    path: Path, rows: list[dict[str, Any]], columns: list[str], path_col: str, label_column: str | None, *, val_fraction: float, test_fraction: float, seed: int
+) -> Dataset:
+    """A table of ``path,label[,split]`` rows naming image or audio files relative to the table."""
+    label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
+    split_col = next((c for c in columns if c.lower() == "split"), None)
+    skipped: list[tuple[str, str]] = []
+    entries: list[tuple[str, Path, str]] = []
+    for number, row in enumerate(rows, start=2 if path.suffix.lower() in (".csv", ".tsv") else 1):
+        where, file, label, split = f"{path.name}:{number}", str(row.get(path_col) or "").strip(), row.get(label_col), _row_split(row, split_col)
+        if not file or label is None or str(label).strip() == "" or not split:
+            skipped.append((where, "missing path" if not file else "missing label" if split else f"unknown split {row.get(split_col)!r}"))
+            continue
+        entries.append((split, (path.parent / file).resolve() if not Path(file).is_absolute() else Path(file), label_name(label)))
+    kinds = Counter("audio" if f.suffix.lower() in AUDIO_EXTENSIONS else "image" for _, f, _ in entries if f.suffix.lower() in AUDIO_EXTENSIONS | IMAGE_EXTENSIONS)
+    if not kinds:
+        raise ValueError(f"{path}: column {path_col!r} names no image or audio files; list files such as clip.wav or photo.jpg")
+    modality = kinds.most_common(1)[0][0]
+    usable = [e for e in entries if e[1].suffix.lower() in FILE_KINDS[modality][0]]
+    skipped.extend((str(f), f"not an {modality} file ({f.suffix or 'no extension'})") for _, f, _ in entries if f.suffix.lower() not in FILE_KINDS[modality][0])
+    raw: dict[str, tuple[list[Path], list[str]]] = {}
+    for (split, file, label), problem in zip(usable, check_files([f for _, f, _ in usable], modality)):
+        if problem is not None:
+            skipped.append((str(file), problem))
+            continue
+        items, labels = raw.setdefault(split, ([], []))
+        items.append(file)
+        labels.append(label)
+    return _finish(path, modality, raw, skipped, [f"files listed in {path.name}"], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+def _finish(
+    source: Path,
+    modality: str,
+    raw: dict[str, tuple[list[Any], list[str]]],
+    skipped: list[tuple[str, str]],
+    notes: list[str],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> Dataset:
+    if "train" in raw and "test" not in raw and "val" in raw:
+        raw["test"] = raw.pop("val")
+        notes.append("the given validation split is the held-out evaluation split; validation was carved from train")
+    if "all" in raw:
+        pool = raw.pop("all")
+        _check_classes(source, pool[1])
+        rest, test = stratified_split(pool[1], test_fraction, seed)
+        raw["test"] = _take(pool, test)
+        raw["train"] = _take(pool, rest)
+        notes.append(f"no split given: stratified {1 - test_fraction:.0%}/{test_fraction:.0%} train/test split (seed {seed})")
+    if "train" not in raw:
+        raise ValueError(f"{source}: no training examples found; add a train/ folder or a 'train' split")
+    _check_classes(source, raw["train"][1])
+    if "val" not in raw:
+        keep, val = stratified_split(raw["train"][1], val_fraction, seed + 1)
+        raw["val"] = _take(raw["train"], val)
+        raw["train"] = _take(raw["train"], keep)
+        notes.append(f"validation: stratified {val_fraction:.0%} of train (seed {seed + 1})")
+    classes = sort_classes(raw["train"][1])
+    index = {name: i for i, name in enumerate(classes)}
+    splits: dict[str, tuple[list[Any], list[int]]] = {}
+    for split in ("train", "val", "test"):
+        items, names = raw.get(split, ([], []))
+        unknown = sorted(set(names) - set(index))
+        if unknown:
+            raise ValueError(f"{source}: labels {unknown[:5]} appear in {split} but not in train; add training examples for them or remove them")
+        splits[split] = (items, [index[n] for n in names])
+    duplicates, found = _duplicates(splits)
+    alerts = []
+    if duplicates:
+        alerts.append(
+            f"leakage: {duplicates} of {len(splits['test'][0])} test examples are identical (by content hash) to training or "
+            f"validation examples (e.g. {str(found)[:120]}); held-out metrics will be optimistic; remove the duplicates"
+        )
+        warnings.warn(f"{source}: {alerts[-1]}", UserWarning, stacklevel=3)
+    return Dataset(modality, classes, splits, str(source), skipped, notes, alerts, duplicates)
+
+
+def _duplicates(splits: dict[str, tuple[list[Any], list[int]]]) -> tuple[int, Any]:
+    """Test examples whose content (file bytes or text) also occurs in train or val, and the first of them."""
+    seen = {content_key(item) for split in ("train", "val") for item in splits[split][0]}
+    hits = [item for item in splits["test"][0] if content_key(item) in seen]
+    return len(hits), (hits[0] if hits else None)
+
+
+def _check_classes(source: Path, labels: Sequence[str]) -> None:
+    counts = Counter(labels)
+    if len(counts) < 2:
+        found = f"only the class {next(iter(counts))!r}" if counts else "no usable examples"
+        raise ValueError(f"{source}: found {found}; a classifier needs at least 2 classes with examples")
+    small = sorted(name for name, n in counts.items() if n < 2)
+    if small:
+        raise ValueError(f"{source}: classes {small[:5]} have fewer than 2 examples; add examples or remove those classes")
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """Read an image or audio folder, a text table or a file listing into a split :class:`Dataset` (see module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder; pass an image or audio folder or a CSV/TSV/JSONL file")
+    if path.is_dir() and (path / INDEX_NAME).is_file():
+        path = path / INDEX_NAME
+    if path.is_dir():
+        return _load_folder(path, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if path.suffix.lower() in TABLE_EXTENSIONS:
+        return _load_table(path, text_column=text_column, label_column=label_column, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    raise ValueError(f"{path}: unsupported dataset; pass a folder of class sub-folders or a .csv/.tsv/.jsonl file (text or a path column)")
