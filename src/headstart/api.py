@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import shutil
@@ -31,21 +30,15 @@ from headstart.config import ADVICE_KEYS, FitConfig, parameters_doc
 from headstart.data import Dataset, load_dataset
 from headstart.freezing import freeze_report
 from headstart.inference import prediction_records, score_split
-from headstart.io import atomic_write_text
 from headstart.model import TransferModel
 from headstart.progress import Progress
 from headstart.report.tracking import make_tracker
+from headstart.rundir import check_new_run_dir, default_run_dir, write_run_files
 from headstart.strategies import FitContext, Strategy, make_strategy
 from headstart.training import distributed
-from headstart.training.checkpoint import ARGS_NAME, Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
+from headstart.training.checkpoint import Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
 from headstart.training.loop import Callback, History, seed_everything
 from headstart.training.regularizers import L2SP, make_penalties
-
-METRICS_NAME = "metrics.json"
-HISTORY_NAME = "history.json"
-LOG_NAME = "log.txt"
-DATASET_NAME = "dataset.json"
-PREDICTIONS_NAME = "predictions.json"
 
 
 @dataclass
@@ -60,18 +53,6 @@ class Run:
     seconds: float
     predictions: dict[str, Any] = field(default_factory=dict)
     advice: dict[str, Any] | None = None
-
-
-def _default_run_dir(data: str | Path | Dataset, strategy: str) -> Path:
-    name = Path(data.source if isinstance(data, Dataset) else data).stem or "data"
-    return Path("runs") / f"{name}-{strategy}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def _check_run_dir(directory: Path, overwrite: bool) -> None:
-    if (checkpoint_dir(directory) / ARGS_NAME).is_file() and not overwrite:
-        raise FileExistsError(f"{directory}: holds an interrupted run; continue it with `headstart resume {directory}`, or pass --overwrite")
-    if directory.exists() and any(directory.iterdir()) and not overwrite:
-        raise FileExistsError(f"{directory}: already exists and is not empty; choose another --out or pass --overwrite")
 
 
 def fit(
@@ -152,11 +133,11 @@ def fit_config(data: str | Path | Dataset, config: FitConfig, *, callbacks: Sequ
     directory = None
     if config.save:
         strategy_name = config.strategy if isinstance(config.strategy, str) else config.strategy.name
-        directory = Path(config.out) if config.out is not None else _default_run_dir(data, strategy_name)
+        directory = Path(config.out) if config.out is not None else default_run_dir(data, strategy_name)
         if distributed.active():  # one name for all ranks (the default name has a timestamp)
             directory = Path(distributed.from_main(str(directory)))
     if directory is not None and not config.resume and main:
-        _check_run_dir(directory, config.overwrite)
+        check_new_run_dir(directory, config.overwrite)
     if config.resume and directory is None:
         raise ValueError("resume=True needs the run directory: pass out=RUN (or call headstart.resume(RUN))")
     distributed.barrier()  # rank 0 has checked (and cleared, with overwrite) the run directory
@@ -285,11 +266,8 @@ def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_s
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "headstart": __version__, "device": str(run.model.backbone.device)},
     }
     run.model.save_pretrained(run.directory, extra={"training": training, "dataset": {k: v for k, v in run.dataset.items() if k != "skipped_files"}})
-    atomic_write_text(run.directory / METRICS_NAME, json.dumps({**run.metrics, "seconds": run.seconds}, indent=2))
-    atomic_write_text(run.directory / HISTORY_NAME, json.dumps(run.history.to_dict(), indent=2))
-    atomic_write_text(run.directory / DATASET_NAME, json.dumps(run.dataset, indent=2))
-    atomic_write_text(run.directory / PREDICTIONS_NAME, json.dumps(run.predictions))
-    atomic_write_text(run.directory / LOG_NAME, "\n".join(log_lines + [f"skipped: {f} ({r})" for f, r in ((d["file"], d["reason"]) for d in run.dataset["skipped_files"])]) + "\n")
+    write_run_files(run.directory, metrics={**run.metrics, "seconds": run.seconds}, history=run.history.to_dict(), dataset=run.dataset,
+                    predictions=run.predictions, log_lines=log_lines)  # fmt: skip
 
 
 def resume(

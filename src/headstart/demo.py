@@ -17,6 +17,7 @@ from rich.table import Table
 from headstart.api import fit
 from headstart.data import load_elpv
 from headstart.report import write_report
+from headstart.rundir import REPORT_NAME
 
 
 def run_demo(*, limit: int = 800, epochs: int = 6, quiet: bool = False, out: str | Path | None = None) -> list[dict[str, object]]:
@@ -37,7 +38,7 @@ def run_demo(*, limit: int = 800, epochs: int = 6, quiet: bool = False, out: str
         for strategy in ("feature-extraction", "fine-tune"):  # written before the scratch run existed: now side by side
             write_report(base / strategy)
         if out is not None:
-            console.print(f"reports: {', '.join(str(base / s / 'report.html') for s in ('feature-extraction', 'fine-tune', 'scratch'))}")
+            console.print(f"reports: {', '.join(str(base / s / REPORT_NAME) for s in ('feature-extraction', 'fine-tune', 'scratch'))}")
     table = Table(title=f"transfer vs scratch on ELPV ({counts['test'] and sum(counts['test'].values())} test images)")
     for col in ("strategy", "test accuracy", "macro F1", "epochs", "seconds"):
         table.add_column(col, justify="left" if col == "strategy" else "right")

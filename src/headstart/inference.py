@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from headstart.data import Dataset, as_items, check_items, load_dataset, make_lo
 from headstart.data.preprocessing import ImagePreprocessing
 from headstart.metrics import classification_metrics
 from headstart.model import TransferModel
+from headstart.rundir import run_seed
 from headstart.training.loop import evaluate_loader
 
 
@@ -89,11 +89,7 @@ def evaluate(
     A run directory's own seed is used to split ``data``, so the run's training examples never
     land in its test split. Class names are matched by name, in any order.
     """
-    seed = 0
-    if not isinstance(model, TransferModel):
-        config_file = Path(model) / "config.json"
-        if config_file.is_file():
-            seed = int(json.loads(config_file.read_text()).get("training", {}).get("seed", 0))
+    seed = 0 if isinstance(model, TransferModel) else run_seed(model)
     model = _as_model(model)
     dataset = data if isinstance(data, Dataset) else load_dataset(data, seed=seed, text_column=text_column, label_column=label_column)
     if not dataset.items(split):

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import timm
 
-from headstart.api import Run, _default_run_dir, fit_config
+from headstart.api import Run, fit_config
 from headstart.backbones import list_backbones
 from headstart.config import PRETRAIN_ARCH, PRETRAIN_DEFAULTS, FitConfig
 from headstart.data import Dataset
+from headstart.rundir import CONFIG_NAME, default_run_dir
 from headstart.training.loop import Callback
 
 
@@ -35,7 +36,7 @@ def source_architecture(arch: str) -> str:
     embedded names and run directories are taken as they are: only their architecture is used.
     """
     embedded = [spec.name for spec in list_backbones()]
-    if arch in embedded or arch.startswith(("timm:", "hf:")) or (Path(arch) / "config.json").is_file():
+    if arch in embedded or arch.startswith(("timm:", "hf:")) or (Path(arch) / CONFIG_NAME).is_file():  # a run directory, or a Hugging Face config folder (same file name)
         return arch
     if timm.is_model(arch):
         return f"timm:{arch}"
@@ -107,5 +108,5 @@ def pretrain_config(data: str | Path | Dataset, arch: str, config: FitConfig, *,
     out = config.out
     backbone = source_architecture(arch)
     if config.save and out is None:
-        out = _default_run_dir(data, f"pretrain-{Path(arch).name.removeprefix('timm:').removeprefix('hf:').replace('/', '_')}")
+        out = default_run_dir(data, f"pretrain-{Path(arch).name.removeprefix('timm:').removeprefix('hf:').replace('/', '_')}")
     return fit_config(data, replace(config, backbone=backbone, strategy="scratch", out=out), callbacks=callbacks)

@@ -144,14 +144,15 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from headstart.backbones import create_backbone
     from headstart.freezing import BlockState, FreezeReport, freeze_report
     from headstart.model import TransferModel
+    from headstart.rundir import is_run_dir, read_run_config
 
     target = args.model
-    config = Path(target) / "config.json"
-    trained = json.loads(config.read_text()).get("training", {}).get("blocks") if config.is_file() else None
+    run = is_run_dir(target)
+    trained = read_run_config(target).get("training", {}).get("blocks") if run else None
     if trained:  # a run: the frozen/trainable state its training ended with (a reloaded model is all trainable)
         report = FreezeReport(tuple(BlockState(**row) for row in trained))
     else:
-        model: Any = TransferModel.from_pretrained(target) if config.is_file() else create_backbone(target, pretrained=False)
+        model: Any = TransferModel.from_pretrained(target) if run else create_backbone(target, pretrained=False)
         model.train()  # show the modes training would use: frozen blocks' BatchNorm stays in eval
         report = freeze_report(model)
     if args.json:

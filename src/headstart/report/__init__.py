@@ -28,6 +28,7 @@ run to TensorBoard or MLflow. The run directory's file names live in :mod:`heads
 from __future__ import annotations
 
 from headstart.report.figures import drawable
-from headstart.report.html import NAV, SavedRun, render_report, write_report
+from headstart.report.html import NAV, render_report, write_report
+from headstart.rundir import SavedRun
 
 __all__ = ["NAV", "SavedRun", "drawable", "render_report", "write_report"]

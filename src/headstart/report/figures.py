@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from headstart.report.html import SavedRun
+    from headstart.rundir import SavedRun
 
 TRAIN_COLOR, VAL_COLOR, KEPT_COLOR, ALERT_COLOR = "#2563eb", "#ea580c", "#16a34a", "#dc2626"
 

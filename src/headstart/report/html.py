@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,75 +30,9 @@ from headstart.report.figures import (
     _styled,
     drawable,
 )
-from headstart.rundir import (
-    CONFIG_NAME,
-    DATASET_NAME,
-    HISTORY_NAME,
-    LOG_NAME,
-    LR_FIND_NAME,
-    METRICS_NAME,
-    PREDICTIONS_NAME,
-    PROFILE_NAME,
-    REPORT_NAME,
-)
+from headstart.rundir import METRICS_NAME, REPORT_NAME, SavedRun
 
 GALLERY_SIZE = 12
-
-
-@dataclass
-class SavedRun:
-    """The files of one run directory, parsed (missing optional files are empty)."""
-
-    directory: Path
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    history: dict[str, Any]
-    dataset: dict[str, Any]
-    predictions: dict[str, Any] = field(default_factory=dict)
-    lr_find: dict[str, Any] | None = None
-    profile: dict[str, Any] | None = None
-    log: str = ""
-
-    @property
-    def training(self) -> dict[str, Any]:
-        return self.config.get("training", {})
-
-    @property
-    def strategy(self) -> str:
-        return str(self.training.get("strategy", {}).get("name", "?"))
-
-    @property
-    def test(self) -> dict[str, Any] | None:
-        return self.metrics.get("test") or self.metrics.get("val")
-
-    @classmethod
-    def load(cls, directory: str | Path) -> SavedRun:
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file() or not (directory / METRICS_NAME).is_file():
-            raise FileNotFoundError(f"{directory}: not a finished headstart run (needs {CONFIG_NAME} and {METRICS_NAME}); pass a directory `headstart fit` wrote")
-
-        def read(name: str) -> Any:
-            path = directory / name
-            if not path.is_file():
-                return None
-            try:
-                return json.loads(path.read_text(encoding="utf-8"))
-            except ValueError as error:
-                raise ValueError(f"{path}: not valid JSON ({error}); the run is damaged, fit it again") from None
-
-        config = read(CONFIG_NAME)
-        log = directory / LOG_NAME
-        return cls(
-            directory=directory,
-            config=config,
-            metrics=read(METRICS_NAME),
-            history=read(HISTORY_NAME) or {"epochs": []},
-            dataset=read(DATASET_NAME) or config.get("dataset", {}),
-            predictions=read(PREDICTIONS_NAME) or {},
-            lr_find=read(LR_FIND_NAME),
-            profile=read(PROFILE_NAME),
-            log=log.read_text(encoding="utf-8", errors="replace") if log.is_file() else "",
-        )
 
 
 def write_report(directory: str | Path, *, compare: Sequence[str | Path] = (), out: str | Path | None = None) -> Path:

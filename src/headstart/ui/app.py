@@ -25,12 +25,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
-from headstart.api import _default_run_dir, fit, resume
+from headstart.api import fit, resume
 from headstart.data import check_file, load_dataset
 from headstart.errors import USER_ERRORS, error_line, is_user_error
 from headstart.inference import predict
 from headstart.model import TransferModel
-from headstart.rundir import ARGS_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_NAME, REPORT_NAME, STATE_NAME
+from headstart.rundir import ARGS_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_NAME, REPORT_NAME, STATE_NAME, default_run_dir
 from headstart.training.checkpoint import checkpoint_dir, read_fit_args
 from headstart.ui.jobs import Busy, JobRunner, LiveProgress, _finite
 from headstart.ui.uploads import MAX_UNPACKED, _dataset_root, _size, browse_folder, extract_zip, inside, safe_name, save_examples
@@ -192,7 +192,7 @@ def create_app(*, allowed: Sequence[str | Path] = (".",), project: str | Path = 
     def train_job(request: TrainRequest) -> dict[str, Any]:
         path = inside(request.path, readable)
         settings = _fit_settings(request)
-        out = project / _default_run_dir(path, request.strategy + (f"-cut-{safe_name(str(settings['cut']), 'cut')}" if settings.get("cut") else ""))  # a cut network shows in the name
+        out = project / default_run_dir(path, request.strategy + (f"-cut-{safe_name(str(settings['cut']), 'cut')}" if settings.get("cut") else ""))  # a cut network shows in the name
 
         def work(job: JobRunner) -> dict[str, Any]:
             fit(path, backbone=request.backbone, strategy=request.strategy, out=out, patience="default" if request.patience is None else request.patience,
