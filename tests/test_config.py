@@ -152,3 +152,15 @@ def test_validation_messages():
             check_strategy_options("feature-extraction", {**options, name: value})
     with pytest.raises(ValueError, match="Unknown strategy 'nope'"):
         check_strategy_options("nope", options)
+
+
+def test_web_form_fields_are_fit_options_with_fit_defaults():
+    pytest.importorskip("fastapi")
+    from headstart.config import ADVICE_KEYS
+    from headstart.ui.app import TrainRequest
+
+    names = {f.name for f in fields(FitConfig)}
+    form = {k: v.default for k, v in TrainRequest.model_fields.items() if k not in ("path", "settings")}
+    assert set(form) <= names and set(ADVICE_KEYS) <= names
+    for name, default in form.items():  # the form's None for patience is fit's "default" (the strategy's own)
+        assert default == getattr(DEFAULTS, name) or (default is None and getattr(DEFAULTS, name) == "default"), name

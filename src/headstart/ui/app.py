@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from headstart.api import fit, resume
+from headstart.config import ADVICE_KEYS, STRATEGY_HELP
 from headstart.data import check_file, load_dataset
 from headstart.errors import USER_ERRORS, error_line, is_user_error
 from headstart.inference import predict
@@ -38,16 +39,6 @@ from headstart.ui.uploads import MAX_UNPACKED, _dataset_root, _size, browse_fold
 log = logging.getLogger("headstart.ui")
 
 TOP_K = 5  # classes shown per prediction
-STRATEGY_HELP = {
-    "feature-extraction": "Fastest. The pretrained network stays as it is; only a new last layer learns your classes. Best with few examples.",
-    "fine-tune": "The top layers of the network also adapt to your examples. Slower; helps with a few hundred examples per class or more.",
-    "full": "Every layer adapts. Slowest; needs many examples.",
-    "gradual": "Layers are unfrozen one at a time from the top (ULMFiT).",
-    "lora": "Small adapter weights inside a transformer learn; the network itself stays frozen (text models).",
-    "contrastive": "A handful of texts per class: the text model first learns from pairs of your examples (SetFit), then a new last layer.",
-    "scratch": "No pretrained knowledge at all: a baseline that shows what transfer bought.",
-}
-ADVICE_KEYS = ("cut", "trainable_blocks", "lr", "body_lr", "epochs", "batchnorm")  # what advise() may set in Advice.fit_kwargs
 
 
 
