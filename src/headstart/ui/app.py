@@ -140,9 +140,9 @@ def create_app(*, allowed: Sequence[str | Path] = (".",), project: str | Path = 
     app = FastAPI(title="headstart", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
     app.state.runner, app.state.project, app.state.allowed = runner, project, readable
     app.add_exception_handler(Busy, _refusal(409))
-    app.add_exception_handler(PermissionError, _refusal(403))
     for kind in USER_ERRORS:
         app.add_exception_handler(kind, _refusal(400))
+    app.add_exception_handler(PermissionError, _refusal(403))  # after the loop: PermissionError is a user error too
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, _unexpected)
 
