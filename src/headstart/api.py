@@ -41,7 +41,10 @@ from headstart.progress import Progress
 from headstart.training.regularizers import L2SP, make_penalties
 from headstart.strategies import FitContext, Strategy, make_strategy
 from headstart.report.tracking import make_tracker
-from headstart.training.loop import Callback, History, evaluate_loader, seed_everything
+from headstart.training.callbacks import Callback
+from headstart.training.evaluation import evaluate_loader
+from headstart.training.loop import seed_everything
+from headstart.training.state import History
 
 METRICS_NAME = "metrics.json"
 HISTORY_NAME = "history.json"

@@ -22,7 +22,7 @@ import timm
 from headstart.api import Run, _default_run_dir, fit
 from headstart.backbones import list_backbones
 from headstart.data import Dataset
-from headstart.training.loop import Callback
+from headstart.training.callbacks import Callback
 
 
 def source_architecture(arch: str) -> str:

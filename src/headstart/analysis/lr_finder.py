@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.training.loop import param_groups, to_device
+from headstart.training.evaluation import to_device
+from headstart.training.optim import param_groups
 
 
 @dataclass

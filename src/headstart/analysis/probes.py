@@ -26,7 +26,7 @@ from headstart.caches.embeddings import EmbeddingCache
 from headstart.io import atomic_write_text
 from headstart.model import read_run_config
 from headstart.progress import Progress
-from headstart.training.loop import to_device
+from headstart.training.evaluation import to_device
 from headstart.analysis.transferability import leep, logme
 
 MAX_PROFILED_BLOCKS = 24

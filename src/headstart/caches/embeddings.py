@@ -25,7 +25,7 @@ from headstart.data import content_key, make_loader
 from headstart.freezing import fold_batchnorm
 from headstart.io import ShardStore
 from headstart.progress import Progress
-from headstart.training.loop import to_device
+from headstart.training.evaluation import to_device
 
 SHARD_ROWS = 4096  # examples per cache shard: what memory holds while embedding
 
