@@ -41,7 +41,7 @@ from headstart.data import Dataset, load_image, stratified_split, tensor_loader
 from headstart.data.preprocessing import ImagePreprocessing
 from headstart.freezing import freeze_bottom, set_batchnorm
 from headstart.model import TransferModel
-from headstart.training.loop import TrainSettings, evaluate_loader, fit_model, seed_everything
+from headstart.training import TrainSettings, evaluate_loader, fit_model, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "yosinski.jsonl"

@@ -21,9 +21,12 @@ from headstart.api import fit, resume
 from headstart.freezing import FreezableMixin, FreezeAuditError, audit_freeze, freeze_bottom, frozen_parameter_names
 from headstart.inference import from_pretrained, predict_proba
 from headstart.model import TransferModel
+from headstart.training.callbacks import Callback
 from headstart.training.checkpoint import checkpoint_dir
-from headstart.training.loop import Callback, TrainSettings, block_rates, fit_model, param_groups
+from headstart.training.loop import fit_model
+from headstart.training.optim import block_rates, param_groups
 from headstart.training.regularizers import BSS, L2SP
+from headstart.training.state import TrainSettings
 
 SMALL = {"cut": "stage3", "image_size": 64, "batch_size": 8}  # a fast, real fine-tune on the ELPV fixture
 GRADUAL = {"strategy": "gradual", "epochs": 2, "unfreeze_blocks": 2, "l2sp": 0.01, **SMALL}
@@ -48,7 +51,7 @@ class Corrupt(Callback):
         self.how = how
 
     def on_fit_start(self, state):
-        model, optimizer = state["model"], state["optimizer"]
+        model, optimizer = state.model, state.optimizer
         frozen = next(p for p in model.parameters() if not p.requires_grad)
         if self.how == "requires_grad":
             frozen.requires_grad_(True)
@@ -94,7 +97,7 @@ def test_audit_catches_batchnorm_of_frozen_blocks_in_train_mode(model, monkeypat
 def test_audit_after_resume_refuses_a_different_frozen_set(elpv_folder, tmp_path):
     class Stop(Callback):
         def on_epoch_end(self, state):
-            if state["phase"] == "fine-tune":
+            if state.phase == "fine-tune":
                 raise KeyboardInterrupt
 
     kwargs = dict(strategy="fine-tune", epochs=2, trainable_blocks=1, head_warmup=False, quiet=True, **SMALL)
@@ -123,15 +126,16 @@ _CHILD = textwrap.dedent(
     """
     import os, signal, sys
     import headstart.training.loop as training
+    from headstart.training.callbacks import Callback
     from headstart.api import fit
 
     armed, seen = False, 0
     original = training.to_device
 
-    class Arm(training.Callback):
+    class Arm(Callback):
         def on_epoch_end(self, state):
             global armed
-            armed = state["phase"] == "gradual-2"  # after the first epoch of the second unfreezing stage
+            armed = state.phase == "gradual-2"  # after the first epoch of the second unfreezing stage
 
     def to_device(inputs, device):
         global seen

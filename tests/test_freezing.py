@@ -8,7 +8,7 @@ import torch
 
 from headstart.freezing import freeze, freeze_report, select_blocks, unfreeze
 from headstart.model import TransferModel
-from headstart.training.loop import TrainSettings, fit_model, param_groups
+from headstart.training import TrainSettings, fit_model, param_groups
 
 
 @pytest.fixture()

@@ -10,8 +10,8 @@ import torch
 
 from headstart.api import fit, resume
 from headstart.cli import main
+from headstart.training.callbacks import Callback
 from headstart.training.checkpoint import checkpoint_dir
-from headstart.training.loop import Callback
 
 
 class InterruptAt(Callback):
@@ -21,7 +21,7 @@ class InterruptAt(Callback):
         self.phase, self.epoch, self.seen = phase, epoch, 0
 
     def on_epoch_end(self, state):
-        if state["phase"] == self.phase:
+        if state.phase == self.phase:
             self.seen += 1
             if self.seen == self.epoch:
                 raise KeyboardInterrupt
@@ -32,7 +32,7 @@ class CountEpochs(Callback):
         self.epochs: list[str] = []
 
     def on_epoch_end(self, state):
-        self.epochs.append(state["phase"])
+        self.epochs.append(state.phase)
 
 
 def _curves(run):
@@ -90,7 +90,7 @@ class OutOfMemoryAbove(Callback):
         self.limit = limit
 
     def on_fit_start(self, state):
-        if state["train_loader"].batch_size > self.limit:
+        if state.train_loader.batch_size > self.limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
@@ -157,7 +157,7 @@ class PoisonWeights(Callback):
 
     def on_fit_start(self, state):
         with torch.no_grad():
-            next(state["model"].parameters()).fill_(float("nan"))
+            next(state.model.parameters()).fill_(float("nan"))
 
 
 def test_nan_loss_stops_with_a_hint_to_lower_the_learning_rate(elpv_folder, tmp_path):

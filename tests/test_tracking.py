@@ -49,11 +49,11 @@ def test_mlflow_run_is_closed_when_the_fit_breaks(error, status, elpv_folder, tm
     from mlflow.tracking import MlflowClient
 
     from headstart.api import fit
-    from headstart.training.loop import Callback
+    from headstart.training.callbacks import Callback
 
     class Break(Callback):
         def on_epoch_end(self, state):
-            if state["epoch"] == 2:
+            if state.epoch == 2:
                 raise error("stopped by the test")
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from headstart.training.loop import History, TrainSettings, fit_model
+from headstart.training import History, TrainSettings, fit_model
 
 
 def test_monitor_val_accuracy_breaks_ties_by_loss():

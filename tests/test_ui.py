@@ -18,7 +18,7 @@ testclient = pytest.importorskip("fastapi.testclient", reason="FastAPI's TestCli
 
 from conftest import class_folder  # noqa: E402
 
-from headstart.training.loop import Callback  # noqa: E402
+from headstart.training.callbacks import Callback  # noqa: E402
 from headstart.ui import create_app  # noqa: E402
 
 
@@ -167,7 +167,7 @@ class StopAt(Callback):
         self.n = n
 
     def on_epoch_end(self, state):
-        if state["epoch"] == self.n:
+        if state.epoch == self.n:
             raise KeyboardInterrupt
 
 

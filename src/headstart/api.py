@@ -36,9 +36,11 @@ from headstart.report.tracking import make_tracker
 from headstart.rundir import check_new_run_dir, default_run_dir, write_run_files
 from headstart.strategies import FitContext, Strategy, make_strategy
 from headstart.training import distributed
+from headstart.training.callbacks import Callback
 from headstart.training.checkpoint import Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
-from headstart.training.loop import Callback, History, seed_everything
+from headstart.training.loop import seed_everything
 from headstart.training.regularizers import L2SP, make_penalties
+from headstart.training.state import History
 
 
 @dataclass
@@ -114,7 +116,7 @@ def fit(
     data : path or Dataset
         An image folder (class sub-folders, optional train/val/test) or a CSV/TSV/JSONL file.
     callbacks : sequence of Callback, default=()
-        Called by every training phase (see :class:`headstart.training.loop.Callback`).
+        Called by every training phase (see :class:`headstart.training.callbacks.Callback`).
     """
     return fit_config(data, FitConfig.from_arguments(locals()), callbacks=callbacks)
 

@@ -21,7 +21,7 @@ from headstart.data.preprocessing import ImagePreprocessing
 from headstart.metrics import classification_metrics
 from headstart.model import TransferModel
 from headstart.rundir import run_seed
-from headstart.training.loop import evaluate_loader
+from headstart.training.evaluation import evaluate_loader
 
 
 @dataclass

@@ -25,7 +25,7 @@ from headstart.backbones import list_backbones
 from headstart.config import PRETRAIN_ARCH, PRETRAIN_DEFAULTS, FitConfig
 from headstart.data import Dataset
 from headstart.rundir import CONFIG_NAME, default_run_dir
-from headstart.training.loop import Callback
+from headstart.training.callbacks import Callback
 
 
 def source_architecture(arch: str) -> str:

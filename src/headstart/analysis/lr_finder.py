@@ -31,7 +31,9 @@ from headstart.io import atomic_path, atomic_write_text
 from headstart.model import TransferModel
 from headstart.progress import Progress
 from headstart.rundir import LR_FIND_NAME
-from headstart.training.loop import param_groups, seed_everything, to_device
+from headstart.training.evaluation import to_device
+from headstart.training.loop import seed_everything
+from headstart.training.optim import param_groups
 
 
 @dataclass

@@ -27,7 +27,7 @@ from headstart.data import Dataset, load_dataset, make_loader, stratified_split
 from headstart.io import atomic_write_text
 from headstart.progress import Progress
 from headstart.rundir import read_run_config
-from headstart.training.loop import to_device
+from headstart.training.evaluation import to_device
 
 MAX_PROFILED_BLOCKS = 24
 SHIFT_EXAMPLES = 128  # examples whose activation statistics are compared with the source's (enough for per-channel moments)

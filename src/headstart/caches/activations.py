@@ -28,7 +28,7 @@ from headstart.data import make_loader
 from headstart.freezing import fold_batchnorm, is_frozen
 from headstart.model import TransferModel
 from headstart.progress import Progress
-from headstart.training.loop import to_device
+from headstart.training.evaluation import to_device
 
 MAX_BUDGET = 4 << 30
 

@@ -26,7 +26,7 @@ from headstart.freezing import fold_batchnorm
 from headstart.io import ShardStore
 from headstart.progress import Progress
 from headstart.training import distributed
-from headstart.training.loop import to_device
+from headstart.training.evaluation import to_device
 
 SHARD_ROWS = 4096  # examples per cache shard: what memory holds while embedding
 

@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from headstart.training.loop import Callback
+from headstart.training.callbacks import Callback
+from headstart.training.state import TrainState
 
 TRACKERS = ("tensorboard", "mlflow")
 CURVES = {"train_loss": "loss/train", "val_loss": "loss/val", "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val", "lr": "lr"}
@@ -26,7 +27,7 @@ HELD_OUT = ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "loss")
 class Tracker(Callback):
     """A training callback that also hears about the start and the end of the whole fit.
 
-    ``on_epoch_end`` (see :class:`headstart.training.loop.Callback`) sends each epoch's record.
+    ``on_epoch_end`` (see :class:`headstart.training.callbacks.Callback`) sends each epoch's record.
     """
 
     def start(self, name: str, arguments: dict[str, Any]) -> None:
@@ -57,8 +58,8 @@ class TensorBoardTracker(Tracker):
         self.writer = self._writer_class(log_dir=str(self.log_dir))
         self.writer.add_text("arguments", "\n".join(f"    {k}: {v}" for k, v in sorted(arguments.items())), 0)
 
-    def on_epoch_end(self, state: dict[str, Any]) -> None:
-        record = state["record"]
+    def on_epoch_end(self, state: TrainState) -> None:
+        record = state.record
         for key, tag in CURVES.items():
             if key in record:
                 self.writer.add_scalar(tag, float(record[key]), record["epoch"])
@@ -106,8 +107,8 @@ class MLflowTracker(Tracker):
         self.run_id = run.info.run_id
         self.mlflow.log_params({k: ("" if v is None else str(v)[:500]) for k, v in arguments.items()})
 
-    def on_epoch_end(self, state: dict[str, Any]) -> None:
-        record = state["record"]
+    def on_epoch_end(self, state: TrainState) -> None:
+        record = state.record
         self.mlflow.log_metrics({key: float(record[key]) for key in CURVES if key in record}, step=int(record["epoch"]))
 
     def finish(self, metrics: dict[str, Any], directory: Path | None) -> None:

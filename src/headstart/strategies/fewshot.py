@@ -7,7 +7,7 @@ different-class pairs to 0; 48 examples give thousands of pairs. The head is the
 tuned embeddings. The class names are data too: :func:`templated_examples` turns each into
 sentences ("This sentence is joy"), SetFit's own ``get_templated_dataset``, added to the few labelled
 examples before tuning and for the head. Here it is built from headstart's pieces: the backbone's own tokeniser and
-pooling, AdamW with :func:`~headstart.training.loop.make_scheduler`, and :func:`warm_up_head` (or any
+pooling, AdamW with :func:`~headstart.training.optim.make_scheduler`, and :func:`warm_up_head` (or any
 classifier on :func:`embed`) afterwards.
 """
 
@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from headstart.progress import Progress
-from headstart.training.loop import make_scheduler, to_device
+from headstart.training.evaluation import to_device
+from headstart.training.optim import make_scheduler
 
 
 def templated_examples(

@@ -28,11 +28,9 @@ from safetensors.torch import load_file, save_file
 
 from headstart.freezing import check_frozen_set, frozen_parameter_names
 from headstart.io import atomic_path, atomic_write_text
-from headstart.training.loop import Callback
-
-CHECKPOINT_DIR = "checkpoint"
-ARGS_NAME = "fit.json"
-STATE_NAME = "state.json"
+from headstart.rundir import ARGS_NAME, CHECKPOINT_DIR, STATE_NAME
+from headstart.training.callbacks import Callback
+from headstart.training.state import Best, TrainState
 
 
 def checkpoint_dir(run: str | Path) -> Path:
@@ -107,86 +105,86 @@ class Checkpoint(Callback):
         self.phase_index, self.phase_ends, self.saved, self.replaying = -1, [], None, False
 
     # -- hooks -------------------------------------------------------------------------------
-    def on_fit_start(self, state: dict[str, Any]) -> None:
+    def on_fit_start(self, state: TrainState) -> None:
         self.phase_index += 1
         saved = self.saved
         self.replaying = saved is not None and (saved["phase_index"] > self.phase_index or saved["finished"])
         if saved is None or saved["phase_index"] < self.phase_index:
             return
-        history = state["history"]
+        history = state.history
         self.phase_ends = saved["phase_ends"][: self.phase_index]
         if saved["phase_index"] > self.phase_index:  # finished before the interruption; a later phase holds the weights
             history.epochs[:] = saved["history"][: saved["phase_ends"][self.phase_index]]
-            state["epochs_done"], state["resume"] = state["settings"].epochs, (None, None, 0, 0)
+            state.epochs_done, state.best = state.settings.epochs, Best()
             return
         tensors = saved["tensors"]
         history.epochs[:] = saved["history"]
         history.kept_epoch = saved["kept_epoch"]
         history.audits[:] = saved.get("audits", [])
-        state["model"].load_state_dict(_unprefixed("model", tensors))
+        state.model.load_state_dict(_unprefixed("model", tensors))
         _set_rng_state(saved["rng"], tensors)
         self.saved = None  # restored: from here on this instance saves again
         if saved["finished"]:
-            state["epochs_done"], state["resume"] = state["settings"].epochs, (None, None, 0, 0)
+            state.epochs_done, state.best = state.settings.epochs, Best()
             return
-        check_frozen_set(state["model"], saved["frozen"], phase=saved["phase"])  # before the optimizer state, whose groups follow it
-        state["resumed"] = True
+        check_frozen_set(state.model, saved["frozen"], phase=saved["phase"])  # before the optimizer state, whose groups follow it
+        state.resumed = True
         optimizer_state = {"state": {}, "param_groups": saved["optimizer_groups"]}
         for key, value in _unprefixed("optimizer", tensors).items():
             index, name = key.split("/", 1)
             optimizer_state["state"].setdefault(int(index), {})[name] = value
-        state["optimizer"].load_state_dict(optimizer_state)
-        state["scheduler"].load_state_dict(saved["scheduler"])
-        generator = getattr(state["train_loader"], "generator", None)
+        state.optimizer.load_state_dict(optimizer_state)
+        state.scheduler.load_state_dict(saved["scheduler"])
+        generator = getattr(state.train_loader, "generator", None)
         if generator is not None and "rng/loader" in tensors:
             generator.set_state(tensors["rng/loader"])
         best = saved["best"]
         best_state = _unprefixed("best", tensors) or None
         done = len(saved["history"]) - (self.phase_ends[-1] if self.phase_ends else 0)
-        patience = state["settings"].patience
+        patience = state.settings.patience
         if patience is not None and best["waited"] >= patience:
-            done = state["settings"].epochs  # early stopping had already decided
-        state["epochs_done"], state["resume"] = done, (best["record"], best_state, best["epoch"], best["waited"])
+            done = state.settings.epochs  # early stopping had already decided
+        state.epochs_done, state.best = done, Best(best["record"], best_state, best["epoch"], best["waited"])
 
-    def on_epoch_end(self, state: dict[str, Any]) -> None:
+    def on_epoch_end(self, state: TrainState) -> None:
         self._save(state, finished=False)
 
-    def on_fit_end(self, state: dict[str, Any]) -> None:
+    def on_fit_end(self, state: TrainState) -> None:
         if self.replaying:
             self.replaying = False
-            self.phase_ends.append(len(state["history"].epochs))
+            self.phase_ends.append(len(state.history.epochs))
             return
-        self.phase_ends.append(len(state["history"].epochs))
+        self.phase_ends.append(len(state.history.epochs))
         self._save(state, finished=True)
 
     # -- storage -----------------------------------------------------------------------------
-    def _save(self, state: dict[str, Any], *, finished: bool) -> None:
+    def _save(self, state: TrainState, *, finished: bool) -> None:
         if not self.write:
             return
         rng_meta, tensors = _rng_state()
-        tensors.update(_prefixed("model", state["model"].state_dict()))
+        tensors.update(_prefixed("model", state.model.state_dict()))
         meta: dict[str, Any] = {
-            "phase": state["phase"],
+            "phase": state.phase,
             "phase_index": self.phase_index,
             "phase_ends": self.phase_ends,
             "finished": finished,
-            "history": state["history"].epochs,
-            "kept_epoch": state["history"].kept_epoch,
-            "audits": state["history"].audits,
-            "frozen": sorted(frozen_parameter_names(state["model"])),
+            "history": state.history.epochs,
+            "kept_epoch": state.history.kept_epoch,
+            "audits": state.history.audits,
+            "frozen": sorted(frozen_parameter_names(state.model)),
             "rng": rng_meta,
         }
         if not finished:
-            optimizer = state["optimizer"].state_dict()
+            optimizer = state.optimizer.state_dict()
             for index, values in optimizer["state"].items():
                 tensors.update(_prefixed(f"optimizer/{index}", {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}))
             meta["optimizer_groups"] = optimizer["param_groups"]
-            meta["scheduler"] = state["scheduler"].state_dict()
-            best_record, best_state, best_epoch, waited = state["best"]
-            meta["best"] = {"record": best_record, "epoch": best_epoch, "waited": waited}
-            if best_state is not None:
-                tensors.update(_prefixed("best", best_state))
-            generator = getattr(state["train_loader"], "generator", None)
+            meta["scheduler"] = state.scheduler.state_dict()
+            best = state.best
+            meta["best"] = {"record": best.record, "epoch": best.epoch, "waited": best.waited}
+            if best.weights is not None:
+                tensors.update(_prefixed("best", best.weights))
+            generator = getattr(state.train_loader, "generator", None)
             if generator is not None:
                 tensors["rng/loader"] = generator.get_state()
         name = f"tensors-{uuid.uuid4().hex[:12]}.safetensors"

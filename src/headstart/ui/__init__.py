@@ -15,7 +15,7 @@ What the server does on its own:
 
 * **one job at a time** (advice, training or resume) on a background thread (:class:`~headstart.ui.jobs.JobRunner`);
   a second request gets HTTP 409 and a sentence saying what is running. Training is
-  :func:`headstart.api.fit` with a :class:`~headstart.training.loop.Callback` that copies each epoch's
+  :func:`headstart.api.fit` with a :class:`~headstart.training.callbacks.Callback` that copies each epoch's
   record into the job state (the page draws the curves from it) and is also the cancel point;
 * **cancel is Ctrl-C at an epoch boundary**: the callback raises ``KeyboardInterrupt`` after the
   run's :class:`~headstart.training.checkpoint.Checkpoint` saved the epoch, so ``fit`` stops the way it does

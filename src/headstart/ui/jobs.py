@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from headstart.errors import error_line, is_user_error
-from headstart.training.loop import Callback
+from headstart.training.callbacks import Callback
+from headstart.training.state import TrainState
 
 log = logging.getLogger("headstart.ui")
 
@@ -37,7 +38,7 @@ class JobRunner:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
-        self._state: dict[str, Any] = {"status": "idle", "id": 0}
+        self._state: TrainState = {"status": "idle", "id": 0}
 
     def start(self, kind: str, title: str, work: Callable[[JobRunner], dict[str, Any]], **info: Any) -> dict[str, Any]:
         with self._lock:
@@ -118,11 +119,11 @@ class LiveProgress(Callback):
     def __init__(self, runner: JobRunner) -> None:
         self.runner = runner
 
-    def on_fit_start(self, state: dict[str, Any]) -> None:
+    def on_fit_start(self, state: TrainState) -> None:
         self.runner.check_cancel()
-        done = [{k: r.get(k) for k in EPOCH_KEYS} for r in state["history"].epochs]  # a resumed run's earlier epochs
-        self.runner.update(phase=state["phase"], phase_epochs=state["settings"].epochs, phase_first=len(done), epochs=done)
+        done = [{k: r.get(k) for k in EPOCH_KEYS} for r in state.history.epochs]  # a resumed run's earlier epochs
+        self.runner.update(phase=state.phase, phase_epochs=state.settings.epochs, phase_first=len(done), epochs=done)
 
-    def on_epoch_end(self, state: dict[str, Any]) -> None:
-        self.runner.add_epoch({k: state["record"].get(k) for k in EPOCH_KEYS})
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.runner.add_epoch({k: state.record.get(k) for k in EPOCH_KEYS})
         self.runner.check_cancel()

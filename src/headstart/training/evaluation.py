@@ -1,0 +1,63 @@
+"""Running a model over batches without training it: device moves, loss and probabilities, validation.
+
+Shared by the training loop and the callbacks that validate (:class:`~headstart.training.callbacks.KeepBest`
+scores the starting weights of a later phase), so it lives apart from both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import headstart.training.distributed as distributed
+
+
+def to_device(inputs: Any, device: torch.device) -> Any:
+    """Move a batch (tensor or dict of tensors) to ``device``; image batches go channels-last.
+
+    Batches from pinned memory (loaders pin on a GPU machine) are copied asynchronously.
+    """
+    if isinstance(inputs, dict):
+        return {k: to_device(v, device) for k, v in inputs.items()}
+    blocking = not inputs.is_pinned() if device.type == "cuda" else True
+    if inputs.ndim == 4:
+        return inputs.to(device, memory_format=torch.channels_last, non_blocking=not blocking)
+    return inputs.to(device, non_blocking=not blocking)
+
+
+@torch.inference_mode()
+def evaluate_loader(
+    model: nn.Module, loader: Iterable[Any], device: torch.device | None = None, views: Sequence[Any] | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean cross-entropy loss, class probabilities and labels over ``loader``.
+
+    ``views`` (test-time augmentation, see :data:`headstart.data.preprocessing.TTA_VIEWS`): functions of
+    the input batch whose class probabilities are averaged.
+    """
+    model.eval()
+    device = device or next(model.parameters()).device
+    losses, probs, labels = [], [], []
+    for inputs, y in loader:
+        inputs = to_device(inputs, device)
+        p = torch.stack([model(view(inputs)).float().softmax(-1) for view in views]).mean(0) if views and len(views) > 1 else model(inputs).float().softmax(-1)
+        y = y.to(device)
+        if (y >= 0).all():
+            losses.append(nn.functional.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum").item())
+        probs.append(p.cpu().numpy())
+        labels.append(y.cpu().numpy())
+    if not labels:  # this rank's share of a tiny set can be empty
+        return float("nan"), np.empty((0, 0), dtype=np.float32), np.empty(0, dtype=np.int64)
+    n = sum(len(x) for x in labels)
+    return (sum(losses) / n if losses and n else float("nan")), np.concatenate(probs), np.concatenate(labels)
+
+
+def validate(model: nn.Module, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
+    """``val_loss`` and ``val_accuracy`` over ``loader``; under torchrun each rank holds a share and the sums are reduced."""
+    loss, probs, labels = evaluate_loader(model, loader, device)
+    n = len(labels)
+    loss_sum, correct, n = distributed.sum_over_ranks(loss * n if n else 0.0, float((probs.argmax(1) == labels).sum()) if n else 0.0, n)
+    return {"val_loss": loss_sum / n if n else float("nan"), "val_accuracy": correct / n if n else float("nan")}
