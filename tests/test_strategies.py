@@ -9,8 +9,9 @@ from typing import ClassVar
 import torch
 from conftest import class_folder
 
-from headstart.api import fit, from_pretrained
+from headstart.api import fit
 from headstart.freezing import freeze_bottom
+from headstart.inference import from_pretrained
 from headstart.strategies import Strategy
 from headstart.training import TrainSettings
 

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from headstart.rundir import CONFIG_NAME, HISTORY_NAME, METRICS_NAME, REPORT_NAME
 from headstart.training.callbacks import Callback
 from headstart.training.state import TrainState
 
@@ -116,7 +117,7 @@ class MLflowTracker(Tracker):
             if isinstance(values, dict):
                 self.mlflow.log_metrics({f"{split}/{name}": float(values[name]) for name in HELD_OUT if name in values})
         if directory is not None:
-            for name in ("report.html", "metrics.json", "history.json", "config.json"):
+            for name in (REPORT_NAME, METRICS_NAME, HISTORY_NAME, CONFIG_NAME):
                 if (directory / name).is_file():
                     self.mlflow.log_artifact(str(directory / name))
         self.mlflow.end_run()
