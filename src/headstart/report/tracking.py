@@ -144,7 +144,5 @@ def make_tracker(log_to: str | None, *, uri: str | None, directory: Path | None,
 
 
 def _report(directory: Path | None) -> Path | None:
-    from headstart.rundir import REPORT_NAME
-
     path = directory / REPORT_NAME if directory is not None else None
     return path if path is not None and path.is_file() else None
