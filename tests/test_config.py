@@ -160,7 +160,8 @@ def test_web_form_fields_are_fit_options_with_fit_defaults():
     from headstart.ui.app import TrainRequest
 
     names = {f.name for f in fields(FitConfig)}
-    form = {k: v.default for k, v in TrainRequest.model_fields.items() if k not in ("path", "settings")}
-    assert set(form) <= names and set(ADVICE_KEYS) <= names
+    form = {k: v.default for k, v in TrainRequest.model_fields.items() if k not in ("path", "settings") and not v.is_required()}
+    assert {"backbone", "strategy", "epochs", "patience"} <= set(TrainRequest.model_fields)
+    assert set(TrainRequest.model_fields) - {"path", "settings"} <= names and set(ADVICE_KEYS) <= names
     for name, default in form.items():  # the form's None for patience is fit's "default" (the strategy's own)
         assert default == getattr(DEFAULTS, name) or (default is None and getattr(DEFAULTS, name) == "default"), name

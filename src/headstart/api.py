@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +33,7 @@ from headstart.freezing import freeze_report
 from headstart.inference import prediction_records, score_split
 from headstart.model import TransferModel
 from headstart.progress import Progress
-from headstart.report.tracking import make_tracker
+from headstart.report.tracking import Tracker, make_tracker
 from headstart.rundir import check_new_run_dir, default_run_dir, write_run_files
 from headstart.strategies import FitContext, Strategy, make_strategy
 from headstart.training import distributed
@@ -125,13 +126,68 @@ fit.__doc__ = (fit.__doc__ or "").rstrip() + "\n" + parameters_doc()
 
 
 def fit_config(data: str | Path | Dataset, config: FitConfig, *, callbacks: Sequence[Callback] = ()) -> Run:
-    """:func:`fit` with its options in one :class:`FitConfig`: what ``headstart fit`` and :func:`resume` call."""
+    """:func:`fit` with its options in one :class:`FitConfig`: what ``headstart fit`` and :func:`resume` call.
+
+    The recipe: check the run directory, read the data, measure it when ``strategy="auto"``, build
+    the strategy and the model, train, score the held-out splits, save the run and its report.
+    """
     config.validate()
     arguments = {"data": str(data) if isinstance(data, Path) else data, **config.saved_arguments()}  # saved in the checkpoint so that `resume` can repeat the call
     started = time.perf_counter()
     distributed.setup()  # under torchrun: join the group; only rank 0 writes files and prints
     main = distributed.is_main()
     quiet = config.quiet or not main
+    directory = _run_directory(data, config, main)
+    checkpoint = Checkpoint(directory, resume=config.resume, write=main) if directory is not None else None
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=config.text_column, label_column=config.label_column, seed=config.seed)
+    config, advice = _with_advice(dataset, config, quiet)
+    strategy = config.strategy if isinstance(config.strategy, Strategy) else make_strategy(config.strategy, **config.strategy_options())
+    config.validate(strategy.name)
+    if directory is not None and not config.resume and main:
+        write_fit_args(directory, {**arguments, **advice.settings, "data": str(Path(dataset.source).resolve()) if not isinstance(data, Dataset) else None,
+                                   "strategy": strategy.name if isinstance(config.strategy, str) else None})  # fmt: skip
+
+    def build() -> TransferModel:
+        seed_everything(config.seed)
+        model = TransferModel.from_backbone(config.backbone, dataset.classes, cut=config.cut, hidden=config.hidden, dropout=config.dropout, pretrained=strategy.pretrained, weights=config.weights)
+        match_data(model.backbone, dataset, image_size=config.image_size, tta=config.tta)
+        return model.to(distributed.device()).fast_layout()
+
+    model = build()
+    tracker = None if not main else make_tracker(config.log_to, uri=config.log_uri, directory=directory,
+                                                 experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"headstart-{Path(dataset.source).stem}")  # fmt: skip
+    if tracker is not None:
+        tracker.start(directory.name if directory is not None else "headstart", arguments)
+    with _abort_tracker_on_error(tracker):
+        with Progress(quiet=quiet) as progress:
+            summary = dataset.summary()
+            _log_data(progress, dataset, summary, advice.lines)
+            ctx = FitContext(progress=progress, cache=EmbeddingCache(config.cache_dir), images=image_cache(config.cache_dir), batch_size=config.batch_size, seed=config.seed,
+                             augment=config.augment, callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks],
+                             penalties=make_penalties(model, l2sp=config.l2sp, bss=config.bss))  # fmt: skip
+            if config.resume:
+                progress.log(f"resuming {directory} from its checkpoint")
+            history, model = _run_strategy(strategy, model, build, dataset, ctx, checkpoint, directory)
+            overfit = history.overfitting()
+            if overfit["detected"]:
+                progress.log(f"warning: {overfit['message']}")
+            metrics, predictions = _held_out(model, dataset, ctx)
+            seconds = time.perf_counter() - started
+            if "test" in metrics:
+                progress.log(f"test: accuracy {metrics['test']['accuracy']:.4f}, balanced {metrics['test']['balanced_accuracy']:.4f}, macro F1 {metrics['test']['macro_f1']:.4f} (n={metrics['test']['n']}) in {seconds:.0f}s")
+        model.train()  # the modes training used: frozen blocks' BatchNorm in eval (as `headstart summary` shows)
+        blocks = freeze_report(model).to_rows()
+        run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice.record)
+        if directory is not None and main:
+            _save_run(run, strategy, backbone=config.backbone, seed=config.seed, batch_size=ctx.batch_size, log_lines=list(progress.lines), blocks=blocks, report=config.report)
+        if tracker is not None:
+            tracker.finish(metrics, directory)
+    distributed.barrier()  # the other ranks return once rank 0 has saved the run
+    return run
+
+
+def _run_directory(data: str | Path | Dataset, config: FitConfig, main: bool) -> Path | None:
+    """Where the run is written (``None`` with ``save=False``), checked on rank 0 before anything starts."""
     directory = None
     if config.save:
         strategy_name = config.strategy if isinstance(config.strategy, str) else config.strategy.name
@@ -143,88 +199,63 @@ def fit_config(data: str | Path | Dataset, config: FitConfig, *, callbacks: Sequ
     if config.resume and directory is None:
         raise ValueError("resume=True needs the run directory: pass out=RUN (or call headstart.resume(RUN))")
     distributed.barrier()  # rank 0 has checked (and cleared, with overwrite) the run directory
-    checkpoint = Checkpoint(directory, resume=config.resume, write=main) if directory is not None else None
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=config.text_column, label_column=config.label_column, seed=config.seed)
-    advice_lines: list[str] = []
-    advice_record: dict[str, Any] | None = None
-    chosen_settings: dict[str, Any] = {}  # the advisor's settings, saved so that `resume` repeats them
-    if config.strategy == "auto":  # measure, then fit with the advisor's settings where the caller set none
-        from headstart.analysis.advisor import advise
+    return directory
 
-        advice = advise(dataset, backbone=config.backbone, seed=config.seed, cache_dir=config.cache_dir, quiet=quiet)
-        advice_lines = str(advice).splitlines()
-        advice_record = {**advice.to_dict(), "profile": advice.profile.to_dict() if advice.profile is not None else None}
-        chosen_settings = {k: getattr(config, k) if getattr(config, k) is not None else advice.fit_kwargs.get(k) for k in ADVICE_KEYS}
-        config = replace(config, strategy=advice.strategy, **chosen_settings)
-    chosen = config.strategy if isinstance(config.strategy, Strategy) else make_strategy(config.strategy, **config.strategy_options())
-    config.validate(chosen.name)
-    if directory is not None and not config.resume and main:
-        write_fit_args(directory, {**arguments, **chosen_settings, "data": str(Path(dataset.source).resolve()) if not isinstance(data, Dataset) else None,
-                                   "strategy": chosen.name if isinstance(config.strategy, str) else None})  # fmt: skip
 
-    def build() -> TransferModel:
-        seed_everything(config.seed)
-        model = TransferModel.from_backbone(config.backbone, dataset.classes, cut=config.cut, hidden=config.hidden, dropout=config.dropout, pretrained=chosen.pretrained, weights=config.weights)
-        match_data(model.backbone, dataset, image_size=config.image_size, tta=config.tta)
-        return model.to(distributed.device()).fast_layout()
+@dataclass
+class _Advice:
+    """What ``strategy="auto"`` decided: the settings it chose, its rationale, the record saved with the run."""
 
-    model = build()
-    tracker = None if not main else make_tracker(config.log_to, uri=config.log_uri, directory=directory,
-                                                 experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"headstart-{Path(dataset.source).stem}")  # fmt: skip
-    if tracker is not None:
-        tracker.start(directory.name if directory is not None else "headstart", arguments)
+    settings: dict[str, Any] = field(default_factory=dict)  # saved so that `resume` repeats them
+    lines: list[str] = field(default_factory=list)
+    record: dict[str, Any] | None = None
+
+
+def _with_advice(dataset: Dataset, config: FitConfig, quiet: bool) -> tuple[FitConfig, _Advice]:
+    """For ``strategy="auto"``: measure the data, then take the advisor's settings where the caller set none."""
+    if config.strategy != "auto":
+        return config, _Advice()
+    from headstart.analysis.advisor import advise
+
+    advice = advise(dataset, backbone=config.backbone, seed=config.seed, cache_dir=config.cache_dir, quiet=quiet)
+    settings = {k: getattr(config, k) if getattr(config, k) is not None else advice.fit_kwargs.get(k) for k in ADVICE_KEYS}
+    record = {**advice.to_dict(), "profile": advice.profile.to_dict() if advice.profile is not None else None}
+    return replace(config, strategy=advice.strategy, **settings), _Advice(settings, str(advice).splitlines(), record)
+
+
+def _log_data(progress: Progress, dataset: Dataset, summary: dict[str, Any], advice_lines: list[str]) -> None:
+    """The run log's opening: the data read, what was assumed or skipped, and the advice."""
+    progress.log(f"data: {dataset.source}: {', '.join(f'{s} {sum(c.values())}' for s, c in summary['counts'].items())}; classes {dataset.classes}")
+    for note in dataset.notes:
+        progress.log(f"data: {note}")
+    for line in advice_lines:
+        progress.log(f"auto: {line}")
+    if dataset.skipped:
+        reasons = ", ".join(f"{n} {r}" for r, n in summary["skipped_reasons"].items())
+        progress.log(f"data: skipped {len(dataset.skipped)} ({reasons}): " + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else ""))
+    for warning in dataset.warnings:
+        progress.log(f"warning: {warning}")
+
+
+def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics on val and test, and the per-example predictions of the last of them (test when there is one)."""
+    metrics, predictions = {}, {}
+    for split in ("val", "test"):
+        if dataset.items(split):
+            metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache)
+            predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)
+    return metrics, predictions
+
+
+@contextlib.contextmanager
+def _abort_tracker_on_error(tracker: Tracker | None) -> Iterator[None]:
+    """A crash or Ctrl-C marks the tracker's run failed or killed instead of leaving it running."""
     try:
-        with Progress(quiet=quiet) as progress:
-            summary = dataset.summary()
-            progress.log(f"data: {dataset.source}: {', '.join(f'{s} {sum(c.values())}' for s, c in summary['counts'].items())}; classes {dataset.classes}")
-            for note in dataset.notes:
-                progress.log(f"data: {note}")
-            for line in advice_lines:
-                progress.log(f"auto: {line}")
-            if dataset.skipped:
-                reasons = ", ".join(f"{n} {r}" for r, n in summary["skipped_reasons"].items())
-                progress.log(f"data: skipped {len(dataset.skipped)} ({reasons}): " + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else ""))
-            for warning in dataset.warnings:
-                progress.log(f"warning: {warning}")
-            ctx = FitContext(progress=progress, cache=EmbeddingCache(config.cache_dir), images=image_cache(config.cache_dir), batch_size=config.batch_size, seed=config.seed,
-                             augment=config.augment, callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks],
-                             penalties=make_penalties(model, l2sp=config.l2sp, bss=config.bss))  # fmt: skip
-            if config.resume:
-                progress.log(f"resuming {directory} from its checkpoint")
-            history, model = _run_strategy(chosen, model, build, dataset, ctx, checkpoint, directory)
-            overfit = history.overfitting()
-            if overfit["detected"]:
-                progress.log(f"warning: {overfit['message']}")
-            metrics, predictions = {}, {}
-            for split in ("val", "test"):
-                if dataset.items(split):
-                    metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache)
-                    predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)  # test wins
-            seconds = time.perf_counter() - started
-            if "test" in metrics:
-                progress.log(f"test: accuracy {metrics['test']['accuracy']:.4f}, balanced {metrics['test']['balanced_accuracy']:.4f}, macro F1 {metrics['test']['macro_f1']:.4f} (n={metrics['test']['n']}) in {seconds:.0f}s")
-            log_lines = list(progress.lines)
-        model.train()  # the modes training used: frozen blocks' BatchNorm in eval (as `headstart summary` shows)
-        blocks = freeze_report(model).to_rows()
-        run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice_record)
-        if directory is not None and main:
-            _save_run(run, chosen, backbone=config.backbone, seed=config.seed, batch_size=ctx.batch_size, log_lines=log_lines, blocks=blocks)
-            if config.report:
-                from headstart.report import write_report
-
-                try:
-                    write_report(directory)
-                except Exception as error:  # noqa: BLE001 - the trained run is saved; a page must not make it look failed
-                    warnings.warn(f"{directory}: report.html not written ({type(error).__name__}: {error}); the run is saved, retry with `headstart report {directory}`", stacklevel=2)
-            shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # finished: nothing left to resume
-        if tracker is not None:
-            tracker.finish(metrics, directory)
-    except BaseException as error:  # a crash or Ctrl-C: the tracker marks its run failed or killed instead of leaving it running
+        yield
+    except BaseException as error:
         if tracker is not None:
             tracker.abort(error)
         raise
-    distributed.barrier()  # the other ranks return once rank 0 has saved the run
-    return run
 
 
 def _run_strategy(
@@ -254,7 +285,8 @@ def _run_strategy(
             raise KeyboardInterrupt(f"interrupted; continue with `headstart resume {directory}` (nothing after the last finished epoch is lost)") from None
 
 
-def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_size: int, log_lines: list[str], blocks: list[dict[str, Any]]) -> None:
+def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_size: int, log_lines: list[str], blocks: list[dict[str, Any]], report: bool) -> None:
+    """Write the finished run (weights, config, metrics, curves, predictions, log) and its report; drop the checkpoint."""
     assert run.directory is not None
     training = {
         "backbone": backbone,
@@ -270,6 +302,14 @@ def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_s
     run.model.save_pretrained(run.directory, extra={"training": training, "dataset": {k: v for k, v in run.dataset.items() if k != "skipped_files"}})
     write_run_files(run.directory, metrics={**run.metrics, "seconds": run.seconds}, history=run.history.to_dict(), dataset=run.dataset,
                     predictions=run.predictions, log_lines=log_lines)  # fmt: skip
+    if report:
+        from headstart.report import write_report
+
+        try:
+            write_report(run.directory)
+        except Exception as error:  # noqa: BLE001 - the trained run is saved; a page must not make it look failed
+            warnings.warn(f"{run.directory}: report.html not written ({type(error).__name__}: {error}); the run is saved, retry with `headstart report {run.directory}`", stacklevel=3)
+    shutil.rmtree(checkpoint_dir(run.directory), ignore_errors=True)  # finished: nothing left to resume
 
 
 def resume(

@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from headstart import api
 from headstart.config import DEFAULTS, FitConfig
 from headstart.data import as_items, from_examples
+from headstart.inference import predict_proba
 from headstart.strategies import STRATEGIES
 
 
@@ -116,7 +117,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: Sequence[Any]) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``."""
         check_is_fitted(self, "model_")
-        return api.predict_proba(self.model_, as_items(list(X), self.model_.modality))[:, self._columns]
+        return predict_proba(self.model_, as_items(list(X), self.model_.modality))[:, self._columns]
 
     def predict(self, X: Sequence[Any]) -> np.ndarray:
         proba = self.predict_proba(X)
