@@ -90,17 +90,17 @@ class OutOfMemoryAbove(Callback):
         self.limit = limit
 
     def on_fit_start(self, state):
-        if state.train_loader.batch_size > self.limit:
+        if state.train_loader is not None and state.train_loader.batch_size > self.limit:  # the head on features trains full batch
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
 def test_out_of_memory_retries_with_half_the_batch(elpv_folder, tmp_path):
-    run = fit(elpv_folder, out=tmp_path / "oom", epochs=3, batch_size=16, callbacks=[OutOfMemoryAbove(8)], quiet=True)
+    run = fit(elpv_folder, out=tmp_path / "oom", strategy="fine-tune", epochs=1, image_size=32, batch_size=16, callbacks=[OutOfMemoryAbove(8)], quiet=True)
     config = json.loads((run.directory / "config.json").read_text())
     assert config["training"]["batch_size"] == 8
     assert "out of GPU memory with batch size 16; restarting with batch size 8" in (run.directory / "log.txt").read_text()
     with pytest.raises(MemoryError, match="even with batch size 1; use a smaller --image-size"):
-        fit(elpv_folder, save=False, epochs=3, batch_size=1, callbacks=[OutOfMemoryAbove(0)], quiet=True)
+        fit(elpv_folder, save=False, strategy="fine-tune", epochs=1, image_size=32, batch_size=1, callbacks=[OutOfMemoryAbove(0)], quiet=True)
 
 
 class _CreatesAFile:
@@ -161,5 +161,7 @@ class PoisonWeights(Callback):
 
 
 def test_nan_loss_stops_with_a_hint_to_lower_the_learning_rate(elpv_folder, tmp_path):
-    with pytest.raises(FloatingPointError, match=r"^feature-extraction epoch 1: loss became nan; lower the learning rate \(now 0.001\)$"):
-        fit(elpv_folder, out=tmp_path / "nan", epochs=3, callbacks=[PoisonWeights()], quiet=True)
+    with pytest.raises(FloatingPointError, match=r"^fine-tune epoch 1: loss became nan; lower the learning rate \(now 0.001\)$"):
+        fit(elpv_folder, out=tmp_path / "nan", strategy="fine-tune", head_warmup=False, image_size=32, epochs=1, callbacks=[PoisonWeights()], quiet=True)
+    with pytest.raises(FloatingPointError, match=r"^feature-extraction epoch 1: loss became nan; a feature or a head weight is not finite"):
+        fit(elpv_folder, out=tmp_path / "nan-head", epochs=3, callbacks=[PoisonWeights()], quiet=True)

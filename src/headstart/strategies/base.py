@@ -18,6 +18,7 @@ from headstart.freezing import freeze, freeze_report
 from headstart.model import TransferModel
 from headstart.progress import Progress
 from headstart.training.callbacks import Callback
+from headstart.training.head import fit_head, full_batch_trainable
 from headstart.training.loop import fit_model
 from headstart.training.regularizers import Penalty
 from headstart.training.state import History, TrainSettings
@@ -136,8 +137,10 @@ def share_frozen_bottom(model: TransferModel, data: Dataset, ctx: FitContext, st
 
 
 def head_settings() -> TrainSettings:
-    """Training a head alone on cached features: cheap epochs, so many of them, with a patient stop."""
-    return TrainSettings(epochs=100, lr=1e-3, patience=15, warmup=0.05)
+    """Training a head alone on cached features: up to 30 rounds of full-batch L-BFGS (see
+    :mod:`headstart.training.head`), stopped after 5 without a lower validation loss; a light L2
+    penalty on the weights (``weight_decay``). A head with dropout trains in mini-batches instead."""
+    return TrainSettings(epochs=30, lr=1e-3, patience=5, warmup=0.05, weight_decay=1e-4)
 
 
 def train_head(model: TransferModel, data: Dataset, ctx: FitContext, settings: TrainSettings, *, phase: str = "feature-extraction") -> History:
@@ -154,10 +157,14 @@ def train_head(model: TransferModel, data: Dataset, ctx: FitContext, settings: T
         array, computed = ctx.cache.embed(model.backbone, data.items(split), batch_size=ctx.batch_size, progress=ctx.progress)
         ctx.progress.log(f"{split}: {len(array)} embeddings ({computed} computed, {len(array) - computed} from cache)")
         features[split] = np.ascontiguousarray(array)
-    train = tensor_loader(features["train"], data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed)
-    val = tensor_loader(features["val"], data.labels("val"), batch_size=1024)
     model.head.train()
-    history = fit_model(model.head, train, val, settings, phase=phase, progress=ctx.progress, callbacks=ctx.callbacks)
+    if full_batch_trainable(model.head):  # a small model on an in-memory tensor: full-batch L-BFGS, no DataLoader
+        as_tensors = {s: (torch.from_numpy(features[s]), torch.from_numpy(np.asarray(data.labels(s)))) for s in ("train", "val")}
+        history = fit_head(model.head, as_tensors["train"], as_tensors["val"], settings, phase=phase, progress=ctx.progress, callbacks=ctx.callbacks)
+    else:  # dropout makes every full-batch evaluation a different function: mini-batches
+        train = tensor_loader(features["train"], data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed)
+        val = tensor_loader(features["val"], data.labels("val"), batch_size=1024)
+        history = fit_model(model.head, train, val, settings, phase=phase, progress=ctx.progress, callbacks=ctx.callbacks)
     distributed.broadcast_module(model.head)  # under torchrun every rank trained the same head; rank 0's is the one saved
     return history
 

@@ -220,7 +220,7 @@ class Contrastive(Strategy):
     name: ClassVar[str] = "contrastive"
     iterations: int = 20
     templates: int = 0
-    settings: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=100, lr=1e-3, patience=15, warmup=0.05))
+    settings: TrainSettings = field(default_factory=head_settings)
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
         from headstart.strategies.fewshot import contrastive_tune, templated_examples
