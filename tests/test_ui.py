@@ -23,7 +23,9 @@ from headstart.ui import create_app  # noqa: E402
 
 
 def client(tmp_path: Path, allowed: list[Path] | None = None, **kwargs) -> testclient.TestClient:
-    return testclient.TestClient(create_app(allowed=allowed or [tmp_path], project=tmp_path / "project", **kwargs))
+    """The page's own requests: TestClient's Host (``testserver``) is served, and each request carries the session token."""
+    app = create_app(allowed=allowed or [tmp_path], project=tmp_path / "project", hosts=("testserver",), **kwargs)
+    return testclient.TestClient(app, headers={"X-Headstart-Token": app.state.token})
 
 
 def wait_for(c: testclient.TestClient, done, timeout: float = 300.0) -> dict:

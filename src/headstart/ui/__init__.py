@@ -25,6 +25,11 @@ What the server does on its own:
   the project folder; an uploaded zip is read entry by entry and refused, before anything is
   written, if an entry is absolute, climbs out with ``..``, is a symbolic link, or if the entries
   unpack to more than ``max_unpacked`` bytes (the copy counts bytes again while writing);
+* **other web pages in the browser are refused** (:mod:`~headstart.ui.security`): only requests
+  whose Host is an address the server is served under are answered (against DNS rebinding), and
+  every POST needs the per-session token written into the served page, with no foreign ``Origin``
+  or ``Sec-Fetch-Site: cross-site`` (against cross-site uploads, training, predictions, cancel);
+  checked before the body is read;
 * errors reach the page as one line (``{"error": ...}``), never a traceback; unexpected ones are
   logged with their traceback in the terminal that runs ``headstart ui``.
 
@@ -33,8 +38,8 @@ Uploads and runs live in the project folder: ``PROJECT/datasets/<name>/<class>/.
 
 The package: :mod:`~headstart.ui.app` (routes, request bodies, runs and datasets as the page shows
 them), :mod:`~headstart.ui.jobs` (the background job and its training callback),
-:mod:`~headstart.ui.uploads` (allowed folders, safe names, zip checks, uploaded files) and
-:mod:`~headstart.ui.server` (:func:`serve`). Importing this package first checks the ``ui`` extra, so
+:mod:`~headstart.ui.uploads` (allowed folders, safe names, zip checks, uploaded files),
+:mod:`~headstart.ui.security` (Host, Origin and token checks) and :mod:`~headstart.ui.server` (:func:`serve`). Importing this package first checks the ``ui`` extra, so
 a missing FastAPI, uvicorn or python-multipart is one line naming ``pip install "headstart[ui]"``.
 """
 

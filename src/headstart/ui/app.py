@@ -34,12 +34,12 @@ from headstart.model import TransferModel
 from headstart.rundir import ARGS_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_NAME, REPORT_NAME, STATE_NAME, default_run_dir
 from headstart.training.checkpoint import checkpoint_dir, read_fit_args
 from headstart.ui.jobs import Busy, JobRunner, LiveProgress, _finite
+from headstart.ui.security import LOOPBACK_NAMES, Guard, new_token
 from headstart.ui.uploads import MAX_UNPACKED, _dataset_root, _size, browse_folder, extract_zip, inside, safe_name, save_examples
 
 log = logging.getLogger("headstart.ui")
 
 TOP_K = 5  # classes shown per prediction
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,7 +91,6 @@ def run_info(directory: Path) -> dict[str, Any] | None:
     return None
 
 
-
 # --------------------------------------------------------------------------------------------
 # The application
 # --------------------------------------------------------------------------------------------
@@ -123,8 +122,10 @@ class CompareRequest(BaseModel):
     runs: list[str]
 
 
-def create_app(*, allowed: Sequence[str | Path] = (".",), project: str | Path = "headstart-project", max_unpacked: int = MAX_UNPACKED) -> FastAPI:
-    """The web app: ``allowed`` folders may be read, ``project`` holds uploads (``datasets/``) and runs (``runs/``)."""
+def create_app(*, allowed: Sequence[str | Path] = (".",), project: str | Path = "headstart-project", max_unpacked: int = MAX_UNPACKED,
+               hosts: Sequence[str] = LOOPBACK_NAMES, token: str | None = None) -> FastAPI:  # fmt: skip
+    """The web app: ``allowed`` folders may be read, ``project`` holds uploads (``datasets/``) and runs (``runs/``); only ``hosts`` are
+    answered (default the loopback names, any port) and a POST needs ``token`` (default random; app.state.token): :mod:`headstart.ui.security`."""
     project = Path(project).expanduser().resolve()
     for sub in ("datasets", "runs"):
         (project / sub).mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,8 @@ def create_app(*, allowed: Sequence[str | Path] = (".",), project: str | Path = 
     models = _ModelCache()
 
     app = FastAPI(title="headstart", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
-    app.state.runner, app.state.project, app.state.allowed = runner, project, readable
+    app.state.runner, app.state.project, app.state.allowed, app.state.token = runner, project, readable, token or new_token()
+    app.add_middleware(Guard, hosts=hosts, token=app.state.token)
     app.add_exception_handler(Busy, _refusal(409))
     for kind in USER_ERRORS:
         app.add_exception_handler(kind, _refusal(400))
@@ -148,7 +150,7 @@ def create_app(*, allowed: Sequence[str | Path] = (".",), project: str | Path = 
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return _page(roots, project, max_unpacked)
+        return _page(roots, project, max_unpacked, app.state.token)
 
     @app.get("/api/browse")
     def browse(path: str = "") -> dict[str, Any]:
@@ -284,7 +286,7 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"error": f"unexpected error ({type(error).__name__}: {error_line(error)}); the terminal running `headstart ui` shows the details"}, status_code=500)
 
 
-def _page(roots: list[Path], project: Path, max_unpacked: int) -> str:
+def _page(roots: list[Path], project: Path, max_unpacked: int, token: str) -> str:
     """The one HTML page (a Jinja2 template with inline JS)."""
     import jinja2
 
@@ -292,7 +294,7 @@ def _page(roots: list[Path], project: Path, max_unpacked: int) -> str:
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("headstart", "templates"), autoescape=True)
     return env.get_template("ui.html.j2").render(version=__version__, allowed=[str(r) for r in roots], project=str(project), strategies=STRATEGY_HELP,
-                                                 start=str(roots[0]), max_upload=_size(max_unpacked))  # fmt: skip
+                                                 start=str(roots[0]), max_upload=_size(max_unpacked), token=token)  # fmt: skip
 
 
 def _unpack_upload(archive: UploadFile, name: str, datasets_dir: Path, max_unpacked: int) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""Serving the app: a clear line when the port is taken, a warning off loopback, then uvicorn until Ctrl-C."""
+"""Serving the app: a clear line when the port is taken, a warning off loopback, then uvicorn until Ctrl-C.
+
+The app answers only the Host names it is served under (:func:`~headstart.ui.security.served_hosts`
+of ``host`` and ``port``): the loopback forms and ``--host`` with the port.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import uvicorn
 
 from headstart.errors import Unavailable
 from headstart.ui.app import create_app
+from headstart.ui.security import served_hosts
 from headstart.ui.uploads import MAX_UNPACKED
 
 DEFAULT_PORT = 8765
@@ -48,7 +53,7 @@ def serve(
             probe.bind((host, port))
         except OSError as error:
             raise Unavailable(f"cannot listen on {host}:{port} ({error.strerror}); pass another --port") from None
-    app = create_app(allowed=allowed, project=project, max_unpacked=max_unpacked)
+    app = create_app(allowed=allowed, project=project, max_unpacked=max_unpacked, hosts=served_hosts(host, port))
     if not is_loopback(host):
         print(f"warning: --host {host} lets every machine that can reach this one use the page (read the allowed folders, upload, train); "
               "there is no login. Use it only on a network you trust.", file=sys.stderr)  # fmt: skip
