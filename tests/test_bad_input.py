@@ -345,3 +345,14 @@ def test_cli_quiet_prints_a_data_warning_as_one_line(tmp_path, capsys):
     assert main(["fit", str(root), "--out", str(tmp_path / "run"), "--strategy", "feature-extraction", "--epochs", "2", "--image-size", "32", "--quiet"]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "leakage" in line]
     assert len(lines) == 1 and lines[0].startswith(f"warning: {root}: leakage: 2 of 6 test examples are identical")
+
+
+def test_interrupted_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from headstart.io import atomic_path, atomic_write_text
+
+    target = tmp_path / "metrics.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_text("half of the new")
+        raise KeyboardInterrupt
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
