@@ -246,3 +246,113 @@ def test_100000_character_text_is_kept_and_truncated_by_the_tokenizer(tmp_path, 
     texts = [t for s in ("train", "val", "test") for t in data.items(s)]
     assert len(long) == 100_000 and long in texts
     assert minilm.preprocessing([long])["input_ids"].shape[1] == minilm.preprocessing.max_length
+
+
+def test_numbers_written_differently_are_one_class_and_texts_differing_in_case_stay_apart(tmp_path):
+    """A spreadsheet's `1`, `1.0`, `01` and ` 1` are one class (with a note); `a` and `A` stay two (with a note)."""
+    path = tmp_path / "scores.csv"
+    spellings = ["1", "1.0", "01", " 1", "2", "2.0", "a", "A"]
+    path.write_text("text,label\n" + "".join(f"review {i},{spellings[i % 8]}\n" for i in range(48)), encoding="utf-8")
+    data = load_dataset(path)
+    assert data.classes == ["1", "2", "A", "a"]
+    assert "labels that are the same number written differently are one class: '01', '1', '1.0' -> '1'; '2', '2.0' -> '2'" in data.notes
+    assert any(note.startswith("labels 'A' and 'a' differ only in upper/lower case and stay separate classes") for note in data.notes)
+    consistent = tmp_path / "consistent.csv"
+    consistent.write_text("text,label\n" + "".join(f"review {i},{i % 2}.0\n" for i in range(12)), encoding="utf-8")
+    plain = load_dataset(consistent)  # one spelling per number: kept as written, nothing to say
+    assert plain.classes == ["0.0", "1.0"] and not any("same number" in note for note in plain.notes)
+
+
+def test_guessed_text_and_label_columns_are_named_in_the_notes(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text("id,sentence,category,stars\n" + "".join(f"{i},review {i},{'ab'[i % 2]},{i % 3}\n" for i in range(30)), encoding="utf-8")
+    notes = load_dataset(path).notes
+    assert "labels: column 'category' (guessed from its name among ['id', 'sentence', 'category', 'stars']); pass --label-column NAME to use another" in notes
+    assert any(n.startswith("text: column 'sentence' (guessed from its name") and "--text-column" in n for n in notes)
+    chosen = load_dataset(path, text_column="sentence", label_column="stars")
+    assert chosen.classes == ["0", "1", "2"] and not any("guessed" in n for n in chosen.notes)
+    listing = tmp_path / "photos"
+    class_folder(listing)
+    (listing / "index.csv").write_text("path,class\n" + "".join(f"{c}/{i}.jpg,{c}\n" for c in ("cats", "dogs") for i in range(4)), encoding="utf-8")
+    assert any(n.startswith("labels: column 'class' (guessed") for n in load_dataset(listing).notes)
+
+
+def test_broken_csv_quoting_is_a_one_line_error_naming_the_line(tmp_path):
+    """An unbalanced quote used to swallow the file into one cell and end in 'no training examples found'."""
+    path = tmp_path / "quotes.csv"
+    path.write_text('text,label\n"great phone,ham\n' + _rows(), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"quotes.csv:2: a quote opens on line 2 and never closes .*; fix the quoting .* or save the file as TSV$") as error:
+        load_dataset(path)
+    assert "\n" not in str(error.value)
+    path.write_text("text,label\n" + _rows() + '"stray quote,ham\n' + _rows(4) + '"closed here",spam\n' + _rows(), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"quotes.csv:14: a quote opens on line 14 and closes only on line 19, swallowing 5 rows into one cell"):
+        load_dataset(path)
+    tsv = tmp_path / "quotes.tsv"
+    tsv.write_text('text\tlabel\n"great phone\tham\n' + _rows().replace(",", "\t"), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"quotes.tsv:2: a quote opens on line 2 and never closes .*\"\"\)$"):
+        load_dataset(tsv)
+    multiline = tmp_path / "paragraphs.csv"  # quoted cells holding line breaks (and commas) are fine
+    multiline.write_text("text,label\n" + "".join(f'"first, part {i}\nsecond, ham\n\nthird",{"spam" if i % 2 else "ham"}\n' for i in range(12)), encoding="utf-8")
+    data = load_dataset(multiline)
+    assert data.classes == ["ham", "spam"] and sum(len(data.items(s)) for s in ("train", "val", "test")) == 12
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    """Run files used to be 0600 whatever the umask (tempfile.mkstemp's mode survived the rename)."""
+    import os
+
+    from headstart.io import atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "note.txt", "hello")
+        run = fit(class_folder(tmp_path / "data"), out=tmp_path / "run", strategy="feature-extraction", epochs=2, quiet=True, image_size=32)
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "note.txt", run.directory / "report.html", run.directory / "metrics.json", run.directory / "config.json"):
+        assert oct(path.stat().st_mode & 0o777) == oct(mode), path.name
+
+
+def _leaky_folder(root: Path) -> Path:
+    class_folder(root / "train", per_class=6)
+    for name in ("cats", "dogs"):
+        (root / "test" / name).mkdir(parents=True)
+        for i in range(2):
+            photo(300 + i + (10 if name == "dogs" else 0)).save(root / "test" / name / f"new{i}.jpg")
+        (root / "test" / name / "copy.jpg").write_bytes((root / "train" / name / "0.jpg").read_bytes())
+    return root
+
+
+def test_cli_prints_a_data_warning_once(tmp_path):
+    """`headstart fit` printed the leakage warning twice: Python's UserWarning with its source line, then the log line."""
+    import subprocess
+    import sys
+
+    root = _leaky_folder(tmp_path / "data")
+    command = [sys.executable, "-m", "headstart", "fit", str(root), "--out", str(tmp_path / "run"), "--strategy", "feature-extraction", "--epochs", "2", "--image-size", "32"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert output.count("leakage: 2 of 6 test examples are identical") == 1 and "UserWarning" not in output and "warnings.warn" not in output
+    assert "warning: leakage: 2 of 6" in output
+
+
+def test_cli_quiet_prints_a_data_warning_as_one_line(tmp_path, capsys):
+    from headstart.cli import main
+
+    root = _leaky_folder(tmp_path / "data")
+    assert main(["fit", str(root), "--out", str(tmp_path / "run"), "--strategy", "feature-extraction", "--epochs", "2", "--image-size", "32", "--quiet"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "leakage" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {root}: leakage: 2 of 6 test examples are identical")
+
+
+def test_interrupted_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from headstart.io import atomic_path, atomic_write_text
+
+    target = tmp_path / "metrics.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_text("half of the new")
+        raise KeyboardInterrupt
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]

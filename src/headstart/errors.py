@@ -33,6 +33,14 @@ class Unavailable(UserError, OSError):
     """Something outside headstart is not there: no network for a hub download, a port in use."""
 
 
+class DataWarning(UserWarning):
+    """A problem in the data that does not stop training but biases its results (test examples also in train).
+
+    ``fit`` also writes it to the run's log, and ``headstart fit`` prints that line, so the command line
+    does not show the Python warning a second time.
+    """
+
+
 # Built-in kinds that only ever reach the user from bad input or the machine, never from a bug.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     UserError,

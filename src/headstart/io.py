@@ -9,15 +9,37 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says it (``/proc``), else set back at once under a lock."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # for that instant the umask is 077: a file created meanwhile is private, never too open
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success it is renamed over ``target``."""
+    """Yield a temporary path beside ``target``; on success it is renamed over ``target``.
+
+    The file gets the mode any new file gets (``0666`` less the umask, e.g. ``0644``), not the
+    ``0600`` of :func:`tempfile.mkstemp`, so that a report or exported model can be served or shared.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -25,6 +47,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())  # after writing: a writer may have replaced the file
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

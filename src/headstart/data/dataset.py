@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,45 @@ def label_name(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def number_spelling(name: str) -> str | None:
+    """The plain spelling of a label that is a number (``01``, ``1.0``, ``+1``, ``1e0`` -> ``1``), else None."""
+    if not _NUMBER.fullmatch(name.strip()):
+        return None
+    value = Decimal(name.strip())
+    return "0" if value == 0 else format(value.normalize(), "f")
+
+
+def unify_labels(names: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+    """Labels that are one number written differently become one class; texts are never merged.
+
+    Returns the renaming (spelling -> class name; empty when every number has one spelling) and the
+    notes that say what was merged, and which texts differ only in case (kept apart: "a" is not "A").
+    """
+    names = set(names)
+    numbers: dict[str, set[str]] = {}
+    for name in names:
+        plain = number_spelling(name)
+        if plain is not None:
+            numbers.setdefault(plain, set()).add(name)
+    merged = {plain: sorted(spellings) for plain, spellings in sorted(numbers.items()) if len(spellings) > 1}
+    rename = {name: plain for plain, spellings in numbers.items() for name in spellings if name != plain} if merged else {}
+    notes = []
+    if merged:
+        groups = "; ".join(f"{', '.join(map(repr, spellings))} -> {plain!r}" for plain, spellings in list(merged.items())[:5])
+        notes.append(f"labels that are the same number written differently are one class: {groups}{' ...' if len(merged) > 5 else ''}")
+    cases: dict[str, list[str]] = {}
+    for name in sorted(names):
+        cases.setdefault(name.casefold(), []).append(name)
+    twins = [spellings for spellings in cases.values() if len(spellings) > 1]
+    if twins:
+        shown = "; ".join(" and ".join(map(repr, spellings)) for spellings in twins[:5])
+        notes.append(f"labels {shown} differ only in upper/lower case and stay separate classes; write them one way if they are one class")
+    return rename, notes
 
 
 def sort_classes(names: set[str] | Sequence[str]) -> list[str]:

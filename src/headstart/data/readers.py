@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from headstart.data.audio import AUDIO_EXTENSIONS, check_audio
-from headstart.data.dataset import Dataset, content_key, label_name, sort_classes
+from headstart.data.dataset import Dataset, content_key, label_name, sort_classes, unify_labels
 from headstart.data.images import IMAGE_EXTENSIONS, check_image
 from headstart.data.splits import _take, stratified_split
+from headstart.errors import DataWarning
 
 TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl", ".json"})
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
@@ -135,11 +136,53 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         return rows
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     csv.field_size_limit(10_000_000)
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    lines = io.StringIO(text, newline="").readlines()  # the lines the csv module counts
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    rows: list[dict[str, Any]] = []
     try:
-        return list(reader)
+        header = reader.fieldnames or []  # reads the header record
+        spans = [(_record_start(lines, 1), reader.line_num)]  # (first line, last line) of each record
+        for row in reader:
+            spans.append((_record_start(lines, spans[-1][1] + 1), reader.line_num))
+            rows.append(row)
     except csv.Error as error:
         raise ValueError(f"{path}:{reader.line_num + 1}: unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({error}); fix or remove that line") from None
+    cells = [list(header), *([v for k, v in r.items() if k is not None] for r in rows)]
+    _check_quoting(path, lines, spans, cells, delimiter)
+    return rows
+
+
+def _record_start(lines: list[str], number: int) -> int:
+    """The line a record starting at or after line ``number`` begins on: the csv reader skips empty lines."""
+    while number <= len(lines) and not lines[number - 1].strip("\r\n"):
+        number += 1
+    return number
+
+
+def _check_quoting(path: Path, lines: list[str], spans: list[tuple[int, int]], records: list[list[Any]], delimiter: str) -> None:
+    """Raise when a stray quote made one record of many lines: it never closes, or it swallowed whole rows.
+
+    A quoted field may hold line breaks, so a record of several lines is only wrong when its quote is
+    still open at the end of the file, or when most of its inner lines are rows of their own: as many
+    cells as the header, one of them a value its column holds in the single-line records (a label).
+    """
+    fix = 'fix the quoting (a quote inside a quoted cell is written twice: "")' + (" or save the file as TSV" if delimiter == "," else "")
+    first = spans[-1][0]
+    try:
+        list(csv.reader(lines[first - 1 :], delimiter=delimiter, strict=True))
+    except csv.Error as error:
+        if "unexpected end of data" in str(error):
+            raise ValueError(f"{path}:{first}: a quote opens on line {first} and never closes (the rest of the file became one cell); {fix}") from None
+    width = len(records[0])
+    single = [r for r, (a, b) in zip(records, spans) if a == b and len(r) == width and None not in r]
+    known = [{str(r[j]) for r in single} for j in range(width)]
+    for first, last in spans:
+        if last - first < 1:
+            continue
+        inner = [next(csv.reader([line], delimiter=delimiter), []) for line in lines[first:last]]
+        rowlike = [cells for cells in inner if len(cells) == width and any(c in known[j] for j, c in enumerate(cells) if c.strip())]
+        if rowlike and len(rowlike) * 2 >= len(inner):
+            raise ValueError(f"{path}:{first}: a quote opens on line {first} and closes only on line {last}, swallowing {len(rowlike)} rows into one cell; {fix}")
 
 
 def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path, flag: str) -> str:
@@ -164,6 +207,7 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
         return _load_listing(path, rows, columns, path_col, label_column, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     text_col = _pick_column(columns, text_column, TEXT_COLUMNS, "text", path, "--text-column")
     label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
+    notes = _guessed_columns(columns, text=(text_col, text_column), labels=(label_col, label_column))
     split_col = next((c for c in columns if c.lower() == "split"), None)
     skipped: list[tuple[str, str]] = []
     raw: dict[str, tuple[list[str], list[str]]] = {}
@@ -183,7 +227,13 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
         items, labels = raw.setdefault(split, ([], []))
         items.append(str(text))
         labels.append(label_name(label))
-    return _finish(path, "text", raw, skipped, [], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    return _finish(path, "text", raw, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+def _guessed_columns(columns: Sequence[str], **picked: tuple[str, str | None]) -> list[str]:
+    """Notes naming each column taken by its name rather than given (``what=(used, given)``), and how to choose another."""
+    flag = {"text": "--text-column", "labels": "--label-column"}
+    return [f"{what}: column {used!r} (guessed from its name among {list(columns)}); pass {flag[what]} NAME to use another" for what, (used, given) in picked.items() if given is None]
 
 
 def _listing_column(columns: Sequence[str]) -> str | None:
@@ -208,6 +258,7 @@ def _load_listing(
 ) -> Dataset:
     """A table of ``path,label[,split]`` rows naming image or audio files relative to the table."""
     label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
+    notes = [f"files listed in {path.name}", *_guessed_columns(columns, labels=(label_col, label_column))]
     split_col = next((c for c in columns if c.lower() == "split"), None)
     skipped: list[tuple[str, str]] = []
     entries: list[tuple[str, Path, str]] = []
@@ -231,7 +282,7 @@ def _load_listing(
         items, labels = raw.setdefault(split, ([], []))
         items.append(file)
         labels.append(label)
-    return _finish(path, modality, raw, skipped, [f"files listed in {path.name}"], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    return _finish(path, modality, raw, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 
 
 def _finish(
@@ -245,6 +296,9 @@ def _finish(
     test_fraction: float,
     seed: int,
 ) -> Dataset:
+    rename, label_notes = unify_labels(name for _, names in raw.values() for name in names)
+    raw = {split: (items, [rename.get(n, n) for n in names]) for split, (items, names) in raw.items()}
+    notes.extend(label_notes)
     if "train" in raw and "test" not in raw and "val" in raw:
         raw["test"] = raw.pop("val")
         notes.append("the given validation split is the held-out evaluation split; validation was carved from train")
@@ -277,9 +331,9 @@ def _finish(
     if duplicates:
         alerts.append(
             f"leakage: {duplicates} of {len(splits['test'][0])} test examples are identical (by content hash) to training or "
-            f"validation examples (e.g. {str(found)[:120]}); held-out metrics will be optimistic; remove the duplicates"
+            f"validation examples (e.g. {' '.join(str(found).split())[:120]}); held-out metrics will be optimistic; remove the duplicates"
         )
-        warnings.warn(f"{source}: {alerts[-1]}", UserWarning, stacklevel=3)
+        warnings.warn(f"{source}: {alerts[-1]}", DataWarning, stacklevel=3)
     return Dataset(modality, classes, splits, str(source), skipped, notes, alerts, duplicates)
 
 
