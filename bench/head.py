@@ -53,10 +53,10 @@ def main() -> None:
         labels = {s: np.asarray(dataset.labels(s)) for s in features}
         k, dim = len(dataset.classes), features["train"].shape[1]
 
-        def accuracy(head: torch.nn.Module) -> float:
+        def accuracy(head: torch.nn.Module, x: np.ndarray = features["test"], y: np.ndarray = labels["test"]) -> float:
             head.eval()
             with torch.no_grad():
-                return float((head(torch.from_numpy(features["test"])).argmax(1).numpy() == labels["test"]).mean())
+                return float((head(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
 
         rows = {}
         seed_everything(0)
