@@ -36,6 +36,15 @@ def decompression_bomb(path: Path, side: int = 20_000) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b""))
 
 
+def claims_size(path: Path, width: int = 13_000, height: int = 13_000) -> None:
+    """A small real PNG whose IHDR (CRC fixed) claims ``width`` x ``height``: its size is known from the header alone."""
+    data = bytearray(_encoded(photo(6, (8, 8)), "PNG"))
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
 def _encoded(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
@@ -48,6 +57,7 @@ SKIPPED = {
     "truncated PNG": ("cut.png", lambda p: p.write_bytes(_encoded(photo(2), "PNG")[:300]), "cannot decode image"),
     "text file named .jpg": ("notes.jpg", lambda p: p.write_text("holiday notes, not a picture"), "not an image (cannot identify format)"),
     "decompression bomb": ("bomb.png", decompression_bomb, "decompression bomb"),
+    "13,000 x 13,000 PNG (under Pillow's limit)": ("big.png", claims_size, "too large: 169 megapixels (limit 64; HEADSTART_MAX_PIXELS)"),
     "non-image extension": ("readme.txt", lambda p: p.write_text("hello"), "not an image file (.txt)"),
     "hidden file": (".DS_Store", lambda p: p.write_bytes(b"\x00\x00\x00\x01Bud1"), "hidden file"),
     "AppleDouble file": ("._0.jpg", lambda p: p.write_bytes(b"\x00\x05\x16\x07"), "hidden file"),
@@ -187,6 +197,45 @@ def test_predict_names_a_bad_image_in_one_line(fe_run, tmp_path):
     decompression_bomb(bomb)
     with pytest.raises(ValueError, match="bomb.png: decompression bomb"):
         predict(fe_run.directory, [bomb])
+
+
+def test_pixel_budget_is_checked_from_the_header_and_set_by_the_environment(tmp_path, monkeypatch):
+    from headstart.data import check_image
+
+    big = tmp_path / "big.png"
+    claims_size(big)  # 8 x 8 pixels of data: decoding it would fail as truncated, so a skip for size proves nothing was decoded
+    assert check_image(big) == "too large: 169 megapixels (limit 64; HEADSTART_MAX_PIXELS)"
+    with pytest.raises(ValueError, match=r"big.png: too large: 169 megapixels"):
+        load_image(big)
+    monkeypatch.setenv("HEADSTART_MAX_PIXELS", "200_000_000")
+    assert check_image(big).startswith("cannot decode image")  # allowed now: Pillow tries, and finds the 8 x 8 body
+    monkeypatch.setenv("HEADSTART_MAX_PIXELS", "1000")
+    small = tmp_path / "small.png"
+    photo(7, (40, 30)).save(small)
+    assert check_image(small) == "too large: 0.0012 megapixels (limit 0.001; HEADSTART_MAX_PIXELS)"
+    with pytest.raises(ValueError, match="small.png: too large"):
+        load_image(small)
+    monkeypatch.setenv("HEADSTART_MAX_PIXELS", "lots")
+    with pytest.raises(ValueError, match="HEADSTART_MAX_PIXELS='lots': not a positive whole number of pixels"):
+        check_image(small)
+
+
+def test_huge_jpeg_is_budgeted_at_the_scale_it_decodes_at(tmp_path, monkeypatch):
+    from headstart.data import check_image
+
+    path = tmp_path / "huge.jpg"
+    Image.new("RGB", (10_000, 10_000), (90, 120, 150)).save(path, quality=40)  # decoded at 1/2 scale: 25 megapixels
+    monkeypatch.setenv("HEADSTART_MAX_PIXELS", "26000000")
+    assert check_image(path) is None
+    monkeypatch.setenv("HEADSTART_MAX_PIXELS", "24000000")
+    assert check_image(path) == "too large: 25 megapixels (limit 24; HEADSTART_MAX_PIXELS)"
+
+
+def test_predict_refuses_an_image_over_the_pixel_budget(fe_run, tmp_path):
+    big = tmp_path / "big.png"
+    claims_size(big)
+    with pytest.raises(ValueError, match=r"big.png: too large: 169 megapixels \(limit 64; HEADSTART_MAX_PIXELS\); pass image files"):
+        predict(fe_run.directory, [big])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from headstart.rundir import check_new_run_dir, default_run_dir, write_run_files
 from headstart.strategies import FitContext, Strategy, make_strategy
 from headstart.training import distributed
 from headstart.training.callbacks import Callback
-from headstart.training.checkpoint import Checkpoint, checkpoint_dir, read_fit_args, write_fit_args
+from headstart.training.checkpoint import Checkpoint, checkpoint_dir, read_fit_args, settle_failed_fit, write_fit_args
 from headstart.training.loop import seed_everything
 from headstart.training.regularizers import L2SP, make_penalties
 from headstart.training.state import History
@@ -138,14 +138,18 @@ def fit_config(data: str | Path | Dataset, config: FitConfig, *, callbacks: Sequ
     main = distributed.is_main()
     quiet = config.quiet or not main
     directory = _run_directory(data, config, main)
+    with _settled_on_failure(directory if main else None, resuming=config.resume):
+        return _fit(data, config, arguments, directory, started=started, main=main, quiet=quiet, callbacks=callbacks)
+
+
+def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any], directory: Path | None, *,
+         started: float, main: bool, quiet: bool, callbacks: Sequence[Callback]) -> Run:  # fmt: skip
+    """The body of :func:`fit_config` once the run directory is checked."""
     checkpoint = Checkpoint(directory, resume=config.resume, write=main) if directory is not None else None
     dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=config.text_column, label_column=config.label_column, seed=config.seed)
     config, advice = _with_advice(dataset, config, quiet)
     strategy = config.strategy if isinstance(config.strategy, Strategy) else make_strategy(config.strategy, **config.strategy_options())
     config.validate(strategy.name)
-    if directory is not None and not config.resume and main:
-        write_fit_args(directory, {**arguments, **advice.settings, "data": str(Path(dataset.source).resolve()) if not isinstance(data, Dataset) else None,
-                                   "strategy": strategy.name if isinstance(config.strategy, str) else None})  # fmt: skip
 
     def build() -> TransferModel:
         seed_everything(config.seed)
@@ -154,6 +158,9 @@ def fit_config(data: str | Path | Dataset, config: FitConfig, *, callbacks: Sequ
         return model.to(distributed.device()).fast_layout()
 
     model = build()
+    if directory is not None and not config.resume and main:  # only now: a start that fails to build leaves nothing to "resume"
+        write_fit_args(directory, {**arguments, **advice.settings, "data": str(Path(dataset.source).resolve()) if not isinstance(data, Dataset) else None,
+                                   "strategy": strategy.name if isinstance(config.strategy, str) else None})  # fmt: skip
     tracker = None if not main else make_tracker(config.log_to, uri=config.log_uri, directory=directory,
                                                  experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"headstart-{Path(dataset.source).stem}")  # fmt: skip
     if tracker is not None:
@@ -245,6 +252,20 @@ def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[
             metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache)
             predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)
     return metrics, predictions
+
+
+@contextlib.contextmanager
+def _settled_on_failure(directory: Path | None, *, resuming: bool) -> Iterator[None]:
+    """A fit that fails leaves its directory resumable or absent, and says which (:func:`settle_failed_fit`)."""
+    try:
+        yield
+    except BaseException as error:
+        if directory is None:
+            raise
+        settled = settle_failed_fit(directory, error, resuming=resuming)
+        if settled is error:
+            raise
+        raise settled from None
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ Every other module asks this one for a run's files; none spells ``"metrics.json"
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ PROFILE_NAME = "profile.json"
 CHECKPOINT_DIR = "checkpoint"  # while training: what `headstart resume` needs
 ARGS_NAME = "fit.json"  # in CHECKPOINT_DIR: the arguments of the interrupted fit
 STATE_NAME = "state.json"  # in CHECKPOINT_DIR: the commit point of the last saved epoch
+FINISHED_FILES = (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, HISTORY_NAME, DATASET_NAME, PREDICTIONS_NAME, LOG_NAME, REPORT_NAME)  # a finished run's, beside ASSETS_DIR
 
 
 def read_run_config(directory: str | Path) -> dict[str, Any]:
@@ -84,6 +86,13 @@ def write_run_files(
     atomic_write_text(directory / PREDICTIONS_NAME, json.dumps(predictions))
     skipped = [f"skipped: {d['file']} ({d['reason']})" for d in dataset["skipped_files"]]
     atomic_write_text(directory / LOG_NAME, "\n".join(log_lines + skipped) + "\n")
+
+
+def remove_finished_files(directory: Path) -> None:
+    """Remove what a finished run writes (weights, config, metrics, ...), e.g. a final save that a full disk cut short; keep the checkpoint."""
+    for name in FINISHED_FILES:
+        (directory / name).unlink(missing_ok=True)
+    shutil.rmtree(directory / ASSETS_DIR, ignore_errors=True)
 
 
 def write_json(directory: str | Path, name: str, data: Any) -> Path:

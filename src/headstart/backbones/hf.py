@@ -184,7 +184,7 @@ def _hf_backbone(id_or_dir: str, *, pretrained: bool, name: str, pooling: str | 
         if Path(id_or_dir).exists():
             raise ValueError(f"{id_or_dir}: not a Hugging Face model folder (no readable config.json)") from None
         raise Unavailable(f"Cannot load hf:{id_or_dir} ({str(error).splitlines()[0]}); {OFFLINE_HINT}") from None
-    model = AutoModel.from_pretrained(id_or_dir) if pretrained else AutoModel.from_config(config)
+    model = _pretrained_model(id_or_dir) if pretrained else AutoModel.from_config(config)
     modality = "audio" if config.model_type in AUDIO_MODEL_TYPES else "image" if hasattr(config, "image_size") else "text"
     preprocessing: Preprocessing
     if modality == "audio":
@@ -203,6 +203,29 @@ def _hf_backbone(id_or_dir: str, *, pretrained: bool, name: str, pooling: str | 
         preprocessing = ImagePreprocessing(int(size), tuple(processor.image_mean), tuple(processor.image_std), "bilinear", 1.0)
     spec = BackboneSpec(name, modality, "hf", config.model_type, f"Hugging Face {config.model_type} from {id_or_dir}")
     return HFBackbone(model, spec, preprocessing, pooling=pooling or ("cls" if modality == "image" else "mean"))
+
+
+def _pretrained_model(id_or_dir: str) -> nn.Module:
+    """``AutoModel.from_pretrained``, with a weights file that is pickled code (refused by ``weights_only``) or damaged as a one-line error."""
+    import pickle
+    import warnings
+
+    from safetensors import SafetensorError
+    from transformers import AutoModel
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return AutoModel.from_pretrained(id_or_dir)
+    except (pickle.UnpicklingError, SafetensorError) as error:
+        folder = Path(id_or_dir)
+        files = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".safetensors", ".pt", ".pth")) if folder.is_dir() else []
+        where = f"{folder / files[0]}" if len(files) == 1 else f"{id_or_dir} ({', '.join(files) or 'weights'})"
+        reason = "refused by torch.load(weights_only=True)" if isinstance(error, pickle.UnpicklingError) else str(error).strip().splitlines()[0]
+        raise ValueError(
+            f"{where}: not a plain weights file ({reason}); headstart only loads tensors, never pickled code: "
+            "save the model as safetensors (model.save_pretrained(FOLDER)) or load it from a source you trust"
+        ) from None
 
 
 def _hf_from_config(config: dict[str, Any], assets: Path, prep: Preprocessing) -> HFBackbone:

@@ -7,15 +7,14 @@ Embedded backbones register themselves (:mod:`headstart.backbones.embedded`); ``
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from headstart.backbones.base import Backbone, BackboneSpec
 from headstart.backbones.hf import _hf_backbone
-from headstart.backbones.runs import backbone_from_config, is_run_dir, load_run_backbone
+from headstart.backbones.runs import backbone_from_config, check_run_config, is_run_dir, load_run_backbone
 from headstart.backbones.timm import _timm_backbone
-from headstart.rundir import ASSETS_DIR, CONFIG_NAME
+from headstart.rundir import ASSETS_DIR, CONFIG_NAME, read_run_config
 
 _REGISTRY: dict[str, tuple[BackboneSpec, Callable[[bool], Backbone]]] = {}
 
@@ -57,7 +56,8 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path |
     path = Path(name)
     if is_run_dir(path):
         if not pretrained:
-            saved = json.loads((path / CONFIG_NAME).read_text())
+            saved = read_run_config(path)
+            check_run_config(saved, path / CONFIG_NAME)
             return backbone_from_config(saved["backbone"], path / ASSETS_DIR, saved["preprocessing"])
         return load_run_backbone(path)
     known = sorted(_REGISTRY) + ["timm:<arch>", "hf:<id or folder>", "<run dir>"]

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,70 @@ from headstart.rundir import ASSETS_DIR, CONFIG_NAME, WEIGHTS_NAME, read_run_con
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` holds a run headstart wrote (its ``config.json`` names a ``headstart_version``)."""
     return bool((path / CONFIG_NAME).is_file() and json.loads((path / CONFIG_NAME).read_text()).get("headstart_version"))
+
+
+MAX_WIDTH = 65_536  # features and hidden units of a head
+MAX_CLASSES = 1_000_000
+MAX_HEAD_PARAMETERS = 2**31  # 8 GB of float32: far beyond any head fit has written
+MAX_INPUT_SIZE = 4096  # pixels a side the network sees; a 40,000-pixel input would need ~19 GB for one image
+LARGEST_RESIZE = 2 * MAX_INPUT_SIZE
+
+
+def check_run_config(config: dict[str, Any], source: Path) -> None:
+    """Refuse a saved config whose sizes would allocate absurd memory (an edited or damaged ``config.json``), before anything is built.
+
+    Each value must be of its kind and within bounds: the head's widths and class count, the
+    preprocessing's input size, crop and audio settings. ``source`` names the file in the message.
+    """
+
+    def fail(key: str, value: Any, expected: str) -> None:
+        raise ValueError(f"{source}: {key} is {value!r}, expected {expected}; the run's config is damaged or was edited: fix the value or fit the run again")
+
+    def number(key: str, value: Any, low: float, high: float, *, whole: bool = False, low_open: bool = False, high_open: bool = False) -> None:
+        kind = numbers.Integral if whole else numbers.Real
+        ok = isinstance(value, kind) and not isinstance(value, bool) and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+        if not ok:
+            fail(key, value, f"{'a whole number' if whole else 'a number'} from {low}{' (excluded)' if low_open else ''} to {high}{' (excluded)' if high_open else ''}")
+
+    head, prep = config.get("head"), config.get("preprocessing")
+    if not isinstance(head, dict) or not isinstance(prep, dict) or not isinstance(config.get("backbone"), dict):
+        fail("head/preprocessing/backbone", None, "sections of settings")
+    number("head.in_features", head.get("in_features"), 1, MAX_WIDTH, whole=True)
+    number("head.num_classes", head.get("num_classes"), 2, MAX_CLASSES, whole=True)
+    if head.get("hidden") is not None:
+        number("head.hidden", head["hidden"], 1, MAX_WIDTH, whole=True)
+    number("head.dropout", head.get("dropout", 0.0), 0, 1, high_open=True)
+    width = head.get("hidden") or head["num_classes"]
+    parameters = head["in_features"] * width + (width * head["num_classes"] if head.get("hidden") else 0)
+    if parameters > MAX_HEAD_PARAMETERS:
+        fail("head", {k: head.get(k) for k in ("in_features", "hidden", "num_classes")}, f"a head of at most {MAX_HEAD_PARAMETERS:,} weights (this one has {parameters:,})")
+    classes = config.get("classes")
+    if not isinstance(classes, list) or len(classes) != head["num_classes"]:
+        fail("classes", classes if not isinstance(classes, list) else f"{len(classes)} names", f"{head['num_classes']} class names (head.num_classes)")
+    kind = prep.get("kind", "image")
+    images = {"image": prep, "spectrogram": prep.get("image")}.get(kind)
+    if kind in ("image", "spectrogram"):
+        prefix = "preprocessing." if kind == "image" else "preprocessing.image."
+        if not isinstance(images, dict):
+            fail(prefix.rstrip("."), images, "a section of settings")
+        number(prefix + "input_size", images.get("input_size"), 8, MAX_INPUT_SIZE, whole=True)
+        number(prefix + "crop_pct", images.get("crop_pct", 0.875), 0, 2, low_open=True)
+        if images["input_size"] / images.get("crop_pct", 0.875) > LARGEST_RESIZE:
+            fail(prefix + "crop_pct", images.get("crop_pct"), f"a crop that resizes to at most {LARGEST_RESIZE} pixels a side (input_size / crop_pct)")
+        for key in ("mean", "std"):
+            values = images.get(key)
+            if not isinstance(values, list) or len(values) != 3 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+                fail(prefix + key, values, "3 numbers (red, green, blue)")
+    if kind == "spectrogram":
+        number("preprocessing.sample_rate", prep.get("sample_rate", 16000), 1000, 384_000, whole=True)
+        number("preprocessing.clip_seconds", prep.get("clip_seconds", 1.0), 0, 3600, low_open=True)
+        number("preprocessing.n_mels", prep.get("n_mels", 64), 1, 1024, whole=True)
+        number("preprocessing.window_ms", prep.get("window_ms", 25.0), 1, 1000)
+        number("preprocessing.hop_ms", prep.get("hop_ms", 10.0), 1, 1000)
+    if kind == "audio" and prep.get("clip_seconds") is not None:
+        number("preprocessing.clip_seconds", prep["clip_seconds"], 0, 3600, low_open=True)
+    if kind == "text":
+        number("preprocessing.max_length", prep.get("max_length"), 1, MAX_WIDTH, whole=True)
 
 
 def backbone_from_config(config: dict[str, Any], assets: Path, preprocessing: dict[str, Any]) -> Backbone:
@@ -50,6 +115,7 @@ def load_run(directory: str | Path) -> tuple[dict[str, Any], Backbone, Classifie
     """
     directory = Path(directory)
     config = read_run_config(directory)
+    check_run_config(config, directory / CONFIG_NAME)
     backbone = backbone_from_config(config["backbone"], directory / ASSETS_DIR, config["preprocessing"])
     if config.get("adapter"):  # the same LoRA layers before the weights (adapter and head) load
         add_lora(backbone, **config["adapter"])

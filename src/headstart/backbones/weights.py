@@ -22,13 +22,18 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found; pass the path of a .safetensors or .pth file")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types for a damaged or foreign file
+            with path.open("rb") as handle:
+                start = handle.read(2)
+            hint = "it looks like a torch.save file: rename it to .pth" if start == b"PK" or start[:1] == b"\x80" else "pass a .safetensors or .pth weights file"
+            raise ValueError(f"{path}: not a safetensors file ({_first_line(error)}); {hint}") from None
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad pickles
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
-            f"{path}: not a plain weights file ({first_line}); headstart only loads tensors "
+            f"{path}: not a plain weights file ({_first_line(error)}); headstart only loads tensors "
             "(safetensors or torch.save(state_dict)), never pickled code"
         ) from None
     for key in _NESTED_KEYS:
@@ -37,6 +42,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a mapping of parameter names to tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def state_fingerprint(module: torch.nn.Module) -> str:

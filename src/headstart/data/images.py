@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from PIL import Image, ImageOps
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 LARGEST_DECODE = 4096
 MAX_ASPECT_RATIO = 100  # a 1 x 8,000,000 strip decodes, but resizing its short side to 256 needs 2 billion pixels
+MAX_PIXELS = 64_000_000  # decoded pixels per image; Pillow's own limit (~179 M, ~1.5 GB at peak) is far above what a model needs
+MAX_PIXELS_VARIABLE = "HEADSTART_MAX_PIXELS"
 
 Item = Union[Path, str, Image.Image]
 
@@ -31,10 +34,46 @@ def load_image(source: Item) -> Image.Image:
         return _to_rgb(source)
     if hasattr(source, "to_pil"):  # a CachedImage: decoded and presized earlier
         return source.to_pil()
+    limit = max_pixels()
     with _quiet_pillow(), Image.open(source) as image:  # closed here: a long run must not leak one file handle per image
+        problem = _too_large(image, limit)
+        if problem:
+            raise ValueError(f"{source}: {problem}")
         if image.format == "JPEG" and max(image.size) > 2 * LARGEST_DECODE:
             image.draft("RGB", (LARGEST_DECODE, LARGEST_DECODE))  # decode a huge photo at 1/2, 1/4 or 1/8 scale
         return _to_rgb(image)
+
+
+def max_pixels() -> int:
+    """The most pixels one image may decode to: :data:`MAX_PIXELS`, or ``HEADSTART_MAX_PIXELS`` when set."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE, "").strip().replace("_", "")
+    if not value:
+        return MAX_PIXELS
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{MAX_PIXELS_VARIABLE}={value!r}: not a positive whole number of pixels; e.g. {MAX_PIXELS_VARIABLE}=100000000, or unset it")
+    return int(value)
+
+
+def decoded_size(image: Image.Image) -> tuple[int, int]:
+    """The size :func:`load_image` decodes ``image`` at, read from its header (JPEG's reduced-scale decoding included)."""
+    width, height = image.size
+    if image.format == "JPEG" and max(width, height) > 2 * LARGEST_DECODE and len(getattr(image, "tile", ())) == 1:
+        ratio = min(width // LARGEST_DECODE, height // LARGEST_DECODE)  # as JpegImageFile.draft chooses its scale
+        scale = next(s for s in (8, 4, 2, 1) if ratio >= s)
+        return (width + scale - 1) // scale, (height + scale - 1) // scale
+    return width, height
+
+
+def _too_large(image: Image.Image, limit: int) -> str | None:
+    """Why ``image`` must not be decoded (more pixels than ``limit``), from its header alone; None if it may."""
+    width, height = decoded_size(image)
+    if width * height <= limit:
+        return None
+    return f"too large: {_megapixels(width * height)} megapixels (limit {_megapixels(limit)}; {MAX_PIXELS_VARIABLE})"
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f}" if pixels >= 1e6 else f"{pixels / 1e6:.2g}"
 
 
 @contextlib.contextmanager
@@ -69,7 +108,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def check_image(path: Path) -> str | None:
-    """Fully decode ``path`` (at reduced scale for JPEG); return why it is unusable, or None."""
+    """Fully decode ``path`` (at reduced scale for JPEG); return why it is unusable, or None.
+
+    An image that would decode to more than :func:`max_pixels` pixels is refused from its header,
+    before any pixel is decoded.
+    """
+    limit = max_pixels()
     if not path.exists():
         return "no such file (or a broken or looping symbolic link)"
     try:
@@ -79,6 +123,9 @@ def check_image(path: Path) -> str | None:
             width, height = image.size
             if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
                 return f"extreme aspect ratio ({width} x {height}, over {MAX_ASPECT_RATIO}:1); crop it or remove it"
+            problem = _too_large(image, limit)
+            if problem:
+                return problem
             image.draft("RGB", (64, 64))
             _to_rgb(image)  # the same conversion training will do, at reduced scale for JPEG
         return None

@@ -15,6 +15,8 @@ checkpoint or the new one, never a mix. Nothing is pickled: tensors go to safete
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import random
 import shutil
@@ -26,9 +28,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from headstart.errors import Unavailable
 from headstart.freezing import check_frozen_set, frozen_parameter_names
 from headstart.io import atomic_path, atomic_write_text
-from headstart.rundir import ARGS_NAME, CHECKPOINT_DIR, STATE_NAME
+from headstart.rundir import ARGS_NAME, CHECKPOINT_DIR, STATE_NAME, remove_finished_files
 from headstart.training.callbacks import Callback
 from headstart.training.state import Best, TrainState
 
@@ -47,6 +50,36 @@ def read_fit_args(run: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{run}: nothing to resume (no {CHECKPOINT_DIR}/{ARGS_NAME}); the run finished or was not started by `headstart fit`")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def settle_failed_fit(run: Path, error: BaseException, *, resuming: bool) -> BaseException:
+    """Leave ``run`` resumable or absent after ``error`` stopped a fit, never half-written; return the error to raise, saying which.
+
+    Resumable: the checkpoint holds a finished epoch, or the run was being resumed, or Ctrl-C
+    stopped it after it started (``fit.json`` is written once the model is built). Then any finished-run
+    files (a final save cut short by a full disk) are removed: ``headstart resume`` writes them all.
+    Otherwise the checkpoint goes, and ``run`` too if nothing else is in it: a start that failed
+    leaves nothing that looks like an interrupted run.
+    """
+    folder = checkpoint_dir(run)
+    started = (folder / ARGS_NAME).is_file()
+    resumable = started and (resuming or (folder / STATE_NAME).is_file() or isinstance(error, KeyboardInterrupt))
+    if resumable:
+        remove_finished_files(run)
+        outcome = f"the run is resumable: `headstart resume {run}` continues after its last finished epoch"
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run.rmdir()  # only when empty: a folder the user already had, or an overwritten run, stays
+        outcome = f"nothing was saved in {run}"
+    if isinstance(error, KeyboardInterrupt):
+        return error if resumable and str(error) else KeyboardInterrupt(f"interrupted; {outcome}")
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {Path(error.filename).name}" if error.filename else ""
+        reason = "no space left on the device" if error.errno == errno.ENOSPC else "disk quota exceeded"
+        message = f"{run}: {reason}{where}; {outcome}" + (" once space is freed" if resumable else "; free space and run the command again")
+        return Unavailable(message)
+    return error
 
 
 def _rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -93,9 +126,8 @@ class Checkpoint(Callback):
                 self.saved = json.loads(state_file.read_text(encoding="utf-8"))
                 self.saved["tensors"] = load_file(str(self.directory / self.saved["tensors_file"]))
         elif write:
-            for old in self.directory.glob("*"):  # an overwritten run starts afresh
-                if old.name != ARGS_NAME:
-                    old.unlink() if old.is_file() else shutil.rmtree(old)
+            for old in self.directory.glob("*"):  # an overwritten run starts afresh (its fit.json is written once the model is built)
+                old.unlink() if old.is_file() else shutil.rmtree(old)
 
     def reset(self) -> None:
         """Forget saved progress (e.g. when the run restarts with a smaller batch)."""
