@@ -78,7 +78,7 @@ def test_two_process_fine_tune_matches_one_process(elpv_folder, tmp_path):
               "--cache-dir", str(tmp_path / "cache"), "--json"]  # fmt: skip
     two = json.loads(torchrun("-m", "headstart", *common, "--batch-size", "8", "--out", str(tmp_path / "two")))
     one = json.loads(headstart(*common, "--batch-size", "16", "--out", str(tmp_path / "one")))
-    assert abs(one["metrics"]["test"]["accuracy"] - two["metrics"]["test"]["accuracy"]) <= 0.2  # 10 test images: within 2
+    assert abs(one["metrics"]["test"]["accuracy"] - two["metrics"]["test"]["accuracy"]) <= 0.2 + 1e-9  # 10 test images: within 2
     log = (tmp_path / "two" / "log.txt").read_text()
     assert "DistributedDataParallel on 2 ranks (gloo)" in log and "frozen left out" in log
     assert "freeze audit (fine-tune): ok" in log

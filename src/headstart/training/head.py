@@ -116,6 +116,7 @@ def _fit_head(
         head.train()
         optimizer = state.optimizer = new_optimizer()
         optimizer.step(objective)
+        optimizer.zero_grad(set_to_none=True)  # no gradients left on the head, as after any phase
         with torch.no_grad():
             logits = head(x)
             train_loss = float(loss_fn(logits, y))
