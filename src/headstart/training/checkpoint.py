@@ -120,11 +120,14 @@ class Checkpoint(Callback):
         self.phase_ends: list[int] = []  # history length at the end of each finished phase
         self.saved: dict[str, Any] | None = None
         self.replaying = False
+        self.frozen_file: tuple[int, str] | None = None  # (phase index, file) holding this phase's frozen parameters
         if resume:
             state_file = self.directory / STATE_NAME
             if state_file.is_file():
                 self.saved = json.loads(state_file.read_text(encoding="utf-8"))
                 self.saved["tensors"] = load_file(str(self.directory / self.saved["tensors_file"]))
+                if self.saved.get("frozen_file"):  # written once per phase; older checkpoints hold every tensor in each file
+                    self.saved["tensors"].update(load_file(str(self.directory / self.saved["frozen_file"])))
         elif write:
             for old in self.directory.glob("*"):  # an overwritten run starts afresh (its fit.json is written once the model is built)
                 old.unlink() if old.is_file() else shutil.rmtree(old)
@@ -132,9 +135,9 @@ class Checkpoint(Callback):
     def reset(self) -> None:
         """Forget saved progress (e.g. when the run restarts with a smaller batch)."""
         (self.directory / STATE_NAME).unlink(missing_ok=True)
-        for old in self.directory.glob("tensors-*.safetensors"):
+        for old in [*self.directory.glob("tensors-*.safetensors"), *self.directory.glob("frozen-*.safetensors")]:
             old.unlink()
-        self.phase_index, self.phase_ends, self.saved, self.replaying = -1, [], None, False
+        self.phase_index, self.phase_ends, self.saved, self.replaying, self.frozen_file = -1, [], None, False, None
 
     # -- hooks -------------------------------------------------------------------------------
     def on_fit_start(self, state: TrainState) -> None:
@@ -172,6 +175,8 @@ class Checkpoint(Callback):
             generator.set_state(tensors["rng/loader"])
         best = saved["best"]
         best_state = _unprefixed("best", tensors) or None
+        if best_state is not None:  # only what trains was saved; the frozen rest equals the model's own
+            best_state = {**{k: v.clone() for k, v in state.model.state_dict().items()}, **best_state}
         done = len(saved["history"]) - (self.phase_ends[-1] if self.phase_ends else 0)
         patience = state.settings.patience
         if patience is not None and best["waited"] >= patience:
@@ -194,7 +199,9 @@ class Checkpoint(Callback):
         if not self.write:
             return
         rng_meta, tensors = _rng_state()
-        tensors.update(_prefixed("model", state.model.state_dict()))
+        frozen = frozen_parameter_names(state.model)
+        weights = state.model.state_dict()
+        tensors.update(_prefixed("model", {k: v for k, v in weights.items() if k not in frozen}))
         meta: dict[str, Any] = {
             "phase": state.phase,
             "phase_index": self.phase_index,
@@ -215,15 +222,33 @@ class Checkpoint(Callback):
             best = state.best
             meta["best"] = {"record": best.record, "epoch": best.epoch, "waited": best.waited}
             if best.weights is not None:
-                tensors.update(_prefixed("best", best.weights))
+                tensors.update(_prefixed("best", {k: v for k, v in best.weights.items() if k not in frozen}))
             generator = getattr(state.train_loader, "generator", None)
             if generator is not None:
                 tensors["rng/loader"] = generator.get_state()
+        meta["frozen_file"] = self._frozen_file(state, {k: v for k, v in weights.items() if k in frozen})
         name = f"tensors-{uuid.uuid4().hex[:12]}.safetensors"
         meta["tensors_file"] = name
         with atomic_path(self.directory / name) as tmp:
             save_file(tensors, str(tmp))
         atomic_write_text(self.directory / STATE_NAME, json.dumps(meta))
-        for old in self.directory.glob("tensors-*.safetensors"):
-            if old.name != name:
+        for old in [*self.directory.glob("tensors-*.safetensors"), *self.directory.glob("frozen-*.safetensors")]:
+            if old.name not in (name, meta["frozen_file"]):
                 old.unlink(missing_ok=True)
+
+    def _frozen_file(self, state: TrainState, frozen: dict[str, torch.Tensor]) -> str | None:
+        """The file of this phase's frozen parameters, written at the phase's first save.
+
+        They do not change within a phase (the freeze audit checks it), so writing them with every
+        epoch (a MiniLM body is ~90 MB, once for the weights and once for the best weights) was
+        paying for nothing. They are kept, not only fingerprinted: a custom strategy may freeze a
+        block that an earlier phase trained.
+        """
+        if not frozen:
+            return None
+        if self.frozen_file is None or self.frozen_file[0] != self.phase_index:
+            name = f"frozen-{uuid.uuid4().hex[:12]}.safetensors"
+            with atomic_path(self.directory / name) as tmp:
+                save_file(_prefixed("model", frozen), str(tmp))
+            self.frozen_file = (self.phase_index, name)
+        return self.frozen_file[1]
