@@ -230,3 +230,9 @@ def parameters_doc(names: tuple[str, ...] = FIELDS, defaults: FitConfig = DEFAUL
         f = by_name[name]
         lines += [f"    {name} : {f.type}, default={getattr(defaults, name)!r}", f"        {(help or {}).get(name, f.metadata['help'])}"]
     return "\n".join(lines) + "\n"
+
+# `headstart demo`: ELPV images, three strategies side by side (read by headstart.demo and the CLI parser)
+DEMO_LIMIT = 800  # ELPV images used
+DEMO_EPOCHS = 5  # epochs of fine-tune and scratch
+DEMO_IMAGE_SIZE = 112  # the cells are 300 px; at 224 px and 6 epochs the demo took over 9 minutes on two cores, at 128 px 3:43
+DEMO_OUT = "headstart-demo"  # in the current folder; never overwritten without --overwrite

@@ -2,44 +2,58 @@
 
 Real data shipped by a package (ELPV solar-cell electroluminescence images, far from ImageNet),
 the embedded EfficientNet-Lite0, and three runs side by side: feature extraction, fine-tuning and
-the same network trained from scratch with the same epochs.
+the same network trained from scratch with the same epochs. The runs and their reports (transfer
+and scratch side by side) are kept in a folder the demo names, so there is something to open.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from headstart.api import fit
+from headstart.api import Run, fit
+from headstart.config import DEMO_EPOCHS, DEMO_IMAGE_SIZE, DEMO_LIMIT, DEMO_OUT
 from headstart.data import load_elpv
 from headstart.report import write_report
-from headstart.rundir import REPORT_NAME
+from headstart.rundir import REPORT_NAME, check_new_run_dir
+
+STRATEGIES = ("feature-extraction", "fine-tune", "scratch")
 
 
-def run_demo(*, limit: int = 800, epochs: int = 6, quiet: bool = False, out: str | Path | None = None) -> list[dict[str, object]]:
-    """Run the three strategies on ``limit`` ELPV images; print and return one row per strategy."""
+def fine_tune_verdict(run: Run) -> str:
+    """Say in words whether the fine-tuned weights were kept, or the head alone (the warm-up) was better."""
+    kept = next((r for r in run.history.epochs if r["epoch"] == run.history.kept_epoch), None)
+    if kept is None or kept["phase"] == "fine-tune":
+        return f"fine-tuning changed the model: the weights of fine-tune epoch {run.history.kept_epoch} were kept"
+    return "fine-tuning did not beat the head alone on validation; the head-only model (its warm-up) was kept"
+
+
+def run_demo(
+    *, limit: int = DEMO_LIMIT, epochs: int = DEMO_EPOCHS, image_size: int = DEMO_IMAGE_SIZE, quiet: bool = False, out: str | Path = DEMO_OUT, overwrite: bool = False
+) -> list[dict[str, object]]:
+    """Run the three strategies on ``limit`` ELPV images into ``out``; print and return one row per strategy."""
     console = Console()
+    base = Path(out)
+    check_new_run_dir(base, overwrite)  # before any work: never over an earlier demo or anything else
     data = load_elpv(task="binary", limit=limit, seed=0)
     counts = data.summary()["counts"]
-    console.print(f"[bold]headstart demo[/bold]: ELPV solar cells, defective vs functional; {', '.join(f'{s} {sum(c.values())}' for s, c in counts.items())} images")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(out) if out is not None else Path(tmp)
-        for strategy, extra in (("feature-extraction", {}), ("fine-tune", {"epochs": epochs}), ("scratch", {"epochs": epochs})):
-            console.print(f"[bold]{strategy}[/bold] ...")
-            started = time.perf_counter()
-            run = fit(data, backbone="efficientnet_lite0", strategy=strategy, out=base / strategy, overwrite=True, quiet=quiet, **extra)
-            test = run.metrics["test"]
-            rows.append({"strategy": strategy, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "epochs": len(run.history.epochs), "seconds": time.perf_counter() - started})
-        for strategy in ("feature-extraction", "fine-tune"):  # written before the scratch run existed: now side by side
-            write_report(base / strategy)
-        if out is not None:
-            console.print(f"reports: {', '.join(str(base / s / REPORT_NAME) for s in ('feature-extraction', 'fine-tune', 'scratch'))}")
-    table = Table(title=f"transfer vs scratch on ELPV ({counts['test'] and sum(counts['test'].values())} test images)")
+    console.print(f"[bold]headstart demo[/bold]: ELPV solar cells, defective vs functional; {', '.join(f'{s} {sum(c.values())}' for s, c in counts.items())} images at {image_size} px; runs in {base}")
+    rows, verdict = [], ""
+    for strategy in STRATEGIES:
+        console.print(f"[bold]{strategy}[/bold] ...")
+        started = time.perf_counter()
+        extra = {} if strategy == "feature-extraction" else {"epochs": epochs}
+        run = fit(data, backbone="efficientnet_lite0", strategy=strategy, out=base / strategy, overwrite=overwrite, quiet=quiet, image_size=image_size, **extra)
+        test = run.metrics["test"]
+        rows.append({"strategy": strategy, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "epochs": len(run.history.epochs), "seconds": time.perf_counter() - started})
+        if strategy == "fine-tune":
+            verdict = fine_tune_verdict(run)
+    for strategy in STRATEGIES[:-1]:  # written before the scratch run existed: now side by side
+        write_report(base / strategy)
+    table = Table(title=f"transfer vs scratch on ELPV ({sum(counts['test'].values())} test images)")
     for col in ("strategy", "test accuracy", "macro F1", "epochs", "seconds"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for r in rows:
@@ -48,4 +62,6 @@ def run_demo(*, limit: int = 800, epochs: int = 6, quiet: bool = False, out: str
     scratch = rows[-1]["accuracy"]
     best = max(rows[:-1], key=lambda r: r["accuracy"])
     console.print(f"best transfer ({best['strategy']}) {best['accuracy']:.3f} vs scratch {scratch:.3f}: {100 * (best['accuracy'] - scratch):+.1f} points")
+    console.print(verdict)
+    console.print("reports:\n" + "\n".join(f"  {base / s / REPORT_NAME}" for s in STRATEGIES), highlight=False, soft_wrap=True)
     return rows

@@ -298,7 +298,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from headstart.demo import run_demo
 
-    run_demo(limit=args.limit, epochs=args.epochs, quiet=args.quiet, out=args.out)
+    run_demo(limit=args.limit, epochs=args.epochs, image_size=args.image_size, quiet=args.quiet, out=args.out, overwrite=args.overwrite)
 
 
 def cmd_stylize(args: argparse.Namespace) -> None:

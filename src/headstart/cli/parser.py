@@ -29,6 +29,10 @@ from headstart.cli.commands import (
 )
 from headstart.config import (
     DEFAULTS,
+    DEMO_EPOCHS,
+    DEMO_IMAGE_SIZE,
+    DEMO_LIMIT,
+    DEMO_OUT,
     FIELDS,
     FIT_DEFAULT,
     PRETRAIN_ARCH,
@@ -184,10 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("demo", help="offline demo on the ELPV solar-cell images: transfer vs scratch")
-    p.add_argument("--limit", type=int, default=800, help="number of ELPV images used (default 800)")
-    p.add_argument("--epochs", type=int, default=6, help="epochs for fine-tune and scratch")
-    p.add_argument("--out", default=None, help="keep the three runs (and their reports, transfer vs scratch side by side) in this directory")
+    p = sub.add_parser("demo", help="offline demo on the ELPV solar-cell images: feature extraction and fine-tuning against scratch, with reports")
+    p.add_argument("--limit", type=int, default=DEMO_LIMIT, help=f"number of ELPV images used (default {DEMO_LIMIT})")
+    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help=f"epochs for fine-tune and scratch (default {DEMO_EPOCHS})")
+    p.add_argument("--image-size", type=int, default=DEMO_IMAGE_SIZE, help=f"input resolution (default {DEMO_IMAGE_SIZE})")
+    p.add_argument("--out", default=DEMO_OUT, help=f"folder for the three runs and their reports (default ./{DEMO_OUT}; never overwritten without --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
