@@ -28,7 +28,7 @@ from headstart.freezing import audit_freeze, frozen_parameter_names
 from headstart.progress import Progress
 from headstart.training.callbacks import Callback, EarlyStopping, KeepBest
 from headstart.training.evaluation import validate
-from headstart.training.loop import _should_log
+from headstart.training.loop import end_epoch
 from headstart.training.state import History, TrainSettings, TrainState
 
 ROUND_ITERATIONS = 10  # L-BFGS iterations per epoch (a validation pass and the callbacks after each)
@@ -126,14 +126,7 @@ def _fit_head(
                                   "lr": 1.0, "train_seconds": time.perf_counter() - started}  # fmt: skip
         record.update(validate(head, val_batches, device) if len(val[1]) else {"val_loss": train_loss, "val_accuracy": record["train_accuracy"]})
         record["seconds"] = time.perf_counter() - started
-        history.epochs.append(record)
-        if progress is not None and _should_log(epoch - first_epoch + 1, settings.epochs):
-            progress.log(f"{phase} epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.3f} | "
-                         f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f} | {record['seconds']:.2f}s")  # fmt: skip
-        state.epoch, state.record = epoch, record
-        for hook in hooks:
-            hook.on_epoch_end(state)
-        if state.stop:
+        if end_epoch(state, hooks, record, first_epoch=first_epoch):
             break
     for hook in hooks:
         hook.on_fit_end(state)

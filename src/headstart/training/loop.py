@@ -161,17 +161,23 @@ def fit_model(
         else:
             record.update(val_loss=record["train_loss"], val_accuracy=record["train_accuracy"])
         record["seconds"] = time.perf_counter() - started
-        history.epochs.append(record)
-        if progress is not None and _should_log(epoch - first_epoch + 1, settings.epochs):
-            progress.log(
-                f"{phase} epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.3f} | "
-                f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f} | {record['seconds']:.1f}s"
-            )
-        state.epoch, state.record = epoch, record
-        for hook in hooks:
-            hook.on_epoch_end(state)
-        if state.stop:
+        if end_epoch(state, hooks, record, first_epoch=first_epoch):
             break
     for hook in hooks:
         hook.on_fit_end(state)
     return history
+
+
+def end_epoch(state: TrainState, hooks: Sequence[Callback], record: dict[str, Any], *, first_epoch: int) -> bool:
+    """Record one finished epoch (history, log line), run the callbacks' ``on_epoch_end``; whether the phase stops."""
+    epoch = record["epoch"]
+    state.history.epochs.append(record)
+    if state.progress is not None and _should_log(epoch - first_epoch + 1, state.settings.epochs):
+        state.progress.log(
+            f"{state.phase} epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.3f} | "
+            f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f} | {record['seconds']:.1f}s"
+        )
+    state.epoch, state.record = epoch, record
+    for hook in hooks:
+        hook.on_epoch_end(state)
+    return state.stop
