@@ -133,20 +133,32 @@ def test_runs_saved_before_the_report_still_get_one(fe_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def sms_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """300 real SMS-spam rows (every 18th of the shared set, in order), written to a temporary CSV."""
+    """150 real SMS-spam rows (every 36th of the shared set, in order), written to a temporary CSV."""
     from conftest import shared_dataset
 
     lines = (shared_dataset("sms_spam") / "data.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     path = tmp_path_factory.mktemp("sms") / "sms_spam.csv"
-    path.write_text(lines[0] + "".join(lines[1::18][:300]), encoding="utf-8")
+    path.write_text(lines[0] + "".join(lines[1::36][:150]), encoding="utf-8")
     return path
 
 
+@pytest.fixture(scope="module")
+def hymenoptera_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 real hymenoptera photos (the first 30 ants and 30 bees of its train folder, linked, not copied)."""
+    from conftest import shared_dataset
+
+    source, root = shared_dataset("hymenoptera") / "train", tmp_path_factory.mktemp("hymenoptera")
+    for name in ("ants", "bees"):
+        (root / name).mkdir()
+        for path in sorted((source / name).iterdir())[:30]:
+            (root / name / path.name).symlink_to(path)
+    return root
+
+
 @pytest.mark.parametrize("which", ["hymenoptera-fine-tune", "sms-spam"])
-def test_shared_reports_show_every_section(which, sms_subset, tmp_path, capsys):
+def test_shared_reports_show_every_section(which, sms_subset, hymenoptera_subset, tmp_path, capsys):
     """A real run per modality with everything a report can show: lr-find and profile saved into the
     run, a scratch sibling; every section of the navigation is rendered with its images in Chromium."""
-    from conftest import shared_dataset
 
     binary = find_chromium()
     if binary is None:
@@ -154,13 +166,13 @@ def test_shared_reports_show_every_section(which, sms_subset, tmp_path, capsys):
     if which == "sms-spam":
         data, fit_args, scratch_args, size = str(sms_subset), ["--strategy", "feature-extraction"], ["--epochs", "1"], []
     else:
-        data, size = str(shared_dataset("hymenoptera")), ["--image-size", "64"]
+        data, size = str(hymenoptera_subset), ["--image-size", "64"]
         fit_args, scratch_args = ["--strategy", "fine-tune", "--trainable-blocks", "2", "--epochs", "2"], ["--epochs", "1"]
     run, scratch = tmp_path / "runs" / "transfer", tmp_path / "runs" / "scratch"
     assert main(["fit", data, *fit_args, *size, "--out", str(run), "--quiet"]) in (0, None)
     assert main(["fit", data, "--strategy", "scratch", *scratch_args, *size, "--out", str(scratch), "--quiet"]) in (0, None)
     assert main(["lr-find", data, "--run", str(run), "--steps", "30", "--plot", "none", "--quiet", *size]) in (0, None)
-    assert main(["profile", data, "--run", str(run), "--limit", "120", "--folds", "3", "--plot", "none", "--quiet"]) in (0, None)
+    assert main(["profile", data, "--run", str(run), "--limit", "60", "--folds", "3", "--plot", "none", "--quiet"]) in (0, None)
     capsys.readouterr()
     report = write_report(run)
     with Chromium(binary) as browser:
