@@ -49,16 +49,26 @@ def _torch_logits(model, items) -> np.ndarray:
         return model.eval()(batch).float().numpy()
 
 
-def test_onnx_image_parity(fe_run, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def small_image_run(elpv_folder, tmp_path_factory):
+    """A small network on real images: the ONNX exporter traces every operator once, so its time grows
+    with the graph (Lite0: ~23 s of CPU), not with what the test checks; the text test exports a real model."""
+    from headstart.api import fit
+
+    return fit(elpv_folder, backbone="timm:test_efficientnet", strategy="scratch", epochs=1, image_size=48, out=tmp_path_factory.mktemp("runs") / "small", quiet=True, report=False)
+
+
+def test_onnx_image_parity(small_image_run, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install headstart[export])")
-    result = _export(fe_run.directory, tmp_path, "onnx", capsys)
+    run = small_image_run.directory
+    result = _export(run, tmp_path, "onnx", capsys)
     spec = json.loads(Path(result["preprocessing"]).read_text())
-    assert spec["classes"] == fe_run.model.classes and spec["inputs"] == ["pixel_values"]
-    items = _test_items(fe_run.directory)
+    assert spec["classes"] == small_image_run.model.classes and spec["inputs"] == ["pixel_values"]
+    items = _test_items(run)
     session = ort.InferenceSession(result["model"], providers=["CPUExecutionProvider"])
     pixels = np.stack([_pixels_from_spec(p, spec["image"]) for p in items])
     onnx_logits = session.run(["logits"], {"pixel_values": pixels})[0]
-    torch_logits = _torch_logits(from_pretrained(fe_run.directory), items)
+    torch_logits = _torch_logits(from_pretrained(run), items)
     assert np.abs(onnx_logits - torch_logits).max() < TOLERANCE
     assert (onnx_logits.argmax(1) == torch_logits.argmax(1)).all()
 
