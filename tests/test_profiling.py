@@ -202,15 +202,20 @@ def test_source_shift_is_none_without_batchnorm(minilm):
     assert source_shift(minilm, ["a sentence", "another one"]) is None
 
 
-def test_advise_cli_images(elpv_folder, capsys):
+def test_advise_cli_images(elpv_folder, capsys, monkeypatch):
+    from headstart.analysis import advisor
     from headstart.analysis.advisor import FAR_SHIFT
 
+    measured = []
+    real_advise = advisor.advise
+    monkeypatch.setattr(advisor, "advise", lambda *a, **k: measured.append(real_advise(*a, **k)) or measured[-1])
     assert main(["advise", str(elpv_folder), "--json"]) == 0
     advice = json.loads(capsys.readouterr().out)
     assert advice["case"] == "small, different" and advice["strategy"] == "fine-tune"  # 24 solar cells per class, far from ImageNet
     assert advice["measurements"]["examples_per_class"] == pytest.approx(24 * 0.8, abs=2)
     assert advice["measurements"]["mean_shift"] >= FAR_SHIFT and advice["fit_kwargs"]["trainable_blocks"] == 8  # all but the stem
     assert 0 < advice["measurements"]["leep_gain"] < 1  # ImageNet's classes say a little about defects
+    monkeypatch.setattr(advisor, "advise", lambda *a, **k: measured[0])  # the same measurements, shown as text
     assert main(["advise", str(elpv_folder)]) == 0
     assert "next: headstart fit" in capsys.readouterr().out
 
