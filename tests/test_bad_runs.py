@@ -214,6 +214,7 @@ def test_a_full_disk_before_training_saves_nothing(data, tmp_path, capsys, monke
 )
 def test_a_full_disk_during_a_run_leaves_it_resumable(data, tmp_path, capsys, monkeypatch, name, nth, written):
     out = tmp_path / "run"
+    monkeypatch.setattr("headstart.training.checkpoint.WRITE_EVERY_SECONDS", 0)  # every epoch written: the second write is the second epoch's
     disk_full_at(monkeypatch, name, nth)
     assert main(["fit", str(data), "--out", str(out), "--epochs", "3", *FAST]) == 2
     line = one_error_line(capsys)
@@ -228,10 +229,33 @@ def test_a_full_disk_during_a_run_leaves_it_resumable(data, tmp_path, capsys, mo
 
 
 def test_a_full_disk_is_a_user_error_in_the_api(data, tmp_path, monkeypatch):
+    monkeypatch.setattr("headstart.training.checkpoint.WRITE_EVERY_SECONDS", 0)
     disk_full_at(monkeypatch, "tensors-", 2)
     with pytest.raises(OSError, match="the run is resumable") as caught:
         fit(data, out=tmp_path / "run", epochs=2, image_size=32, quiet=True)
     assert is_user_error(caught.value)
+
+
+class _StopAfter(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, state) -> None:
+        if len(state.history.epochs) == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_short_epochs_are_written_at_phase_ends_and_when_the_fit_stops(data, tmp_path, monkeypatch):
+    """Epochs shorter than the write interval are kept in memory: one file per phase, and the last
+    finished epoch is written when Ctrl-C (or an error) stops the fit."""
+    written = disk_full_at(monkeypatch, "tensors-", nth=0)  # records the names, never fails
+    fit(data, out=tmp_path / "whole", epochs=4, image_size=32, quiet=True, report=False)
+    assert len(written) == 1  # feature extraction is one phase: its end
+    written.clear()
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        fit(data, out=out, epochs=4, image_size=32, quiet=True, report=False, callbacks=[_StopAfter(3)])
+    assert len(written) == 1 and len(json.loads((checkpoint_dir(out) / "state.json").read_text())["history"]) == 3
 
 
 # ------------------------------------------------------------------------------------------------
@@ -239,26 +263,28 @@ def test_a_full_disk_is_a_user_error_in_the_api(data, tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 
 _SLOW_EPOCHS = """
-import sys, time
+import pathlib, sys, time
 from headstart.training.checkpoint import Checkpoint
 saved = Checkpoint.on_epoch_end
 def slow(self, state):
-    saved(self, state)
+    saved(self, state)  # kept in memory: the checkpoint is written every 30 s, and when the fit stops
+    pathlib.Path(sys.argv[-1]).touch()
     time.sleep(1)  # room to press Ctrl-C between epochs
 Checkpoint.on_epoch_end = slow
 from headstart.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main(sys.argv[1:-1]))
 """
 
 
 def test_ctrl_c_with_output_to_a_pipe_exits_130_and_leaves_a_resumable_run(data, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-c", _SLOW_EPOCHS, "fit", str(data), "--out", str(out), "--epochs", "20", "--image-size", "32"]
+    epoch_done = tmp_path / "epoch-done"
+    command = [sys.executable, "-c", _SLOW_EPOCHS, "fit", str(data), "--out", str(out), "--epochs", "20", "--image-size", "32", str(epoch_done)]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not (checkpoint_dir(out) / "state.json").is_file() and child.poll() is None and time.monotonic() < deadline:
+        while not epoch_done.is_file() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert child.poll() is None, child.communicate()
         os.killpg(child.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group

@@ -125,6 +125,7 @@ def test_audit_after_resume_refuses_a_different_frozen_set(elpv_folder, tmp_path
 _CHILD = textwrap.dedent(
     """
     import os, signal, sys
+    import headstart.training.checkpoint as checkpoint
     import headstart.training.loop as training
     from headstart.training.callbacks import Callback
     from headstart.api import fit
@@ -146,6 +147,7 @@ _CHILD = textwrap.dedent(
         return original(inputs, device)
 
     training.to_device = to_device
+    checkpoint.WRITE_EVERY_SECONDS = 0  # every epoch on disk: the kill must find the first epoch of gradual-2 there
     fit(sys.argv[1], out=sys.argv[2], quiet=True, callbacks=[Arm()], **{kwargs})
     """
 )

@@ -303,7 +303,14 @@ def _run_strategy(
         except KeyboardInterrupt:
             if directory is None:
                 raise
+            if checkpoint is not None:
+                checkpoint.flush()
             raise KeyboardInterrupt(f"interrupted; continue with `headstart resume {directory}` (nothing after the last finished epoch is lost)") from None
+        except BaseException:
+            if checkpoint is not None:
+                with contextlib.suppress(OSError):  # the error that stopped the fit is the one to report
+                    checkpoint.flush()
+            raise
 
 
 def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_size: int, log_lines: list[str], blocks: list[dict[str, Any]], report: bool) -> None:

@@ -1,4 +1,4 @@
-"""Resumable runs: the training state is saved atomically after every epoch and read back by ``resume``.
+"""Resumable runs: the training state is kept after every epoch, saved atomically, and read back by ``resume``.
 
 Ctrl-C (or a crash, or a lost machine) during ``headstart fit`` leaves ``RUN/checkpoint/``: the
 arguments of the fit (``fit.json``), and, once an epoch has finished, the weights being trained, the
@@ -7,6 +7,13 @@ AdamW and scheduler state, the best weights so far, the history and the random n
 continues the interrupted one after its last finished epoch, with its frozen set (checked by the
 freeze audit against the one recorded here), optimizer, scheduler and random state. On CPU the result is identical to a run
 that was never interrupted (``tests/test_reliability.py`` checks it).
+
+After every epoch the state is copied in memory (what trains, the optimizer, the random state: a
+memory copy costs far less than a file); it is written to disk when ``every`` seconds (default
+``WRITE_EVERY_SECONDS``) have passed since the last write, at the end of each phase, and by
+:meth:`Checkpoint.flush` when the fit stops on Ctrl-C, a cancel or an error. So an interrupted run
+still continues after its last finished epoch; only a killed process (SIGKILL, power loss) loses
+up to ``every`` seconds of epochs, and short epochs no longer each pay for a file.
 
 Each save writes a new tensor file, then ``state.json`` naming it (the commit point, written
 atomically), then removes the older tensor file: an interruption at any moment leaves the previous
@@ -20,6 +27,7 @@ import errno
 import json
 import random
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,6 +42,8 @@ from headstart.io import atomic_path, atomic_write_text
 from headstart.rundir import ARGS_NAME, CHECKPOINT_DIR, STATE_NAME, remove_finished_files
 from headstart.training.callbacks import Callback
 from headstart.training.state import Best, TrainState
+
+WRITE_EVERY_SECONDS = 30.0  # a killed process loses at most this much; Ctrl-C, cancel and errors lose nothing
 
 
 def checkpoint_dir(run: str | Path) -> Path:
@@ -107,15 +117,19 @@ def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 class Checkpoint(Callback):
-    """Save the training state of ``run`` after every epoch; with ``resume=True``, first restore it.
+    """Keep the training state of ``run`` after every epoch (see the module docstring for when it is
+    written); with ``resume=True``, first restore it.
 
     One instance follows one call of :func:`headstart.fit`: strategies call :func:`fit_model` once
     per phase (head warm-up, then fine-tuning), and the n-th ``on_fit_start`` is phase n.
     """
 
-    def __init__(self, run: str | Path, *, resume: bool = False, write: bool = True) -> None:
+    def __init__(self, run: str | Path, *, resume: bool = False, write: bool = True, every: float | None = None) -> None:
         self.directory = checkpoint_dir(run)
         self.write = write  # False on torchrun ranks other than 0: they restore from the checkpoint but never write it
+        self.every = WRITE_EVERY_SECONDS if every is None else every
+        self.pending: tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None  # the last epoch's state, not yet written
+        self.written_at = time.monotonic()
         self.phase_index = -1
         self.phase_ends: list[int] = []  # history length at the end of each finished phase
         self.saved: dict[str, Any] | None = None
@@ -137,7 +151,7 @@ class Checkpoint(Callback):
         (self.directory / STATE_NAME).unlink(missing_ok=True)
         for old in [*self.directory.glob("tensors-*.safetensors"), *self.directory.glob("frozen-*.safetensors")]:
             old.unlink()
-        self.phase_index, self.phase_ends, self.saved, self.replaying, self.frozen_file = -1, [], None, False, None
+        self.phase_index, self.phase_ends, self.saved, self.replaying, self.frozen_file, self.pending = -1, [], None, False, None, None
 
     # -- hooks -------------------------------------------------------------------------------
     def on_fit_start(self, state: TrainState) -> None:
@@ -184,7 +198,13 @@ class Checkpoint(Callback):
         state.epochs_done, state.best = done, Best(best["record"], best_state, best["epoch"], best["waited"])
 
     def on_epoch_end(self, state: TrainState) -> None:
-        self._save(state, finished=False)
+        if not self.write:
+            return
+        meta, tensors, frozen = self._snapshot(state, finished=False)
+        if time.monotonic() - self.written_at >= self.every:
+            self._write(meta, tensors, frozen)
+        else:  # the live tensors change in place during the next epoch: keep copies
+            self.pending = (meta, {k: v.clone() for k, v in tensors.items()}, frozen)
 
     def on_fit_end(self, state: TrainState) -> None:
         if self.replaying:
@@ -192,12 +212,17 @@ class Checkpoint(Callback):
             self.phase_ends.append(len(state.history.epochs))
             return
         self.phase_ends.append(len(state.history.epochs))
-        self._save(state, finished=True)
+        if self.write:
+            self._write(*self._snapshot(state, finished=True))
+
+    def flush(self) -> None:
+        """Write the last finished epoch's state if it is not on disk yet (the fit is stopping)."""
+        if self.pending is not None:
+            self._write(*self.pending)
 
     # -- storage -----------------------------------------------------------------------------
-    def _save(self, state: TrainState, *, finished: bool) -> None:
-        if not self.write:
-            return
+    def _snapshot(self, state: TrainState, *, finished: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """What a checkpoint holds now: JSON metadata (copied), the tensors to write, and the phase's frozen parameters."""
         rng_meta, tensors = _rng_state()
         frozen = frozen_parameter_names(state.model)
         weights = state.model.state_dict()
@@ -226,7 +251,10 @@ class Checkpoint(Callback):
             generator = getattr(state.train_loader, "generator", None)
             if generator is not None:
                 tensors["rng/loader"] = generator.get_state()
-        meta["frozen_file"] = self._frozen_file(state, {k: v for k, v in weights.items() if k in frozen})
+        return json.loads(json.dumps(meta)), tensors, {k: v for k, v in weights.items() if k in frozen}  # frozen: unchanged within the phase
+
+    def _write(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor]) -> None:
+        meta["frozen_file"] = self._frozen_file(frozen)
         name = f"tensors-{uuid.uuid4().hex[:12]}.safetensors"
         meta["tensors_file"] = name
         with atomic_path(self.directory / name) as tmp:
@@ -235,8 +263,9 @@ class Checkpoint(Callback):
         for old in [*self.directory.glob("tensors-*.safetensors"), *self.directory.glob("frozen-*.safetensors")]:
             if old.name not in (name, meta["frozen_file"]):
                 old.unlink(missing_ok=True)
+        self.pending, self.written_at = None, time.monotonic()
 
-    def _frozen_file(self, state: TrainState, frozen: dict[str, torch.Tensor]) -> str | None:
+    def _frozen_file(self, frozen: dict[str, torch.Tensor]) -> str | None:
         """The file of this phase's frozen parameters, written at the phase's first save.
 
         They do not change within a phase (the freeze audit checks it), so writing them with every
