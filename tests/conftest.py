@@ -8,8 +8,6 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a hub lookup must fail fast, never retry
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-if os.environ.get("PYTEST_XDIST_WORKER"):  # one test per core: two intra-op threads per worker would spin against each other
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
