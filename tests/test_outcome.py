@@ -14,6 +14,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, matthews_corrcoef
 from headstart.metrics import MIN_EXAMPLES, _scores, bootstrap, classification_metrics, describe, headline, intervals, wilson
 from headstart.outcome import WARMUP, epoch_label, kept_weights, overfitting
 from headstart.report.figures import compare_labels
+from headstart.rundir import LOG_NAME
 
 
 def record(epoch: int, phase: str, *, val_loss: float = 0.5, train_loss: float = 0.5, val_accuracy: float = 0.8, **extra) -> dict:
@@ -169,3 +170,27 @@ def test_compare_labels_are_short_and_distinct():
 def test_metrics_json_is_plain_json():
     metrics = classification_metrics([0, 1, 2] * 12, [0, 1, 1] * 12, ["a", "b", "c"])
     assert json.loads(json.dumps(metrics))["intervals"]["per_class_f1"]["c"] == [0.0, 0.0]
+
+
+# ---- end to end ------------------------------------------------------------------------------------------
+
+
+def test_fit_end_line_and_metrics_json_say_what_was_kept_and_how_sure(elpv_folder, tmp_path, capsys):
+    """A real, small fine-tune from the CLI: its last lines and metrics.json give the kept phase and the intervals."""
+    from headstart.cli import main
+
+    out = tmp_path / "ft"
+    assert main(["fit", str(elpv_folder), "--strategy", "fine-tune", "--trainable-blocks", "1", "--cut", "stage1", "--image-size", "32", "--augment", "none",
+                 "--batch-size", "8", "--epochs", "2", "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr()
+    saved = json.loads((out / "metrics.json").read_text())
+    kept, test = saved["kept"], saved["test"]
+    assert kept["phase"] in (WARMUP, "fine-tune") and kept["phase_epoch"] <= kept["phase_epochs"]
+    assert kept["later_phase_won"] == (kept["phase"] == "fine-tune")
+    stdout = " ".join(printed.out.split())  # rich wraps long lines at the terminal's width
+    assert f"kept: {kept['sentence']}" in stdout
+    assert headline(test) in stdout and "95% CI" in stdout and test["intervals"]["accuracy"][0] < test["accuracy"] <= test["intervals"]["accuracy"][1]
+    log = (out / LOG_NAME).read_text()
+    assert "fine-tune epoch 1/2:" in log and "fine-tune epoch 2/2:" in log and f"kept: {kept['sentence']}" in log
+    history = json.loads((out / "history.json").read_text())
+    assert history["kept"] == kept and all("val_loss_se" in r and r["val_n"] > 0 for r in history["epochs"])

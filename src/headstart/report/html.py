@@ -124,7 +124,7 @@ def _headline(run: SavedRun, kept: dict[str, Any] | None) -> list[tuple[str, str
     cards = []
     if test:
         split = test.get("split", "test")
-        few = f"n = {test['n']}: too few examples to tell (fewer than {MIN_EXAMPLES})" if too_few(test) else f"n = {test['n']}"
+        few = f"n = {test['n']}: too few examples to tell" if too_few(test) else f"n = {test['n']}"
         cards += [
             (f"{split} accuracy", f"{100 * test['accuracy']:.1f}%", f"{span(test, 'accuracy')} · {few}"),
             ("balanced accuracy", f"{100 * test['balanced_accuracy']:.1f}%", span(test, "balanced_accuracy") or "mean recall over classes"),
@@ -134,7 +134,8 @@ def _headline(run: SavedRun, kept: dict[str, Any] | None) -> list[tuple[str, str
     seconds = run.metrics.get("seconds") or run.training.get("seconds")
     cards.append(("epochs", str(len(epochs)), phase_counts(epochs) if len(_phases(epochs)) > 1 else ""))
     if kept is not None:
-        cards.append(("weights kept", kept["phase"], kept["label"]))
+        beaten = "" if kept["later_phase_won"] else f"; {kept['last_phase']} did not beat it"
+        cards.append(("weights kept", f"epoch {kept['phase_epoch']}/{kept['phase_epochs']}", f"of {kept['phase']}{beaten}"))
     if seconds is not None:
         cards.append(("time", _duration(float(seconds)), str(run.training.get("machine", {}).get("device", ""))))
     return cards
