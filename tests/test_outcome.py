@@ -120,13 +120,13 @@ def test_a_rise_on_four_validation_examples_is_noise():
     per_example = np.array([0.05, 0.1, 1.9, 0.75])  # a typical spread of per-example losses on 4 examples
     se = per_example.std(ddof=1) / np.sqrt(4)
     result = overfitting(rising(se, 4), None)
-    assert not result["detected"] and result["within_noise"] == [3] and result["message"] == ""
+    assert not result["detected"] and result["within_noise"] == ["fine-tune epoch 3/3"] and result["message"] == ""
 
 
 def test_a_clear_rise_on_many_examples_is_overfitting():
     result = overfitting(rising(0.02, 2000), 1)
     assert result["detected"] and result["epochs"] == [3]
-    assert "more than 2 standard errors (0.020) of the mean loss over 2000 validation examples" in result["message"]
+    assert "training loss fell (at fine-tune epoch 3/3), more than 2 standard errors (0.020) of the mean loss over 2000 validation examples" in result["message"]
     assert result["message"].endswith("the weights of fine-tune epoch 1/3 were kept")
 
 

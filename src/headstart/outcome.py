@@ -93,7 +93,8 @@ def overfitting(epochs: Sequence[dict[str, Any]], kept_epoch: int | None) -> dic
     a > b > c, and a rise c - a larger than :data:`~headstart.metrics.NOISE_SE` standard errors of
     the mean per-example validation loss at c (``val_loss_se``; see :func:`~headstart.metrics.rise_exceeds_noise`).
     On 4 validation examples that error is about as large as the loss, so a drift is not called overfitting;
-    ``within_noise`` lists the epochs that rose but not by more.
+    ``within_noise`` names the epochs that rose but not by more ("fine-tune epoch 3/6"); ``epochs``
+    numbers the flagged ones across phases (as the records do).
     """
     flagged: list[int] = []
     quiet: list[int] = []
@@ -115,7 +116,8 @@ def overfitting(epochs: Sequence[dict[str, Any]], kept_epoch: int | None) -> dic
     if worst is not None:
         _, a, c = worst
         noise = f", more than {NOISE_SE:g} standard errors ({c['val_loss_se']:.3f}) of the mean loss over {c.get('val_n', '?')} validation examples" if c.get("val_loss_se") is not None else ""
-        message = (f"overfitting: validation loss rose from {a['val_loss']:.3f} to {c['val_loss']:.3f} while training loss fell (epochs {flagged}){noise}; "
+        message = (f"overfitting: validation loss rose from {a['val_loss']:.3f} to {c['val_loss']:.3f} while training loss fell "
+                   f"(at {', '.join(epoch_label(epochs, e) for e in flagged)}){noise}; "
                    + (f"the weights of {kept['label']} were kept" if kept else "the best weights were kept"))  # fmt: skip
-    return {"detected": bool(flagged), "epochs": flagged, "within_noise": quiet, "best_epoch": kept_epoch, "message": message,
+    return {"detected": bool(flagged), "epochs": flagged, "within_noise": [epoch_label(epochs, e) for e in quiet], "best_epoch": kept_epoch, "message": message,
             "rule": f"validation loss rising two epochs in a row while training loss falls, by more than {NOISE_SE:g} standard errors of its mean over the validation examples"}  # fmt: skip

@@ -92,17 +92,17 @@ def _curves_figure(history: dict[str, Any]) -> Any:
     flagged = set(overfitting(epochs, kept)["epochs"])  # the rule of today, also for runs saved before it
     for column, phase in enumerate(phases):
         rows = [r for r in epochs if phase["first"] <= r["epoch"] <= phase["last"]]
-        x = [r["epoch"] for r in rows]
+        x = [r["epoch"] - phase["first"] + 1 for r in rows]  # numbered within the phase, as the log and the progress bar number them
         markers = {"marker": "o", "markersize": 3 if len(x) > 3 else 5} if len(x) <= 30 else {}
         for row, key in enumerate(("loss", "accuracy")):
             ax = axes[row][column]
             if len(x) < 8:
-                ax.set_xlim(phase["first"] - 0.5, phase["last"] + 0.5)
+                ax.set_xlim(0.5, len(x) + 0.5)
             ax.plot(x, [r[f"train_{key}"] for r in rows], color=TRAIN_COLOR, label="train", **markers)
             ax.plot(x, [r[f"val_{key}"] for r in rows], color=VAL_COLOR, label="validation", **markers)
             if kept is not None and phase["first"] <= kept <= phase["last"]:
-                ax.axvline(kept, color=KEPT_COLOR, linestyle=":", linewidth=1.6, label=f"kept ({epoch_label(epochs, kept)})")
-            bad = [(r["epoch"], r["val_loss"]) for r in rows if r["epoch"] in flagged]
+                ax.axvline(kept - phase["first"] + 1, color=KEPT_COLOR, linestyle=":", linewidth=1.6, label=f"kept ({epoch_label(epochs, kept)})")
+            bad = [(r["epoch"] - phase["first"] + 1, r["val_loss"]) for r in rows if r["epoch"] in flagged]
             if bad and key == "loss":
                 ax.scatter(*zip(*bad), color=ALERT_COLOR, marker="x", s=36, zorder=5, label="overfitting")
             if len(x) < 8:
@@ -113,7 +113,7 @@ def _curves_figure(history: dict[str, Any]) -> Any:
             elif row == 0:
                 ax.set_title(f"{phase['name']} ({phase['epochs']} of at most {phase['planned']} epochs)")
             else:
-                ax.set_xlabel("epoch")
+                ax.set_xlabel(f"{phase['name']} epoch")
             if column == 0 and len(phases) > 1:
                 ax.set_ylabel(key)
             if key == "accuracy":

@@ -289,7 +289,7 @@ def _compare_section(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any
     scratch = [r for r in rows if r["strategy"] == "scratch" and r["accuracy"] is not None]
     transfer = [r for r in rows if r["strategy"] != "scratch" and r["accuracy"] is not None]
     gain = None
-    if scratch and transfer and _scratch_and_transfer(runs):
+    if scratch and transfer:
         best = max(transfer, key=lambda r: r["accuracy"])
         gain = {"best": best["strategy"], "points": 100 * (best["accuracy"] - scratch[0]["accuracy"]), "f1": (best["macro_f1"], scratch[0]["macro_f1"])}
     return {"rows": rows, "gain": gain, "image": _png(_compare_figure(runs))}

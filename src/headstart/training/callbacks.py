@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+from headstart.outcome import epoch_label
 from headstart.training.evaluation import validate
 from headstart.training.state import Best, TrainState
 
@@ -73,4 +74,5 @@ class EarlyStopping(Callback):
         if state.stop or (patience is not None and state.best.waited >= patience):
             state.stop = True
             if state.progress is not None:
-                state.progress.log(f"{state.phase}: early stop after epoch {state.epoch} (best epoch {state.best.epoch})")
+                kept = epoch_label(state.history.epochs, state.best.epoch)  # numbered within its phase, as the log and the bar number them
+                state.progress.log(f"{state.phase}: early stop after epoch {state.record.get('phase_epoch', state.epoch)}/{state.settings.epochs} (best: {kept})")

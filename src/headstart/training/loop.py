@@ -131,7 +131,7 @@ def fit_model(
                 penalty = sum((p(model, features) for p in penalties), torch.zeros((), device=device))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        f"{phase} epoch {epoch}: loss became {loss.item()}; lower the learning rate (now {settings.lr:g})"
+                        f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}: loss became {loss.item()}; lower the learning rate (now {settings.lr:g})"
                     )
                 ((loss + penalty.float()) / settings.accumulate).backward()
             if stepping:
