@@ -165,7 +165,7 @@ def finetune(
         with tempfile.TemporaryDirectory() as tmp:
             run = fit(subset, **{"backbone": "efficientnet_lite0", "strategy": "full", **settings}, **budget, out=Path(tmp) / "run", quiet=True, cache_dir=cache_dir, seed=0)
         rows[name] = {**ranked, "test_accuracy": run.metrics["test"]["accuracy"], "n_test": run.metrics["test"]["n"], "seconds": time.perf_counter() - started,
-                      "epochs_run": len([e for e in run.history.epochs if e["phase"] != "feature-extraction"])}  # fmt: skip
+                      "epochs_run": len([e for e in run.history.epochs if e["phase"] == "full"])}  # fmt: skip
         print(dataset_name, name, json.dumps(rows[name]), flush=True)
     n_train = len(subset.items("train")) + len(subset.items("val"))
     return {"dataset": dataset_name, "n_examples": len(items), "n_finetuned": n_train, "epochs": epochs if epochs is not None else "default", "candidates": rows, **context()}

@@ -18,9 +18,11 @@ def test_demo_refuses_a_folder_that_holds_something(tmp_path, capsys):
     assert (out / "notes.txt").read_text() == "mine" and [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
-def test_the_verdict_says_whether_the_fine_tuned_weights_were_kept():
-    epochs = [{"epoch": 1, "phase": "feature-extraction"}, {"epoch": 2, "phase": "feature-extraction"}, {"epoch": 3, "phase": "fine-tune"}]
-    head_kept = SimpleNamespace(history=History(epochs=epochs, kept_epoch=2))
-    tuned_kept = SimpleNamespace(history=History(epochs=epochs, kept_epoch=3))
-    assert fine_tune_verdict(head_kept).startswith("fine-tuning did not beat the head alone")
-    assert fine_tune_verdict(tuned_kept) == "fine-tuning changed the model: the weights of fine-tune epoch 3 were kept"
+def test_the_verdict_is_the_kept_weights_sentence():
+    """One sentence for "what was kept", in the demo as in the CLI, the report and metrics.json (tests/test_outcome.py)."""
+    epochs = [{"epoch": e, "phase": phase, "val_loss": 0.5, "train_loss": 0.5, "val_accuracy": 0.8} for e, phase in ((1, "head warm-up"), (2, "head warm-up"), (3, "fine-tune"))]
+    head_kept = History(epochs=epochs, kept_epoch=2)
+    tuned_kept = History(epochs=epochs, kept_epoch=3)
+    assert fine_tune_verdict(SimpleNamespace(history=head_kept)).startswith("fine-tuning did not beat the head alone")
+    assert fine_tune_verdict(SimpleNamespace(history=tuned_kept)) == "fine-tuning beat the head alone on validation: the weights of fine-tune epoch 1/1 were saved"
+    assert fine_tune_verdict(SimpleNamespace(history=head_kept)) == head_kept.to_dict()["kept"]["sentence"]

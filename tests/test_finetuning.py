@@ -265,7 +265,7 @@ def test_gradual_unfreezing_schedule_on_plateau(topics_csv, tmp_path):
         assert f"gradual: stage {stage}/2 from epoch" in log and f"trainable {blocks} + classifier" in log
         assert f"freeze audit (gradual-{stage}): ok" in log and "or 1 without improvement" in log
     phases = [r["phase"] for r in run.history.epochs]
-    assert [p for p in dict.fromkeys(phases)] == ["feature-extraction", "gradual-1", "gradual-2"]
+    assert [p for p in dict.fromkeys(phases)] == ["head warm-up", "gradual-1", "gradual-2"]
     assert all(1 <= phases.count(f"gradual-{k}") <= 2 for k in (1, 2))
     frozen = {b.name for b in run.model.blocks if not any(p.requires_grad for p in b.module.parameters())}
     assert frozen == {"embeddings", "layer0"}

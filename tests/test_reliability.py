@@ -161,7 +161,7 @@ class PoisonWeights(Callback):
 
 
 def test_nan_loss_stops_with_a_hint_to_lower_the_learning_rate(elpv_folder, tmp_path):
-    with pytest.raises(FloatingPointError, match=r"^fine-tune epoch 1: loss became nan; lower the learning rate \(now 0.001\)$"):
+    with pytest.raises(FloatingPointError, match=r"^fine-tune epoch 1/1: loss became nan; lower the learning rate \(now 0.001\)$"):
         fit(elpv_folder, out=tmp_path / "nan", strategy="fine-tune", head_warmup=False, image_size=32, epochs=1, callbacks=[PoisonWeights()], quiet=True)
-    with pytest.raises(FloatingPointError, match=r"^feature-extraction epoch 1: loss became nan; a feature or a head weight is not finite"):
+    with pytest.raises(FloatingPointError, match=r"^feature-extraction epoch 1/3: loss became nan; a feature or a head weight is not finite"):
         fit(elpv_folder, out=tmp_path / "nan-head", epochs=3, callbacks=[PoisonWeights()], quiet=True)

@@ -12,6 +12,7 @@ import pytest
 from browser import Chromium, find_chromium
 
 from headstart.cli import main
+from headstart.metrics import describe, span
 from headstart.report import write_report
 from headstart.rundir import LR_FIND_NAME, REPORT_NAME
 
@@ -58,7 +59,7 @@ def test_report_command_rebuilds_with_scratch_side_by_side(fe_run, scratch_run, 
     assert main(["report", str(fe_run.directory)]) == 0
     assert "wrote" in capsys.readouterr().out
     page = (fe_run.directory / REPORT_NAME).read_text(encoding="utf-8")
-    assert "compare" in _sections(page)  # the scratch sibling on the same data was found
+    assert "compare" in _sections(page) and "<h2>Transfer vs scratch</h2>" in page  # the scratch sibling on the same data was found
     gain = 100 * (fe_run.metrics["test"]["accuracy"] - scratch_run.metrics["test"]["accuracy"])
     assert f"{gain:+.1f} points" in page
     # an explicit --compare from elsewhere, written to another file
@@ -66,6 +67,27 @@ def test_report_command_rebuilds_with_scratch_side_by_side(fe_run, scratch_run, 
     shutil.copytree(fe_run.directory, elsewhere / "fe", ignore=shutil.ignore_patterns("*.safetensors"))
     assert main(["report", str(elsewhere / "fe"), "--compare", str(scratch_run.directory), "--out", str(tmp_path / "r.html")]) == 0
     assert "compare" in _sections((tmp_path / "r.html").read_text(encoding="utf-8"))
+
+
+def test_compare_without_a_scratch_run_is_not_transfer_vs_scratch(fe_run, tmp_path):
+    """Two feature-extraction runs side by side: "Runs compared", no gain over scratch (with a scratch run: the test above)."""
+    runs = tmp_path / "runs"
+    first, second = runs / "elpv-feature-extraction-20261124-101500", runs / "elpv-feature-extraction-20261124-103000"
+    for target in (first, second):
+        shutil.copytree(fe_run.directory, target, ignore=shutil.ignore_patterns("*.safetensors"))
+    page = write_report(first, compare=[second], out=tmp_path / "compare.html").read_text(encoding="utf-8")
+    assert "compare" in _sections(page) and "<h2>Runs compared</h2>" in page and '<a href="#compare">Runs compared</a>' in page
+    assert "Transfer vs scratch" not in page and "points</b> of held-out accuracy" not in page
+    binary = find_chromium()
+    if binary is None:
+        return
+    with Chromium(binary) as browser:
+        browser.open((tmp_path / "compare.html").resolve().as_uri())
+        assert browser.evaluate("document.querySelector('#compare h2').textContent") == "Runs compared"
+        assert not [i for i in browser.images() if not i["complete"] or i["naturalWidth"] == 0]
+        folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+        folder.mkdir(parents=True, exist_ok=True)
+        browser.screenshot(folder / "report-compare.png")
 
 
 def test_lr_finder_section_appears_only_with_its_file(fe_run, tmp_path):
@@ -110,6 +132,13 @@ def test_report_renders_in_headless_chromium(which, fe_run, scratch_run, text_ru
         assert browser.requests() == [report.resolve().as_uri()]
         shown = set(browser.evaluate("Array.from(document.querySelectorAll('section')).filter(s => s.offsetHeight > 0).map(s => s.id)"))
         assert {"data", "strategy", "curves", "results"} <= shown
+        kept = run.history.kept()
+        assert browser.evaluate("document.querySelector('#kept').textContent") == f"Weights kept: {kept['sentence']}."
+        cards = browser.evaluate("Array.from(document.querySelectorAll('.card')).map(c => c.innerText.replace(/\\s+/g, ' '))")
+        test = run.metrics["test"]
+        assert any(c.startswith("TEST ACCURACY") and span(test, "accuracy") in c and f"n = {test['n']}" in c for c in cards), cards
+        assert any(c.startswith("WEIGHTS KEPT") and f"epoch {kept['phase_epoch']}/{kept['phase_epochs']} of {kept['phase']}" in c for c in cards), cards
+        assert describe(test, "accuracy") in browser.evaluate("document.querySelector('#results .lead').textContent")
         folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
         folder.mkdir(parents=True, exist_ok=True)
         shot = browser.screenshot(folder / f"report-{which}.png")

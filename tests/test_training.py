@@ -78,3 +78,19 @@ def test_torch_compile_reaches_the_strategy_from_the_cli():
     args = build_parser().parse_args(["fit", "data", "--strategy", "full", "--torch-compile"])
     assert args.torch_compile and make_strategy("full", torch_compile=args.torch_compile).settings.torch_compile
     assert not make_strategy("full").settings.torch_compile
+
+
+def test_a_later_phase_that_never_improves_names_the_epoch_whose_weights_it_holds():
+    """The earlier phase ends holding its best epoch's weights, not its last's: that epoch is the one kept and named."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    y = (x[:, 0] > 0).long()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    model = nn.Linear(5, 2)
+    history = fit_model(model, loader, loader, TrainSettings(epochs=6, lr=20.0, grad_clip=None, patience=None), phase="head warm-up")
+    first = history.kept_epoch
+    assert first < 6  # a rate this large makes later epochs worse: the phase ends on an earlier epoch's weights
+    fit_model(model, loader, loader, TrainSettings(epochs=2, lr=50.0, grad_clip=None, patience=None), phase="fine-tune", history=history)
+    assert history.kept_epoch == first
+    assert history.kept()["label"] == f"head warm-up epoch {first}/6" and not history.kept()["later_phase_won"]
+    assert [r["phase_epoch"] for r in history.epochs] == [1, 2, 3, 4, 5, 6, 1, 2]

@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from headstart.metrics import MIN_EXAMPLES, span
+
 pytest.importorskip("fastapi", reason='the web app needs its extra: pip install "headstart[ui]"')
 pytest.importorskip("python_multipart", reason='the web app needs its extra: pip install "headstart[ui]"')
 playwright = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (pip install playwright; never `playwright install`)")
@@ -148,6 +150,11 @@ def test_choose_train_try_and_refuse_a_bad_zip(page, server, digits, shots):
     expect(page.locator("#chart-acc polyline")).to_have_count(2)  # training and validation curves were drawn
     expect(page.locator("#runs-table")).to_contain_text("finished")
     expect(page.locator("#open-report")).to_have_attribute("href", f"/runs/{run.name}/report.html")
+    saved = json.loads((run / "metrics.json").read_text())  # the card says what metrics.json says: the weights kept, the interval
+    expect(page.locator("#kept")).to_have_text(f"Weights kept: {saved['kept']['sentence']}.")
+    expect(page.locator("#kept-card")).to_contain_text(f"epoch {saved['kept']['phase_epoch']}/{saved['kept']['phase_epochs']}")
+    expect(page.locator("#accuracy-interval")).to_contain_text(span(saved["test"], "accuracy"))
+    expect(page.locator("#too-few")).to_have_count(1 if saved["test"]["n"] < MIN_EXAMPLES else 0)
     shoot(page, shots, "3-trained", section="#step-train")
 
     page.set_input_files("#predict-files", str(new_image))
@@ -157,6 +164,21 @@ def test_choose_train_try_and_refuse_a_bad_zip(page, server, digits, shots):
     expect(page.locator(".prediction .bars > div")).to_have_count(3)
     shoot(page, shots, "4-try", section="#step-try")
     shoot(page, shots, "5-runs", section="#step-runs")
+
+    # two runs of one strategy side by side: "Runs compared", not "Transfer vs scratch" (no scratch run is ticked)
+    shutil.copytree(run, project / "runs" / f"{run.name}-again", ignore=shutil.ignore_patterns("*.safetensors"))
+    page.evaluate("refreshRuns()")
+    expect(page.locator("#runs-table input[type=checkbox]")).to_have_count(len(list((project / "runs").iterdir())))
+    for box in page.locator("#runs-table input[type=checkbox]").all()[:2]:
+        box.check()
+    with page.expect_popup() as opened:
+        page.click("#compare")
+    compared = opened.value
+    compared.wait_for_load_state()
+    expect(compared.locator("#compare h2")).to_have_text("Runs compared")
+    assert "Transfer vs scratch" not in compared.content()
+    assert compared.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    compared.close()
 
     page.click("button[data-tab=zip]")
     buffer = io.BytesIO()

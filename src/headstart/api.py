@@ -31,6 +31,7 @@ from headstart.config import ADVICE_KEYS, FitConfig, parameters_doc
 from headstart.data import Dataset, load_dataset
 from headstart.freezing import freeze_report
 from headstart.inference import prediction_records, score_split
+from headstart.metrics import describe, headline
 from headstart.model import TransferModel
 from headstart.progress import Progress
 from headstart.report.tracking import Tracker, make_tracker
@@ -180,8 +181,11 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
                 progress.log(f"warning: {overfit['message']}")
             metrics, predictions = _held_out(model, dataset, ctx)
             seconds = time.perf_counter() - started
+            kept = history.kept()
+            if kept is not None:
+                progress.log(f"kept: {kept['sentence']}")
             if "test" in metrics:
-                progress.log(f"test: accuracy {metrics['test']['accuracy']:.4f}, balanced {metrics['test']['balanced_accuracy']:.4f}, macro F1 {metrics['test']['macro_f1']:.4f} (n={metrics['test']['n']}) in {seconds:.0f}s")
+                progress.log(f"{headline(metrics['test'])}; balanced accuracy {describe(metrics['test'], 'balanced_accuracy')}; {seconds:.0f}s")
         model.train()  # the modes training used: frozen blocks' BatchNorm in eval (as `headstart summary` shows)
         blocks = freeze_report(model).to_rows()
         run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice.record)
@@ -328,7 +332,7 @@ def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_s
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "headstart": __version__, "device": str(run.model.backbone.device)},
     }
     run.model.save_pretrained(run.directory, extra={"training": training, "dataset": {k: v for k, v in run.dataset.items() if k != "skipped_files"}})
-    write_run_files(run.directory, metrics={**run.metrics, "seconds": run.seconds}, history=run.history.to_dict(), dataset=run.dataset,
+    write_run_files(run.directory, metrics={**run.metrics, "kept": run.history.kept(), "seconds": run.seconds}, history=run.history.to_dict(), dataset=run.dataset,
                     predictions=run.predictions, log_lines=log_lines)  # fmt: skip
     if report:
         from headstart.report import write_report

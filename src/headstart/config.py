@@ -104,7 +104,7 @@ class FitConfig:
     strategy: str | Strategy = option("feature-extraction", "one of the strategies, or auto: measure the data first (see `headstart advise`) and use its settings except those given; contrastive: few-shot text (SetFit)",
                                       Flag(choices=(*STRATEGY_NAMES, "auto")))  # fmt: skip
     out: str | Path | None = option(None, "run directory (default runs/<data>-<strategy>-<time>), never overwritten without overwrite; while training, its checkpoint/ holds what resume needs")
-    epochs: int | None = option(None, "training epochs (default per strategy)", Flag(type=int))
+    epochs: int | None = option(None, "at most this many epochs of the strategy's main phase (fine-tune/full/lora/scratch: the network; gradual: each stage; feature-extraction/contrastive: the head's L-BFGS rounds); the head warm-up before it runs its own, up to 30, counted and shown apart (\"head warm-up epoch 12/30\", \"fine-tune epoch 2/6\") (default per strategy)", Flag(type=int))
     lr: float | None = option(None, "head learning rate (default per strategy)", Flag(type=float))
     body_lr: float | None = option(None, "learning rate of trainable backbone blocks (default lr/10)", Flag(type=float))
     patience: int | None | str = option("default", "epochs without improvement before early stopping (default per strategy; None in Python: never stop early)", Flag(type=int, default=None, convert=_sentinel))

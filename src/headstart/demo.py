@@ -17,6 +17,7 @@ from rich.table import Table
 from headstart.api import Run, fit
 from headstart.config import DEMO_EPOCHS, DEMO_IMAGE_SIZE, DEMO_LIMIT, DEMO_OUT
 from headstart.data import load_elpv
+from headstart.metrics import describe
 from headstart.report import write_report
 from headstart.rundir import REPORT_NAME, check_new_run_dir
 
@@ -24,11 +25,9 @@ STRATEGIES = ("feature-extraction", "fine-tune", "scratch")
 
 
 def fine_tune_verdict(run: Run) -> str:
-    """Say in words whether the fine-tuned weights were kept, or the head alone (the warm-up) was better."""
-    kept = next((r for r in run.history.epochs if r["epoch"] == run.history.kept_epoch), None)
-    if kept is None or kept["phase"] == "fine-tune":
-        return f"fine-tuning changed the model: the weights of fine-tune epoch {run.history.kept_epoch} were kept"
-    return "fine-tuning did not beat the head alone on validation; the head-only model (its warm-up) was kept"
+    """Say in words whether the fine-tuned weights were kept, or the head alone (the warm-up) was better (:func:`headstart.outcome.kept_weights`)."""
+    kept = run.history.kept()
+    return kept["sentence"] if kept is not None else "no epoch finished, so no weights were kept"
 
 
 def run_demo(
@@ -48,16 +47,16 @@ def run_demo(
         extra = {} if strategy == "feature-extraction" else {"epochs": epochs}
         run = fit(data, backbone="efficientnet_lite0", strategy=strategy, out=base / strategy, overwrite=overwrite, quiet=quiet, image_size=image_size, **extra)
         test = run.metrics["test"]
-        rows.append({"strategy": strategy, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "epochs": len(run.history.epochs), "seconds": time.perf_counter() - started})
+        rows.append({"strategy": strategy, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "shown": describe(test, "accuracy"), "epochs": len(run.history.epochs), "seconds": time.perf_counter() - started})
         if strategy == "fine-tune":
             verdict = fine_tune_verdict(run)
     for strategy in STRATEGIES[:-1]:  # written before the scratch run existed: now side by side
         write_report(base / strategy)
     table = Table(title=f"transfer vs scratch on ELPV ({sum(counts['test'].values())} test images)")
-    for col in ("strategy", "test accuracy", "macro F1", "epochs", "seconds"):
+    for col in ("strategy", "test accuracy (95% CI)", "macro F1", "epochs", "seconds"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for r in rows:
-        table.add_row(str(r["strategy"]), f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}", str(r["epochs"]), f"{r['seconds']:.0f}")
+        table.add_row(str(r["strategy"]), str(r["shown"]), f"{r['macro_f1']:.3f}", str(r["epochs"]), f"{r['seconds']:.0f}")
     console.print(table)
     scratch = rows[-1]["accuracy"]
     best = max(rows[:-1], key=lambda r: r["accuracy"])

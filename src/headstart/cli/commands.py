@@ -38,11 +38,14 @@ def _print_run(run: Any, *, as_json: bool) -> None:
     if not distributed.is_main():  # under torchrun rank 0 speaks for all
         return
     if as_json:
-        _print_json({"directory": str(run.directory), "metrics": run.metrics, "overfitting": run.history.overfitting(), "seconds": run.seconds})
+        _print_json({"directory": str(run.directory), "metrics": run.metrics, "kept": run.history.kept(), "overfitting": run.history.overfitting(), "seconds": run.seconds})
         return
     console = Console()
     if "test" in run.metrics:
         console.print(metrics_table("test", run.metrics["test"]))
+    kept = run.history.kept()
+    if kept is not None:
+        console.print(f"kept: {kept['sentence']}", highlight=False, soft_wrap=True)
     console.print(f"saved to {run.directory}")
 
 

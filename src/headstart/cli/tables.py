@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from headstart.metrics import describe, headline
+
 
 def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
     table = Table(title=title)
@@ -13,10 +15,7 @@ def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
         table.add_column(col, justify="right" if col != "class" else "left")
     for name, row in metrics["per_class"].items():
         table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
-    table.caption = (
-        f"accuracy {metrics['accuracy']:.4f} · balanced {metrics['balanced_accuracy']:.4f} · "
-        f"macro F1 {metrics['macro_f1']:.4f} · n={metrics['n']}"
-    )
+    table.caption = f"{headline(metrics)} · balanced accuracy {describe(metrics, 'balanced_accuracy')}"
     return table
 
 

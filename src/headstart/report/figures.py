@@ -8,10 +8,15 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from headstart.metrics import interval_of
+from headstart.outcome import epoch_label, overfitting
+from headstart.outcome import phases as _phases
 
 if TYPE_CHECKING:
     from headstart.rundir import SavedRun
@@ -69,21 +74,6 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _phases(epochs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Consecutive runs of epochs with the same phase: name, first and last epoch, best validation accuracy."""
-    phases: list[dict[str, Any]] = []
-    for row in epochs:
-        if not phases or phases[-1]["phase"] != row["phase"]:
-            # A feature-extraction phase before another one is that strategy's head warm-up on cached features.
-            name = "head warm-up" if row["phase"] == "feature-extraction" and any(r["phase"] != row["phase"] for r in epochs) else row["phase"]
-            phases.append({"phase": row["phase"], "name": name, "first": row["epoch"], "last": row["epoch"], "best_val_accuracy": row["val_accuracy"], "best_val_loss": row["val_loss"]})
-        phase = phases[-1]
-        phase["last"] = row["epoch"]
-        phase["best_val_accuracy"] = max(phase["best_val_accuracy"], row["val_accuracy"])
-        phase["best_val_loss"] = min(phase["best_val_loss"], row["val_loss"])
-    return phases
-
-
 @_styled
 def _curves_figure(history: dict[str, Any]) -> Any:
     """Loss and accuracy per epoch; one column per phase, so a 4-epoch fine-tune is not squeezed beside a 100-epoch head fit."""
@@ -99,20 +89,20 @@ def _curves_figure(history: dict[str, Any]) -> Any:
     else:  # rows loss, accuracy; one column per phase
         fig, axes = plt.subplots(2, len(phases), figsize=(10, 5.4), dpi=130, sharey="row", squeeze=False, gridspec_kw={"width_ratios": widths})
     kept = history.get("kept_epoch")
-    flagged = set(history.get("overfitting", {}).get("epochs", []))
+    flagged = set(overfitting(epochs, kept)["epochs"])  # the rule of today, also for runs saved before it
     for column, phase in enumerate(phases):
         rows = [r for r in epochs if phase["first"] <= r["epoch"] <= phase["last"]]
-        x = [r["epoch"] for r in rows]
+        x = [r["epoch"] - phase["first"] + 1 for r in rows]  # numbered within the phase, as the log and the progress bar number them
         markers = {"marker": "o", "markersize": 3 if len(x) > 3 else 5} if len(x) <= 30 else {}
         for row, key in enumerate(("loss", "accuracy")):
             ax = axes[row][column]
             if len(x) < 8:
-                ax.set_xlim(phase["first"] - 0.5, phase["last"] + 0.5)
+                ax.set_xlim(0.5, len(x) + 0.5)
             ax.plot(x, [r[f"train_{key}"] for r in rows], color=TRAIN_COLOR, label="train", **markers)
             ax.plot(x, [r[f"val_{key}"] for r in rows], color=VAL_COLOR, label="validation", **markers)
             if kept is not None and phase["first"] <= kept <= phase["last"]:
-                ax.axvline(kept, color=KEPT_COLOR, linestyle=":", linewidth=1.6, label=f"kept (epoch {kept})")
-            bad = [(r["epoch"], r["val_loss"]) for r in rows if r["epoch"] in flagged]
+                ax.axvline(kept - phase["first"] + 1, color=KEPT_COLOR, linestyle=":", linewidth=1.6, label=f"kept ({epoch_label(epochs, kept)})")
+            bad = [(r["epoch"] - phase["first"] + 1, r["val_loss"]) for r in rows if r["epoch"] in flagged]
             if bad and key == "loss":
                 ax.scatter(*zip(*bad), color=ALERT_COLOR, marker="x", s=36, zorder=5, label="overfitting")
             if len(x) < 8:
@@ -121,10 +111,9 @@ def _curves_figure(history: dict[str, Any]) -> Any:
                 ax.set_title(key)
                 ax.set_xlabel("epoch")
             elif row == 0:
-                span = f"epoch {phase['first']}" if phase["first"] == phase["last"] else f"epochs {phase['first']}–{phase['last']}"
-                ax.set_title(f"{phase['name']} ({span})")
+                ax.set_title(f"{phase['name']} ({phase['epochs']} of at most {phase['planned']} epochs)")
             else:
-                ax.set_xlabel("epoch")
+                ax.set_xlabel(f"{phase['name']} epoch")
             if column == 0 and len(phases) > 1:
                 ax.set_ylabel(key)
             if key == "accuracy":
@@ -192,30 +181,69 @@ def _confusion_figure(matrix: list[list[int]], classes: list[str]) -> Any:
     return fig
 
 
+def compare_labels(runs: Sequence[SavedRun]) -> list[str]:
+    """Short, distinct names for runs side by side: the strategy, and where two share it, what tells them apart
+    (the backbone, else the parts of the run names that differ, else a number), on a second line."""
+    labels = [r.strategy for r in runs]
+    for strategy in dict.fromkeys(labels):
+        group = [i for i, label in enumerate(labels) if label == strategy]
+        if len(group) < 2:
+            continue
+        backbones = [str(runs[i].training.get("backbone", "?")) for i in group]
+        if len(set(backbones)) == len(group):
+            suffixes = [_short(b, 18) for b in backbones]
+        else:
+            tokens = [re.split(r"[-_.\s]+", runs[i].directory.name) for i in group]
+            common = set.intersection(*(set(t) for t in tokens))
+            suffixes = [_short("-".join([t for t in parts if t not in common][-2:]), 18) for parts in tokens]
+        for i, suffix in zip(group, suffixes):
+            labels[i] = f"{strategy}\n{suffix}" if suffix else strategy
+    counts: dict[str, int] = {}
+    for i, label in enumerate(labels):  # still equal (same names in different folders): number them
+        if labels.count(label) > 1:
+            counts[label] = counts.get(label, 0) + 1
+            labels[i] = f"{label} #{counts[label]}"
+    return labels
+
+
 @_styled
 def _compare_figure(runs: Sequence[SavedRun]) -> Any:
-    fig, (bars, curves) = _figure(10, 3.4, ncols=2)
+    """Held-out accuracy per run (with its 95% interval) and validation accuracy over every phase of each run,
+    a diamond where a new phase (fine-tuning after the head warm-up) starts."""
+    fig, (bars, curves) = _figure(10, 3.6, ncols=2)
     palette = ["#2563eb", "#16a34a", "#9333ea", "#0891b2", "#ca8a04"]
-    names = [f"{r.strategy}\n{r.directory.name}" if r.directory.name != r.strategy else r.strategy for r in runs]
+    names = compare_labels(runs)
     colors = ["#9ca3af" if r.strategy == "scratch" else palette[i % len(palette)] for i, r in enumerate(runs)]
     values = [(r.test or {}).get("accuracy", 0.0) for r in runs]
-    bars.bar(range(len(runs)), values, color=colors)
-    for i, v in enumerate(values):
-        bars.annotate(f"{100 * v:.1f}%", (i, v), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=9)
-    bars.set_xticks(range(len(runs)), names, fontsize=8)
-    bars.set_ylim(0, 1.08)
+    spans = [interval_of(r.test, "accuracy") if r.test else None for r in runs]
+    low = [v - s[0] if s else 0.0 for v, s in zip(values, spans)]
+    high = [s[1] - v if s else 0.0 for v, s in zip(values, spans)]
+    bars.bar(range(len(runs)), values, color=colors, yerr=[low, high], capsize=4, ecolor="#374151", error_kw={"linewidth": 1})
+    for i, (v, s) in enumerate(zip(values, spans)):
+        bars.annotate(f"{100 * v:.1f}%", (i, s[1] if s else v), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=9)
+    crowded = len(runs) > 3
+    bars.set_xticks(range(len(runs)), names, fontsize=8, rotation=30 if crowded else 0, ha="right" if crowded else "center")
+    bars.set_ylim(0, 1.12)
     bars.yaxis.set_major_formatter(_percent_formatter())
-    bars.set_title("held-out accuracy")
-    for r, color in zip(runs, colors):
+    bars.set_title("held-out accuracy (bars: 95% interval)")
+    changed = False
+    for r, color, name in zip(runs, colors, names):
         rows = r.history.get("epochs", [])
-        rows = [row for row in rows if row["phase"] == rows[-1]["phase"]] if rows else []  # a head warm-up would dwarf the rest
-        if rows:
-            marker = {"marker": "o", "markersize": 3} if len(rows) <= 30 else {}
-            curves.plot(range(1, len(rows) + 1), [row["val_accuracy"] for row in rows], color=color, label=r.strategy, linestyle="--" if r.strategy == "scratch" else "-", **marker)
+        if not rows:
+            continue
+        x = list(range(1, len(rows) + 1))
+        marker = {"marker": "o", "markersize": 3} if len(rows) <= 30 else {}
+        curves.plot(x, [row["val_accuracy"] for row in rows], color=color, label=name.replace("\n", " · "), linestyle="--" if r.strategy == "scratch" else "-", **marker)
+        starts = [i for i in range(1, len(rows)) if rows[i]["phase"] != rows[i - 1]["phase"]]
+        if starts:
+            changed = True
+            curves.scatter([x[i] for i in starts], [rows[i]["val_accuracy"] for i in starts], marker="D", s=40, color=color, edgecolors="#111827", zorder=5)
+    if changed:
+        curves.scatter([], [], marker="D", s=40, color="white", edgecolors="#111827", label="a new phase starts")
     from matplotlib.ticker import MaxNLocator
 
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
-    curves.set_xlabel("epoch of the last training phase")
+    curves.set_xlabel("epoch, every phase (head warm-up, then fine-tuning)" if changed else "epoch")
     curves.set_title("validation accuracy per epoch")
     curves.yaxis.set_major_formatter(_percent_formatter())
     curves.legend(fontsize=8)

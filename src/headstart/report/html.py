@@ -17,6 +17,8 @@ import numpy as np
 from headstart import __version__
 from headstart.freezing import human_count
 from headstart.io import atomic_write_text
+from headstart.metrics import MIN_EXAMPLES, describe, interval_of, span, too_few
+from headstart.outcome import kept_weights, overfitting, phase_counts
 from headstart.report.figures import (
     KEPT_COLOR,
     TRAIN_COLOR,
@@ -68,7 +70,7 @@ def render_report(run: SavedRun, others: Sequence[SavedRun] = ()) -> str:
         run=run,
         title=_title(run),
         s=sections,
-        nav=[(key, label) for key, label in NAV if sections.get(key)],
+        nav=[(key, sections["compare_title"] if key == "compare" else label) for key, label in NAV if sections.get(key)],
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,
         colors={"train": TRAIN_COLOR, "val": VAL_COLOR},
@@ -97,41 +99,51 @@ def _title(run: SavedRun) -> str:
 def _sections(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any]:
     epochs = run.history.get("epochs", [])
     test = run.test
+    kept = kept_weights(epochs, run.history.get("kept_epoch"))  # from the records: runs saved before "kept" existed get it too
     return {
-        "headline": _headline(run),
+        "headline": _headline(run, kept),
+        "kept": kept,
         "data": _data_section(run.dataset),
         "strategy": _strategy_section(run),
         "lr_find": _lr_find_section(run.lr_find) if run.lr_find else None,
-        "curves": {"image": _png(_curves_figure(run.history)), "overfitting": run.history.get("overfitting", {}), "kept": run.history.get("kept_epoch"), "phases": _phases(epochs)}
+        "curves": {"image": _png(_curves_figure(run.history)), "overfitting": overfitting(epochs, run.history.get("kept_epoch")), "kept": kept, "phases": _phases(epochs)}
         if epochs
         else None,
         "results": _results_section(test) if test else None,
         "mistakes": _mistakes_section(run.predictions) if run.predictions.get("examples") else None,
         "profile": _profile_section(run.profile or (run.training.get("advice") or {}).get("profile")),
         "compare": _compare_section(run, others) if others else None,
+        "compare_title": "Transfer vs scratch" if _scratch_and_transfer([run, *others]) else "Runs compared",
         "log": run.log.strip() or None,
     }
 
 
-def _headline(run: SavedRun) -> list[tuple[str, str, str]]:
-    """(label, value, hint) cards at the top of the page."""
+def _headline(run: SavedRun, kept: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """(label, value, hint) cards at the top of the page; each score's hint gives its 95% interval (:mod:`headstart.metrics`)."""
     test = run.test or {}
     cards = []
     if test:
         split = test.get("split", "test")
+        few = f"n = {test['n']}: too few examples to tell" if too_few(test) else f"n = {test['n']}"
         cards += [
-            (f"{split} accuracy", f"{100 * test['accuracy']:.1f}%", f"n = {test['n']}"),
-            ("balanced accuracy", f"{100 * test['balanced_accuracy']:.1f}%", "mean recall over classes"),
-            ("macro F1", f"{test['macro_f1']:.3f}", f"MCC {test['mcc']:.3f}"),
+            (f"{split} accuracy", f"{100 * test['accuracy']:.1f}%", f"{span(test, 'accuracy')} · {few}"),
+            ("balanced accuracy", f"{100 * test['balanced_accuracy']:.1f}%", span(test, "balanced_accuracy") or "mean recall over classes"),
+            ("macro F1", f"{test['macro_f1']:.3f}", " · ".join(t for t in (span(test, "macro_f1", percent=False), f"MCC {test['mcc']:.3f}") if t)),
         ]
     epochs = run.history.get("epochs", [])
     seconds = run.metrics.get("seconds") or run.training.get("seconds")
-    phases = " + ".join(f"{p['last'] - p['first'] + 1} {p['name']}" for p in _phases(epochs)) if len(_phases(epochs)) > 1 else ""
-    kept = f"kept epoch {run.history['kept_epoch']}" if run.history.get("kept_epoch") else ""
-    cards.append(("epochs", str(len(epochs)), " · ".join(t for t in (phases, kept) if t)))
+    cards.append(("epochs", str(len(epochs)), phase_counts(epochs) if len(_phases(epochs)) > 1 else ""))
+    if kept is not None:
+        beaten = "" if kept["later_phase_won"] else f"; {kept['last_phase']} did not beat it"
+        cards.append(("weights kept", f"epoch {kept['phase_epoch']}/{kept['phase_epochs']}", f"of {kept['phase']}{beaten}"))
     if seconds is not None:
         cards.append(("time", _duration(float(seconds)), str(run.training.get("machine", {}).get("device", ""))))
     return cards
+
+
+def _scratch_and_transfer(runs: Sequence[SavedRun]) -> bool:
+    """Whether the runs include one from scratch and one by transfer: only then is there a gain to state."""
+    return any(r.strategy == "scratch" for r in runs) and any(r.strategy != "scratch" for r in runs)
 
 
 def _data_section(summary: dict[str, Any]) -> dict[str, Any]:
@@ -214,9 +226,14 @@ def _lr_find_section(data: dict[str, Any]) -> dict[str, Any] | None:
 
 def _results_section(metrics: dict[str, Any]) -> dict[str, Any]:
     numbered = not drawable(metrics["classes"])
+    f1_spans = interval_of(metrics, "per_class_f1") or {}
     return {
         "split": metrics.get("split", "test"),
         "n": metrics["n"],
+        "shown": {key: describe(metrics, key, percent=key != "macro_f1") for key in ("accuracy", "balanced_accuracy", "macro_f1")},
+        "too_few": too_few(metrics),
+        "min_examples": MIN_EXAMPLES,
+        "f1_spans": {name: f"{low:.2f}–{high:.2f}" for name, (low, high) in f1_spans.items()},
         "numbered": numbered,
         "image": _png(_confusion_figure(metrics["confusion_matrix"], [str(i) for i in range(len(metrics["classes"]))] if numbered else metrics["classes"])),
         "per_class": [(name, metrics["per_class"][name]) for name in metrics["classes"] if name in metrics["per_class"]],  # the matrix's order

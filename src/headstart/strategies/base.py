@@ -16,6 +16,7 @@ from headstart.caches.images import DecodedImageCache
 from headstart.data import Dataset, make_loader, tensor_loader
 from headstart.freezing import freeze, freeze_report
 from headstart.model import TransferModel
+from headstart.outcome import WARMUP
 from headstart.progress import Progress
 from headstart.training.callbacks import Callback
 from headstart.training.head import fit_head, full_batch_trainable
@@ -181,4 +182,4 @@ def warm_up_head(model: TransferModel, data: Dataset, ctx: FitContext) -> Histor
     it should reuse; training the head first (linear probing, then fine-tuning: Kumar et al.,
     ICLR 2022; fastai's ``fine_tune``) avoids that. It costs one cached forward pass.
     """
-    return train_head(model, data, ctx, head_settings())
+    return train_head(model, data, ctx, head_settings(), phase=WARMUP)

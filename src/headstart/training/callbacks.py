@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+from headstart.outcome import epoch_label
 from headstart.training.evaluation import validate
 from headstart.training.state import Best, TrainState
 
@@ -49,7 +50,9 @@ class KeepBest(Callback):
         if state.history.epochs and state.val_loader is not None:
             device = next(state.model.parameters()).device
             record = validate(state.model, state.val_loader, device)
-            state.best = Best(record, copy.deepcopy(state.model.state_dict()), state.history.epochs[-1]["epoch"], 0)
+            # The earlier phase ended holding its own best epoch's weights (not always its last epoch's): that is the one named.
+            start = state.history.kept_epoch if state.history.kept_epoch is not None else state.history.epochs[-1]["epoch"]
+            state.best = Best(record, copy.deepcopy(state.model.state_dict()), start, 0)
 
     def on_epoch_end(self, state: TrainState) -> None:
         if state.settings.improved(state.record, state.best.record):
@@ -71,4 +74,5 @@ class EarlyStopping(Callback):
         if state.stop or (patience is not None and state.best.waited >= patience):
             state.stop = True
             if state.progress is not None:
-                state.progress.log(f"{state.phase}: early stop after epoch {state.epoch} (best epoch {state.best.epoch})")
+                kept = epoch_label(state.history.epochs, state.best.epoch)  # numbered within its phase, as the log and the bar number them
+                state.progress.log(f"{state.phase}: early stop after epoch {state.record.get('phase_epoch', state.epoch)}/{state.settings.epochs} (best: {kept})")

@@ -56,8 +56,14 @@ def evaluate_loader(
 
 
 def validate(model: nn.Module, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
-    """``val_loss`` and ``val_accuracy`` over ``loader``; under torchrun each rank holds a share and the sums are reduced."""
+    """``val_loss`` and ``val_accuracy`` over ``loader``, with ``val_n`` and ``val_loss_se``, the standard error of
+    the mean per-example loss (the noise the overfitting flag weighs a rise against); under torchrun each rank
+    holds a share and the sums are reduced."""
     loss, probs, labels = evaluate_loader(model, loader, device)
     n = len(labels)
-    loss_sum, correct, n = distributed.sum_over_ranks(loss * n if n else 0.0, float((probs.argmax(1) == labels).sum()) if n else 0.0, n)
-    return {"val_loss": loss_sum / n if n else float("nan"), "val_accuracy": correct / n if n else float("nan")}
+    each = -np.log(np.clip(probs[np.arange(n), labels].astype(np.float64), 1e-12, None)) if n else np.zeros(0)
+    loss_sum, correct, squares, plain, n = distributed.sum_over_ranks(loss * n if n else 0.0, float((probs.argmax(1) == labels).sum()) if n else 0.0,
+                                                                      float((each**2).sum()), float(each.sum()), n)  # fmt: skip
+    variance = (squares - plain * plain / n) / (n - 1) if n > 1 else float("nan")
+    return {"val_loss": loss_sum / n if n else float("nan"), "val_accuracy": correct / n if n else float("nan"),
+            "val_n": int(n), "val_loss_se": float(np.sqrt(max(variance, 0.0) / n)) if n > 1 else float("nan")}  # fmt: skip

@@ -121,7 +121,7 @@ def _fit_head(
             logits = head(x)
             train_loss = float(loss_fn(logits, y))
         if not torch.isfinite(torch.tensor(train_loss)):
-            raise FloatingPointError(f"{phase} epoch {epoch}: loss became {train_loss}; a feature or a head weight is not finite: check the inputs, or clear the embedding cache ($HEADSTART_CACHE)")
+            raise FloatingPointError(f"{phase} epoch {epoch - first_epoch + 1 + state.epochs_done}/{settings.epochs}: loss became {train_loss}; a feature or a head weight is not finite: check the inputs, or clear the embedding cache ($HEADSTART_CACHE)")
         record: dict[str, Any] = {"epoch": epoch, "phase": phase, "train_loss": train_loss, "train_accuracy": float((logits.argmax(-1) == y).float().mean()),
                                   "lr": 1.0, "train_seconds": time.perf_counter() - started}  # fmt: skip
         record.update(validate(head, val_batches, device) if len(val[1]) else {"val_loss": train_loss, "val_accuracy": record["train_accuracy"]})

@@ -131,7 +131,7 @@ def fit_model(
                 penalty = sum((p(model, features) for p in penalties), torch.zeros((), device=device))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        f"{phase} epoch {epoch}: loss became {loss.item()}; lower the learning rate (now {settings.lr:g})"
+                        f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}: loss became {loss.item()}; lower the learning rate (now {settings.lr:g})"
                     )
                 ((loss + penalty.float()) / settings.accumulate).backward()
             if stepping:
@@ -169,12 +169,18 @@ def fit_model(
 
 
 def end_epoch(state: TrainState, hooks: Sequence[Callback], record: dict[str, Any], *, first_epoch: int) -> bool:
-    """Record one finished epoch (history, log line), run the callbacks' ``on_epoch_end``; whether the phase stops."""
+    """Record one finished epoch (history, log line), run the callbacks' ``on_epoch_end``; whether the phase stops.
+
+    The log line numbers the epoch within its phase ("fine-tune epoch 2/6"), as the progress bar
+    does; the record keeps both numberings (``epoch`` across phases, ``phase_epoch`` of ``phase_epochs``).
+    """
     epoch = record["epoch"]
+    in_phase = epoch - first_epoch + 1 + state.epochs_done
+    record.update(phase_epoch=in_phase, phase_epochs=state.settings.epochs)
     state.history.epochs.append(record)
-    if state.progress is not None and _should_log(epoch - first_epoch + 1, state.settings.epochs):
+    if state.progress is not None and _should_log(in_phase, state.settings.epochs):
         state.progress.log(
-            f"{state.phase} epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.3f} | "
+            f"{state.phase} epoch {in_phase}/{state.settings.epochs}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.3f} | "
             f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f} | {record['seconds']:.1f}s"
         )
     state.epoch, state.record = epoch, record

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from headstart.outcome import kept_weights, overfitting
 from headstart.progress import Progress
 
 MONITORS = ("val_loss", "val_accuracy")
@@ -117,28 +118,15 @@ class History:
     audits: list[str] = field(default_factory=list)  # the freeze audit line of every phase that trained
 
     def overfitting(self) -> dict[str, Any]:
-        """Flag epochs where validation loss rose for 2+ epochs while training loss kept falling."""
-        flagged: list[int] = []
-        rows = self.epochs
-        for i in range(2, len(rows)):
-            a, b, c = rows[i - 2], rows[i - 1], rows[i]
-            if a["phase"] == b["phase"] == c["phase"] and c["val_loss"] > b["val_loss"] > a["val_loss"] and c["train_loss"] < b["train_loss"] < a["train_loss"]:
-                flagged.append(c["epoch"])
-        kept = self.kept_epoch if self.kept_epoch is not None else (min(rows, key=lambda r: r["val_loss"])["epoch"] if rows else None)
-        return {
-            "detected": bool(flagged),
-            "epochs": flagged,
-            "best_epoch": kept,
-            "message": (
-                f"overfitting: validation loss rose while training loss fell (epochs {flagged}); "
-                f"the best weights (epoch {kept}) were kept"
-                if flagged and kept is not None
-                else ""
-            ),
-        }
+        """Epochs where validation loss rose beyond its noise while training loss fell (:func:`headstart.outcome.overfitting`)."""
+        return overfitting(self.epochs, self.kept_epoch)
+
+    def kept(self) -> dict[str, Any] | None:
+        """Which weights the model holds, from which phase, in words (:func:`headstart.outcome.kept_weights`)."""
+        return kept_weights(self.epochs, self.kept_epoch)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "kept_epoch": self.kept_epoch, "overfitting": self.overfitting(), "freeze_audits": self.audits}
+        return {"epochs": self.epochs, "kept_epoch": self.kept_epoch, "kept": self.kept(), "overfitting": self.overfitting(), "freeze_audits": self.audits}
 
 
 @dataclass

@@ -4,6 +4,8 @@ Each route is a few lines inside :func:`create_app` (which holds the allowed fol
 :class:`~headstart.ui.jobs.JobRunner`); the longer bodies are the module-level helpers below it.
 Errors become one line of JSON (``{"error": ...}``): user errors 400, a folder outside the allowed
 ones 403, a second job 409, anything else 500 with the traceback in the terminal.
+
+Why this module is long: every route closes over the app's one state (allowed folders, project, job runner), so they stay in one create_app.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from headstart.config import ADVICE_KEYS, STRATEGY_HELP
 from headstart.data import check_file, load_dataset
 from headstart.errors import USER_ERRORS, error_line, is_user_error
 from headstart.inference import predict
+from headstart.metrics import MIN_EXAMPLES, span, too_few
 from headstart.model import TransferModel
+from headstart.outcome import kept_weights, phase_counts
 from headstart.rundir import ARGS_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_NAME, REPORT_NAME, STATE_NAME, default_run_dir
 from headstart.training.checkpoint import checkpoint_dir, read_fit_args
 from headstart.ui.jobs import Busy, JobRunner, LiveProgress, _finite
@@ -78,11 +82,14 @@ def run_info(directory: Path) -> dict[str, Any] | None:
         config, metrics = read(directory / CONFIG_NAME), read(directory / METRICS_NAME)
         training = config.get("training", {})
         held_out = metrics.get("test") or metrics.get("val") or {}
-        epochs = read(directory / HISTORY_NAME).get("epochs", [])
+        history = read(directory / HISTORY_NAME)
+        epochs = history.get("epochs", [])
         return _finite({**row, "status": "finished", "data": Path(config.get("dataset", {}).get("source", "?")).name, "modality": config.get("dataset", {}).get("modality"),
                         "backbone": training.get("backbone"), "strategy": training.get("strategy", {}).get("name"), "split": held_out.get("split"),
                         "accuracy": held_out.get("accuracy"), "balanced_accuracy": held_out.get("balanced_accuracy"), "macro_f1": held_out.get("macro_f1"),
-                        "n": held_out.get("n"), "epochs": len(epochs), "seconds": metrics.get("seconds"), "report": (directory / REPORT_NAME).is_file()})  # fmt: skip
+                        "n": held_out.get("n"), "epochs": len(epochs), "seconds": metrics.get("seconds"), "report": (directory / REPORT_NAME).is_file(),
+                        "phases": phase_counts(epochs), "kept": kept_weights(epochs, history.get("kept_epoch")),
+                        **({"accuracy_interval": span(held_out, "accuracy"), "too_few": too_few(held_out), "min_examples": MIN_EXAMPLES} if held_out else {})})  # fmt: skip
     if (checkpoint_dir(directory) / ARGS_NAME).is_file():
         arguments = read_fit_args(directory)
         epochs = read(checkpoint_dir(directory) / STATE_NAME).get("history", [])
