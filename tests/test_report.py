@@ -68,7 +68,7 @@ def test_interpretation_is_saved_with_the_run(fe_run):
     for t in top:
         heat = np.asarray(t["heatmap"])
         assert heat.shape == (7, 7) and heat.min() >= 0 and heat.max() in (0.0, 1.0)
-    assert found["heatmap"].startswith("Grad-CAM of the predicted class at block ")
+    assert found["heatmap"] == {"method": "grad-cam", "target": "predicted class", "block": fe_run.model.backbone.blocks[-1].name}
     projection = found["projection"]
     assert len(projection["points"]) == len(examples) and projection["index"] == list(range(len(examples)))
     assert 1 >= projection["explained"][0] >= projection["explained"][1] > 0

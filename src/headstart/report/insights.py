@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from headstart.report.figures import ALERT_COLOR, KEPT_COLOR, TRAIN_COLOR, _figure, _png, _short, _styled, drawable
+from headstart.report.figures import KEPT_COLOR, TRAIN_COLOR, _figure, _png, _short, _styled, drawable
 from headstart.rundir import SavedRun
 
 CONFUSED_ROWS = 15
 LEGEND_CLASSES = 12  # beyond this many classes the projection's legend would cover the points
 VIEW_SIZE = 176  # pixels of the top-loss image and its heat map
+EDGE = "#111827"  # outline of the misclassified points: visible on every class colour
 
 
 def confused_section(metrics: dict[str, Any]) -> dict[str, Any] | None:
@@ -174,8 +175,9 @@ def _embedding_figure(points: np.ndarray, true: np.ndarray, wrong: np.ndarray, n
     for c in range(k):
         mine = (true == c) & ~wrong
         ax.scatter(points[mine, 0], points[mine, 1], s=size, color=colours[c], alpha=0.75, linewidths=0, label=_short(names[c]) if k <= LEGEND_CLASSES else None)
-    if wrong.any():
-        ax.scatter(points[wrong, 0], points[wrong, 1], s=3 * size, c=[colours[c] for c in true[wrong]], marker="X", edgecolors=ALERT_COLOR, linewidths=0.9, label="misclassified (true class colour)")
+    if wrong.any():  # crosses filled with the true class's colour; the legend's is grey, standing for any class
+        ax.scatter(points[wrong, 0], points[wrong, 1], s=3 * size, c=[colours[c] for c in true[wrong]], marker="X", edgecolors=EDGE, linewidths=0.8)
+        ax.scatter([], [], s=3 * size, color="#9ca3af", marker="X", edgecolors=EDGE, linewidths=0.8, label="misclassified")
     ax.set_xlabel(f"PC1 ({100 * explained[0]:.0f}% of variance)")
     ax.set_ylabel(f"PC2 ({100 * explained[1]:.0f}% of variance)")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=1.3)

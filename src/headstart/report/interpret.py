@@ -25,7 +25,7 @@ from headstart.training import distributed
 from headstart.training.evaluation import to_device
 
 TOP_LOSSES = 8  # heat maps cost one forward and backward pass each: a bounded number
-MAX_POINTS = 5000  # examples in the projection (evenly spread over the split when it has more)
+MAX_POINTS = 2000  # examples in the projection (evenly spread over the split when it has more): a trained body embeds them once more
 
 
 @dataclass
@@ -147,5 +147,6 @@ def _cam_block(backbone: Any) -> int:
     return last
 
 
-def _heatmap_note(model: TransferModel) -> str:
-    return f"Grad-CAM of the predicted class at block {model.backbone.blocks[_cam_block(model.backbone)].name}"
+def _heatmap_note(model: TransferModel) -> dict[str, str]:
+    """What the saved maps are: the report words it."""
+    return {"method": "grad-cam", "target": "predicted class", "block": model.backbone.blocks[_cam_block(model.backbone)].name}
