@@ -78,6 +78,7 @@ def test_pr_roc_numbers_match_sklearn(fe_run):
     """AP and ROC AUC on the page equal scikit-learn's on probabilities recomputed from the model (not from predictions.json)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    from headstart.caches.embeddings import EmbeddingCache
     from headstart.inference import predict_proba
     from headstart.report.insights import pr_roc_section
     from headstart.rundir import SavedRun
@@ -86,7 +87,7 @@ def test_pr_roc_numbers_match_sklearn(fe_run):
     classes = fe_run.model.classes
     counts = [sum(e["true"] == c for e in examples) for c in classes]
     positive = 0 if counts[0] < counts[1] else 1  # the rarer class, the second on a tie
-    probs = predict_proba(fe_run.model, [Path(e["item"]) for e in examples])
+    probs = predict_proba(fe_run.model, [Path(e["item"]) for e in examples], cache=EmbeddingCache())  # the frozen body's features, cached by the fit
     actual = np.array([e["true"] == classes[positive] for e in examples])
     section = pr_roc_section(SavedRun.load(fe_run.directory))
     assert section["positive"] == classes[positive] and section["positives"] == actual.sum()
