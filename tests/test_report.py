@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from browser import Chromium, find_chromium
 
@@ -33,7 +34,7 @@ def _sections(page: str) -> set[str]:
 
 def test_fit_writes_a_self_contained_report(fe_run):
     page = (fe_run.directory / REPORT_NAME).read_text(encoding="utf-8")
-    assert {"data", "strategy", "curves", "results", "mistakes", "log"} <= _sections(page)
+    assert {"data", "strategy", "curves", "results", "mistakes", "confused", "top_losses", "pr_roc", "embedding", "log"} <= _sections(page)
     assert not re.search(r'(src|href)="(https?:)?//', page), "the report must not fetch anything"
     assert "<script" not in page
     test = fe_run.metrics["test"]
@@ -52,6 +53,49 @@ def test_predictions_match_the_metrics(fe_run):
     correct = sum(e["true"] == e["predicted"] for e in saved["examples"])
     assert correct == round(test["accuracy"] * test["n"])
     assert all(Path(e["item"]).is_file() for e in saved["examples"])
+
+
+def test_interpretation_is_saved_with_the_run(fe_run):
+    """Top losses are the highest -log p(true) of predictions.json, with a 7x7 Grad-CAM map each (lite0 at 224 px); the projection covers the split."""
+    from headstart.rundir import INTERPRETATION_NAME
+
+    found = json.loads((fe_run.directory / INTERPRETATION_NAME).read_text())
+    examples = json.loads((fe_run.directory / "predictions.json").read_text())["examples"]
+    losses = [-np.log(max(e["p_true"], 1e-12)) for e in examples]
+    top = found["top_losses"]
+    assert found["split"] == "test" and found["n"] == len(examples) and len(top) == min(8, len(examples))
+    assert [t["loss"] for t in top] == pytest.approx(sorted(losses, reverse=True)[: len(top)], abs=1e-4)
+    assert [t["loss"] for t in top] == pytest.approx([losses[t["index"]] for t in top], abs=1e-4)
+    for t in top:
+        heat = np.asarray(t["heatmap"])
+        assert heat.shape == (7, 7) and heat.min() >= 0 and heat.max() in (0.0, 1.0)
+    assert found["heatmap"] == {"method": "grad-cam", "target": "predicted class", "block": fe_run.model.backbone.blocks[-1].name}
+    projection = found["projection"]
+    assert len(projection["points"]) == len(examples) and projection["index"] == list(range(len(examples)))
+    assert 1 >= projection["explained"][0] >= projection["explained"][1] > 0
+
+
+def test_pr_roc_numbers_match_sklearn(fe_run):
+    """AP and ROC AUC on the page equal scikit-learn's on probabilities recomputed from the model (not from predictions.json)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from headstart.caches.embeddings import EmbeddingCache
+    from headstart.inference import predict_proba
+    from headstart.report.insights import pr_roc_section
+    from headstart.rundir import SavedRun
+
+    examples = json.loads((fe_run.directory / "predictions.json").read_text())["examples"]
+    classes = fe_run.model.classes
+    counts = [sum(e["true"] == c for e in examples) for c in classes]
+    positive = 0 if counts[0] < counts[1] else 1  # the rarer class, the second on a tie
+    probs = predict_proba(fe_run.model, [Path(e["item"]) for e in examples], cache=EmbeddingCache())  # the frozen body's features, cached by the fit
+    actual = np.array([e["true"] == classes[positive] for e in examples])
+    section = pr_roc_section(SavedRun.load(fe_run.directory))
+    assert section["positive"] == classes[positive] and section["positives"] == actual.sum()
+    assert section["ap"] == pytest.approx(average_precision_score(actual, probs[:, positive]), abs=1e-6)
+    assert section["auc"] == pytest.approx(roc_auc_score(actual, probs[:, positive]), abs=1e-6)
+    page = (fe_run.directory / REPORT_NAME).read_text(encoding="utf-8")
+    assert f"average precision <b>{section['ap']:.3f}</b>" in page and f"ROC AUC <b>{section['auc']:.3f}</b>" in page
 
 
 def test_report_command_rebuilds_with_scratch_side_by_side(fe_run, scratch_run, tmp_path, capsys):
@@ -108,7 +152,15 @@ def test_text_report_shows_snippets_rationale_and_profile(text_run):
     for line in text_run.advice["rationale"]:
         assert line.replace("'", "&#39;").replace('"', "&#34;").replace("<", "&lt;").replace(">", "&gt;") in page
     wrong = [e for e in json.loads((text_run.directory / "predictions.json").read_text())["examples"] if e["true"] != e["predicted"]]
-    assert page.count('<div class="snippet">') == min(len(wrong), 12)
+    assert page.count('<div class="snippet">') == min(len(wrong), 12) + min(text_run.metrics["test"]["n"], 8)  # worst mistakes, then top losses
+    assert {"confused", "top_losses", "embedding"} <= _sections(page) and "pr_roc" not in _sections(page)  # three classes: no PR/ROC
+    assert text_run.interpretation["heatmap"] is None and all(t["heatmap"] is None for t in text_run.interpretation["top_losses"])
+    matrix = np.asarray(text_run.metrics["test"]["confusion_matrix"])
+    np.fill_diagonal(matrix, 0)
+    if matrix.max():  # the most confused pair heads its table
+        i, j = np.unravel_index(matrix.argmax(), matrix.shape)
+        classes = text_run.metrics["test"]["classes"]
+        assert re.search(rf'<table class="confused">.*?<td>{classes[i]}</td><td class="muted">→</td><td>{classes[j]}</td><td class="num">{matrix.max()}</td>', page, re.S)
 
 
 def test_not_a_run_is_a_one_line_error(tmp_path, capsys):
@@ -131,7 +183,7 @@ def test_report_renders_in_headless_chromium(which, fe_run, scratch_run, text_ru
         assert browser.console_errors() == []
         assert browser.requests() == [report.resolve().as_uri()]
         shown = set(browser.evaluate("Array.from(document.querySelectorAll('section')).filter(s => s.offsetHeight > 0).map(s => s.id)"))
-        assert {"data", "strategy", "curves", "results"} <= shown
+        assert {"data", "strategy", "curves", "results", "confused", "top_losses", "embedding"} <= shown
         kept = run.history.kept()
         assert browser.evaluate("document.querySelector('#kept').textContent") == f"Weights kept: {kept['sentence']}."
         cards = browser.evaluate("Array.from(document.querySelectorAll('.card')).map(c => c.innerText.replace(/\\s+/g, ' '))")
@@ -139,6 +191,10 @@ def test_report_renders_in_headless_chromium(which, fe_run, scratch_run, text_ru
         assert any(c.startswith("TEST ACCURACY") and span(test, "accuracy") in c and f"n = {test['n']}" in c for c in cards), cards
         assert any(c.startswith("WEIGHTS KEPT") and f"epoch {kept['phase_epoch']}/{kept['phase_epochs']} of {kept['phase']}" in c for c in cards), cards
         assert describe(test, "accuracy") in browser.evaluate("document.querySelector('#results .lead').textContent")
+        if which == "image":
+            assert "pr_roc" in shown
+            overlays = [i for i in images if i["alt"].startswith("heat map over ")]
+            assert len(overlays) == len(run.interpretation["top_losses"]) and all(i["naturalWidth"] > 0 for i in overlays)
         folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
         folder.mkdir(parents=True, exist_ok=True)
         shot = browser.screenshot(folder / f"report-{which}.png")

@@ -34,6 +34,7 @@ from headstart.inference import prediction_records, score_split
 from headstart.metrics import describe, headline
 from headstart.model import TransferModel
 from headstart.progress import Progress
+from headstart.report.interpret import Interpretation, interpret
 from headstart.report.tracking import Tracker, make_tracker
 from headstart.rundir import check_new_run_dir, default_run_dir, write_run_files
 from headstart.strategies import FitContext, Strategy, make_strategy
@@ -57,6 +58,7 @@ class Run:
     seconds: float
     predictions: dict[str, Any] = field(default_factory=dict)
     advice: dict[str, Any] | None = None
+    interpretation: dict[str, Any] | None = None  # top losses and feature projection of the held-out split (interpretation.json)
 
 
 def fit(
@@ -179,7 +181,8 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
             overfit = history.overfitting()
             if overfit["detected"]:
                 progress.log(f"warning: {overfit['message']}")
-            metrics, predictions = _held_out(model, dataset, ctx)
+            metrics, predictions, scored = _held_out(model, dataset, ctx)
+            interpretation = _interpret(model, dataset, scored, ctx) if main and (directory is not None or tracker is not None) else None
             seconds = time.perf_counter() - started
             kept = history.kept()
             if kept is not None:
@@ -188,10 +191,12 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
                 progress.log(f"{headline(metrics['test'])}; balanced accuracy {describe(metrics['test'], 'balanced_accuracy')}; {seconds:.0f}s")
         model.train()  # the modes training used: frozen blocks' BatchNorm in eval (as `headstart summary` shows)
         blocks = freeze_report(model).to_rows()
-        run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice.record)
+        run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice.record, interpretation.data if interpretation else None)
         if directory is not None and main:
             _save_run(run, strategy, backbone=config.backbone, seed=config.seed, batch_size=ctx.batch_size, log_lines=list(progress.lines), blocks=blocks, report=config.report)
         if tracker is not None:
+            if interpretation is not None:
+                tracker.held_out(interpretation)
             tracker.finish(metrics, directory)
     distributed.barrier()  # the other ranks return once rank 0 has saved the run
     return run
@@ -248,14 +253,27 @@ def _log_data(progress: Progress, dataset: Dataset, summary: dict[str, Any], adv
         progress.log(f"warning: {warning}")
 
 
-def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics on val and test, and the per-example predictions of the last of them (test when there is one)."""
-    metrics, predictions = {}, {}
+def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[dict[str, Any], dict[str, Any], tuple[str, Any, Any] | None]:
+    """Metrics on val and test, the per-example predictions of the last of them (test when there is one) and its (split, labels, probabilities)."""
+    metrics, predictions, scored = {}, {}, None
     for split in ("val", "test"):
         if dataset.items(split):
             metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache)
             predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)
-    return metrics, predictions
+            scored = (split, labels, probs)
+    return metrics, predictions, scored
+
+
+def _interpret(model: TransferModel, dataset: Dataset, scored: tuple[str, Any, Any] | None, ctx: FitContext) -> Interpretation | None:
+    """Top-loss heat maps and the feature projection of the scored split, for the report and the trackers."""
+    if scored is None:
+        return None
+    split, labels, probs = scored
+    try:
+        return interpret(model, dataset.items(split), labels, probs, split=split, cache=ctx.cache, batch_size=ctx.batch_size)
+    except Exception as error:  # noqa: BLE001 - the trained model is fine; the report then lacks these sections
+        ctx.progress.log(f"warning: no heat maps or projection for the report ({type(error).__name__}: {error})")
+        return None
 
 
 @contextlib.contextmanager
@@ -333,7 +351,7 @@ def _save_run(run: Run, strategy: Strategy, *, backbone: str, seed: int, batch_s
     }
     run.model.save_pretrained(run.directory, extra={"training": training, "dataset": {k: v for k, v in run.dataset.items() if k != "skipped_files"}})
     write_run_files(run.directory, metrics={**run.metrics, "kept": run.history.kept(), "seconds": run.seconds}, history=run.history.to_dict(), dataset=run.dataset,
-                    predictions=run.predictions, log_lines=log_lines)  # fmt: skip
+                    predictions=run.predictions, log_lines=log_lines, interpretation=run.interpretation)  # fmt: skip
     if report:
         from headstart.report import write_report
 

@@ -23,13 +23,14 @@ HISTORY_NAME = "history.json"
 LOG_NAME = "log.txt"
 DATASET_NAME = "dataset.json"
 PREDICTIONS_NAME = "predictions.json"
+INTERPRETATION_NAME = "interpretation.json"  # what only the model could say about the test split: top-loss heat maps, 2-D projection
 REPORT_NAME = "report.html"
 LR_FIND_NAME = "lr_find.json"
 PROFILE_NAME = "profile.json"
 CHECKPOINT_DIR = "checkpoint"  # while training: what `headstart resume` needs
 ARGS_NAME = "fit.json"  # in CHECKPOINT_DIR: the arguments of the interrupted fit
 STATE_NAME = "state.json"  # in CHECKPOINT_DIR: the commit point of the last saved epoch
-FINISHED_FILES = (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, HISTORY_NAME, DATASET_NAME, PREDICTIONS_NAME, LOG_NAME, REPORT_NAME)  # a finished run's, beside ASSETS_DIR
+FINISHED_FILES = (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, HISTORY_NAME, DATASET_NAME, PREDICTIONS_NAME, INTERPRETATION_NAME, LOG_NAME, REPORT_NAME)  # a finished run's, beside ASSETS_DIR
 
 
 def read_run_config(directory: str | Path) -> dict[str, Any]:
@@ -77,9 +78,12 @@ def check_new_run_dir(directory: Path, overwrite: bool) -> None:
 
 
 def write_run_files(
-    directory: Path, *, metrics: dict[str, Any], history: dict[str, Any], dataset: dict[str, Any], predictions: dict[str, Any], log_lines: list[str]
+    directory: Path, *, metrics: dict[str, Any], history: dict[str, Any], dataset: dict[str, Any], predictions: dict[str, Any], log_lines: list[str],
+    interpretation: dict[str, Any] | None = None
 ) -> None:
     """Write a finished run's JSON files and log (the weights and config.json are written by ``TransferModel.save_pretrained``)."""
+    if interpretation:
+        atomic_write_text(directory / INTERPRETATION_NAME, json.dumps(interpretation))
     atomic_write_text(directory / METRICS_NAME, json.dumps(metrics, indent=2))
     atomic_write_text(directory / HISTORY_NAME, json.dumps(history, indent=2))
     atomic_write_text(directory / DATASET_NAME, json.dumps(dataset, indent=2))
@@ -113,6 +117,7 @@ class SavedRun:
     dataset: dict[str, Any]
     predictions: dict[str, Any] = field(default_factory=dict)
     lr_find: dict[str, Any] | None = None
+    interpretation: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None
     log: str = ""
 
@@ -153,6 +158,7 @@ class SavedRun:
             dataset=read(DATASET_NAME) or config.get("dataset", {}),
             predictions=read(PREDICTIONS_NAME) or {},
             lr_find=read(LR_FIND_NAME),
+            interpretation=read(INTERPRETATION_NAME),
             profile=read(PROFILE_NAME),
             log=log.read_text(encoding="utf-8", errors="replace") if log.is_file() else "",
         )

@@ -11,6 +11,9 @@ Sections appear when the run holds their data:
 * dataset summary, strategy and settings, frozen/trainable blocks, training curves with phase
   boundaries and the overfitting flag, confusion matrix and per-class precision/recall/F1, the
   worst mistakes (``predictions.json``) - every run written by ``fit``;
+* most-confused class pairs, top losses (with Grad-CAM heat maps for image runs), precision-recall
+  and ROC curves (two-class runs) and the projection of the test features - from ``predictions.json``
+  and ``interpretation.json``, which ``fit`` computes with the model (:mod:`~headstart.report.interpret`);
 * the advisor's rationale - runs fitted with ``strategy="auto"``;
 * the layer-wise profile - those runs, or any run given ``headstart profile DATA --run RUN``
   (``profile.json``);
@@ -21,7 +24,7 @@ Sections appear when the run holds their data:
   transfer, or the other way round.
 
 The package: :mod:`~headstart.report.html` reads a run (:class:`SavedRun`) and builds the page's
-sections, :mod:`~headstart.report.figures` draws its plots, :mod:`~headstart.report.tracking` sends a
+sections (the interpretation ones in :mod:`~headstart.report.insights`), :mod:`~headstart.report.figures` draws its plots, :mod:`~headstart.report.tracking` sends a
 run to TensorBoard or MLflow. The run directory's file names live in :mod:`headstart.rundir`.
 """
 

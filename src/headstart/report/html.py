@@ -5,8 +5,6 @@ The figures are drawn in :mod:`headstart.report.figures`; this module decides wh
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +30,7 @@ from headstart.report.figures import (
     _styled,
     drawable,
 )
+from headstart.report.insights import confused_section, embedding_section, jpeg_uri, pr_roc_section, top_losses_section
 from headstart.rundir import METRICS_NAME, REPORT_NAME, SavedRun
 
 GALLERY_SIZE = 12
@@ -84,6 +83,10 @@ NAV = (
     ("curves", "Training"),
     ("results", "Results"),
     ("mistakes", "Mistakes"),
+    ("confused", "Most confused"),
+    ("top_losses", "Top losses"),
+    ("pr_roc", "PR / ROC"),
+    ("embedding", "Embedding"),
     ("profile", "Layer profile"),
     ("compare", "Transfer vs scratch"),
     ("log", "Log"),
@@ -111,6 +114,10 @@ def _sections(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any]:
         else None,
         "results": _results_section(test) if test else None,
         "mistakes": _mistakes_section(run.predictions) if run.predictions.get("examples") else None,
+        "confused": confused_section(test) if test else None,
+        "top_losses": top_losses_section(run),
+        "pr_roc": pr_roc_section(run),
+        "embedding": embedding_section(run),
         "profile": _profile_section(run.profile or (run.training.get("advice") or {}).get("profile")),
         "compare": _compare_section(run, others) if others else None,
         "compare_title": "Transfer vs scratch" if _scratch_and_transfer([run, *others]) else "Runs compared",
@@ -322,9 +329,7 @@ def _thumbnail(path: str, size: int = 176) -> str | None:
     except (OSError, ValueError):
         return None
     image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return jpeg_uri(image)
 
 
 def _fmt(value: Any) -> str:

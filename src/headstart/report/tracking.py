@@ -2,9 +2,14 @@
 
 ``fit(..., log_to="tensorboard")`` writes TensorBoard event files (``loss/train``, ``loss/val``,
 ``accuracy/train``, ``accuracy/val``, ``lr``; one step per epoch, numbered across phases), the test
-metrics as ``test/<name>`` and the report as text with the page copied beside the events.
+metrics as ``test/<name>``, the report as text with the page copied beside the events, and for the
+held-out split (test, else val) the fit's arguments with its final metrics as hparams, one
+precision-recall curve per class (``pr/<class>``, one-vs-rest) and the pooled features with their
+true and predicted classes for the projector.
 ``log_to="mlflow"`` logs the fit's arguments as parameters, the same curves as metrics, the test
-metrics as ``test/<name>`` (as in TensorBoard) and ``report.html``, ``metrics.json`` and ``history.json`` as artifacts.
+metrics as ``test/<name>`` (as in TensorBoard), ``report.html``, ``metrics.json`` and ``history.json``
+as artifacts, and the model as an MLflow pyfunc (``mlflow.pyfunc.load_model(uri).predict(paths or texts)``,
+see :mod:`headstart.report.pyfunc`).
 
 Both are optional extras (``pip install headstart[tensorboard]`` or ``headstart[mlflow]``); nothing
 is imported unless asked for.
@@ -13,16 +18,21 @@ is imported unless asked for.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headstart.rundir import CONFIG_NAME, HISTORY_NAME, METRICS_NAME, REPORT_NAME
 from headstart.training.callbacks import Callback
 from headstart.training.state import TrainState
 
+if TYPE_CHECKING:
+    from headstart.report.interpret import Interpretation
+
 TRACKERS = ("tensorboard", "mlflow")
 CURVES = {"train_loss": "loss/train", "val_loss": "loss/val", "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val", "lr": "lr"}
 HELD_OUT = ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "loss")
+MAX_PR_CURVES = 50  # one-vs-rest curves beyond this many classes would bury the tab
 
 
 class Tracker(Callback):
@@ -33,6 +43,9 @@ class Tracker(Callback):
 
     def start(self, name: str, arguments: dict[str, Any]) -> None:
         """Before training; ``arguments`` are the fit's (JSON-able) arguments."""
+
+    def held_out(self, interpretation: Interpretation) -> None:
+        """Before :meth:`finish`: the held-out split's labels, probabilities and pooled features."""
 
     def finish(self, metrics: dict[str, Any], directory: Path | None) -> None:
         """After the run was saved: held-out ``metrics`` and the run ``directory`` (report inside)."""
@@ -52,8 +65,11 @@ class TensorBoardTracker(Tracker):
         self._writer_class = SummaryWriter
         self.log_dir, self.per_run = Path(log_dir), per_run  # per_run: a shared log dir gets one sub-folder per run
         self.writer: Any = None
+        self.arguments: dict[str, Any] = {}
+        self.interpretation: Interpretation | None = None
 
     def start(self, name: str, arguments: dict[str, Any]) -> None:
+        self.arguments = arguments
         if self.per_run:
             self.log_dir = self.log_dir / name
         self.writer = self._writer_class(log_dir=str(self.log_dir))
@@ -72,11 +88,28 @@ class TensorBoardTracker(Tracker):
                 for name in HELD_OUT:
                     if name in values:
                         self.writer.add_scalar(f"{split}/{name}", float(values[name]), 0)
+        if self.interpretation is not None:
+            self._held_out_summaries(self.interpretation, metrics)
         report = _report(directory)
         if report is not None:
             copy = shutil.copy(report, self.log_dir / report.name)
             self.writer.add_text("report", f"Run report (self-contained HTML): `{Path(copy).resolve()}`", 0)
         self.writer.close()
+
+    def held_out(self, interpretation: Interpretation) -> None:
+        self.interpretation = interpretation
+
+    def _held_out_summaries(self, found: Interpretation, metrics: dict[str, Any]) -> None:
+        """hparams (arguments and final metrics), one-vs-rest PR curves and the projector's embedding of the held-out split."""
+        split = found.data["split"]
+        final = {f"hparam/{split}_{name}": float(metrics[split][name]) for name in HELD_OUT if name in metrics.get(split, {})}
+        hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in self.arguments.items()}
+        self.writer.add_hparams(hparams, final, run_name=".")  # "." : the same run as the curves, not a sub-folder
+        for k, name in enumerate(found.classes[:MAX_PR_CURVES]):
+            self.writer.add_pr_curve(f"pr/{name}", found.labels == k, found.probs[:, k], 0)
+        if found.features is not None:
+            metadata = [[found.classes[int(found.labels[i])], found.classes[int(found.probs[i].argmax())], str(found.labels[i] == found.probs[i].argmax()).lower()] for i in found.index]
+            self.writer.add_embedding(found.features, metadata=metadata, metadata_header=["true", "predicted", "correct"], tag=f"{split}_features", global_step=0)
 
     def abort(self, error: BaseException) -> None:
         if self.writer is not None:
@@ -120,7 +153,17 @@ class MLflowTracker(Tracker):
             for name in (REPORT_NAME, METRICS_NAME, HISTORY_NAME, CONFIG_NAME):
                 if (directory / name).is_file():
                     self.mlflow.log_artifact(str(directory / name))
+            self._log_model(directory)
         self.mlflow.end_run()
+
+    def _log_model(self, directory: Path) -> None:
+        """The run as a pyfunc model; a missing pandas (which mlflow.pyfunc needs) costs the model, not the run."""
+        try:
+            from headstart.report.pyfunc import log_model
+        except ImportError as error:
+            warnings.warn(f"mlflow: the model was not logged ({error}); pip install headstart[mlflow]", stacklevel=3)
+            return
+        log_model(directory)
 
     def abort(self, error: BaseException) -> None:
         """End the run as KILLED (Ctrl-C) or FAILED, with the error as a tag, so the UI does not show it running forever."""
