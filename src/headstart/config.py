@@ -127,7 +127,7 @@ class FitConfig:
     precision: str | None = option(None, "bf16: autocast on a GPU that supports it", Flag(choices=PRECISIONS))
     torch_compile: bool | None = option(None, "run the training steps through torch.compile (pays off on a GPU over many steps)", Flag(action="store_const", const=True))
     cut: str | int | None = option(None, "use the pooled output of this block (name or index) instead of the last one", Flag(convert=_block_ref))
-    hidden: int | None = option(None, "hidden layer width of the new head", Flag(type=int))
+    hidden: int | None = option(None, "hidden layer width of the new head (default: none, a linear head)", Flag(type=int))
     dropout: float = option(0.0, "dropout of the new head", Flag(type=float))
     augment: str | None = option(None, "image augmentation (default light when fine-tuning; dihedral adds vertical flips and quarter turns for images with no up or down)", Flag(choices=AUGMENT_PRESETS))
     image_size: int | None = option(None, "input resolution (of images, or of spectrogram images for audio) instead of the weights' own (saved with the run)", Flag(type=int))

@@ -111,9 +111,13 @@ def _fit_head(
         loss.backward()
         return loss
 
+    # Each epoch is one full-batch L-BFGS round: the bar counts rounds, so a long head fit shows an ETA too.
+    task = progress.task(f"{phase} epoch {state.epochs_done + 1}/{settings.epochs}", total=settings.epochs - state.epochs_done) if progress else None
     for epoch in range(first_epoch, first_epoch + settings.epochs - state.epochs_done):
         started = time.perf_counter()
         head.train()
+        if task is not None:
+            task.update(f"{phase} epoch {epoch - first_epoch + 1 + state.epochs_done}/{settings.epochs}")
         optimizer = state.optimizer = new_optimizer()
         optimizer.step(objective)
         optimizer.zero_grad(set_to_none=True)  # no gradients left on the head, as after any phase
@@ -126,8 +130,12 @@ def _fit_head(
                                   "lr": 1.0, "train_seconds": time.perf_counter() - started}  # fmt: skip
         record.update(validate(head, val_batches, device) if len(val[1]) else {"val_loss": train_loss, "val_accuracy": record["train_accuracy"]})
         record["seconds"] = time.perf_counter() - started
+        if task is not None:
+            task.advance()
         if end_epoch(state, hooks, record, first_epoch=first_epoch):
             break
+    if task is not None:
+        task.done()
     for hook in hooks:
         hook.on_fit_end(state)
     return history

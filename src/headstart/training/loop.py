@@ -112,13 +112,16 @@ def fit_model(
     if net is not model and progress is not None:
         progress.log(f"{phase}: DistributedDataParallel on {distributed.world_size()} ranks ({distributed.backend()}): "
                      f"{sum(p.requires_grad for p in model.parameters())} trainable tensors all-reduced, {len(meant_frozen)} frozen left out")  # fmt: skip
+    # One bar of steps for the whole phase (as the HF Trainer's): its ETA holds across epochs and moves inside a long one.
+    task = progress.task(f"{phase} epoch {done + 1}/{settings.epochs}", total=(settings.epochs - done) * batches_per_epoch) if progress else None
     for epoch in range(first_epoch, first_epoch + settings.epochs - done):
         started = time.perf_counter()
         model.train()
         if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
             train_loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]  # a new shuffle per epoch, the same on every rank
         total_loss, correct, seen = 0.0, 0, 0
-        task = progress.task(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}", total=batches_per_epoch) if progress else None
+        if task is not None:
+            task.update(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}")
         optimizer.zero_grad(set_to_none=True)
         for batch, (inputs, y) in enumerate(train_loader, start=1):
             inputs, y = to_device(inputs, device), y.to(device)
@@ -145,8 +148,6 @@ def fit_model(
             seen += len(y)
             if task is not None:
                 task.advance()
-        if task is not None:
-            task.done()
         total_loss, correct, seen = distributed.sum_over_ranks(total_loss, correct, seen)
         record: dict[str, Any] = {
             "epoch": epoch,
@@ -163,6 +164,8 @@ def fit_model(
         record["seconds"] = time.perf_counter() - started
         if end_epoch(state, hooks, record, first_epoch=first_epoch):
             break
+    if task is not None:
+        task.done()
     for hook in hooks:
         hook.on_fit_end(state)
     return history
