@@ -114,3 +114,21 @@ def text_run(topics_csv: Path, tmp_path_factory: pytest.TempPathFactory):
     from headstart.api import fit
 
     return fit(topics_csv, backbone="minilm", strategy="auto", out=tmp_path_factory.mktemp("runs") / "topics", quiet=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_backbone(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``hf:DIR`` of a 2-layer, 32-wide BERT with random (seeded) weights and MiniLM's tokenizer: a text backbone
+    for contract tests that must be fast (MiniLM's vocabulary, so real texts tokenize as they would)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: I001
+
+    from headstart.backbones.embedded import _minilm_dir  # first: headstart's torchvision fix precedes transformers' model imports
+
+    folder = tmp_path_factory.mktemp("tiny-text")
+    tokenizer = AutoTokenizer.from_pretrained(str(_minilm_dir()))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return f"hf:{folder}"

@@ -78,3 +78,63 @@ def test_default_backbone_follows_what_a_table_holds(tmp_path, topics_csv):
 def test_error_line_keeps_quotes_inside_the_message(elpv_folder, capsys):
     assert main(["fit", str(elpv_folder), "--backbone", "minilm", "--quiet"]) == 2
     assert "error: 'minilm' is a text backbone" in capsys.readouterr().err
+
+
+def test_typos_get_a_did_you_mean_line(capsys):
+    for argv, expected in ((["fit", "data", "--stratgy", "fine-tune"], "error: unknown option --stratgy; did you mean --strategy?"),
+                           (["fitt", "data"], "error: unknown command fitt; did you mean fit?")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip() == expected
+
+
+def test_help_shows_defaults_and_explains_every_argument(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("--batch-size BATCH_SIZE examples per step", "(default: 32)", "(default: 0)", "(default: 0.0)", "(default: feature-extraction)", "(default: none, a linear head)"):
+        assert default in text
+    for command in ("predict", "evaluate"):
+        parser = next(a for a in __import__("headstart.cli.parser", fromlist=["build_parser"]).build_parser()._actions if a.dest == "command").choices[command]
+        assert all(a.help for a in parser._actions), [a.dest for a in parser._actions if not a.help]
+
+
+def test_predict_top_k_batch_size_and_output_file(fe_run, elpv_folder, tmp_path, capsys):
+    import csv
+
+    images = [str(p) for p in sorted(elpv_folder.rglob("*.png"))[:3]]
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(fe_run.directory), *images, "--top-k", "2", "--batch-size", "2", "--output", str(out)]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [(r["input"], r["rank"]) for r in rows] == [(i, rank) for i in images for rank in ("1", "2")]
+    assert all(float(a["probability"]) >= float(b["probability"]) for a, b in zip(rows[::2], rows[1::2]))
+    capsys.readouterr()
+    assert main(["predict", str(fe_run.directory), images[0], "--output", str(out)]) == 2  # never overwritten silently
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["predict", str(fe_run.directory), images[0], "--output", str(tmp_path / "p.json"), "--top-k", "2"]) == 0
+    [record] = json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))
+    assert [t["label"] for t in record["top"]] == sorted(record["probabilities"], key=record["probabilities"].get, reverse=True)
+
+
+def test_prediction_table_keeps_file_names_whole_in_80_columns():
+    from rich.console import Console
+
+    from headstart.cli.tables import prediction_table
+
+    folder = "/data/" + "a-very-long-folder-name/" * 4
+    rows = [{"input": folder + f"cell_{i:04d}_electroluminescence.png", "rank": 1, "label": "defective", "probability": 0.9} for i in range(2)]
+    console = Console(width=80, record=True)
+    console.print(prediction_table(rows, top_k=1, files=True))
+    text = console.export_text()
+    assert "cell_0000_electroluminescence.png" in text and "cell_0001_electroluminescence.png" in text
+
+
+def test_last_line_names_the_report_and_no_repr(fe_run, capsys):
+    from headstart.cli.commands import _print_run
+
+    _print_run(fe_run, as_json=False)
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == f"saved to {fe_run.directory}; report: {fe_run.directory / 'report.html'}"
+    assert main(["summary", str(fe_run.directory)]) == 0
+    assert "Report(" not in capsys.readouterr().out

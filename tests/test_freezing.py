@@ -39,7 +39,7 @@ def test_freeze_report_and_bn_mode(model):
     modes = {b.name: b.batchnorm_mode for b in report.blocks}
     assert modes["stem"] == "eval" and modes["stage6"] == "train" and modes["head"] == "train"
     assert report.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert "trainable=" in str(report)
+    assert "parameters trainable" in str(report) and "FreezeReport(" not in str(report)  # words, never a repr
     unfreeze(model)
     assert freeze_report(model).frozen == 0
 

@@ -94,3 +94,29 @@ def test_a_later_phase_that_never_improves_names_the_epoch_whose_weights_it_hold
     assert history.kept_epoch == first
     assert history.kept()["label"] == f"head warm-up epoch {first}/6" and not history.kept()["later_phase_won"]
     assert [r["phase_epoch"] for r in history.epochs] == [1, 2, 3, 4, 5, 6, 1, 2]
+
+
+def test_progress_counts_steps_across_the_phase():
+    """One bar of steps per phase (ETA inside a long epoch), its description following the epoch; the log is unchanged."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.tasks: list[dict] = []
+            self.lines: list[str] = []
+
+        def task(self, description, total):
+            record = {"descriptions": [description], "total": total, "advanced": 0, "done": False}
+            self.tasks.append(record)
+            return type("T", (), {"advance": lambda s, n=1: record.__setitem__("advanced", record["advanced"] + n),
+                                  "update": lambda s, d: record["descriptions"].append(d), "done": lambda s: record.__setitem__("done", True)})()  # fmt: skip
+
+        def log(self, message):
+            self.lines.append(message)
+
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=16)
+    progress = Recorder()
+    fit_model(nn.Linear(5, 2), loader, loader, TrainSettings(epochs=3, lr=1e-2, patience=None), progress=progress)
+    [task] = progress.tasks
+    assert task["total"] == task["advanced"] == 3 * 3 and task["done"]
+    assert task["descriptions"][-1] == "train epoch 3/3"

@@ -29,6 +29,7 @@ from headstart.caches.embeddings import EmbeddingCache
 from headstart.caches.images import image_cache
 from headstart.config import ADVICE_KEYS, FitConfig, parameters_doc
 from headstart.data import Dataset, load_dataset
+from headstart.data.preprocessing import TextPreprocessing
 from headstart.freezing import freeze_report
 from headstart.inference import prediction_records, score_split
 from headstart.metrics import describe, headline
@@ -93,6 +94,8 @@ def fit(
     dropout: float = 0.0,
     augment: str | None = None,
     image_size: int | None = None,
+    max_length: int | None = None,
+    long_text: str | None = None,
     tta: str | None = None,
     batch_size: int = 32,
     seed: int = 0,
@@ -157,7 +160,7 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
     def build() -> TransferModel:
         seed_everything(config.seed)
         model = TransferModel.from_backbone(config.backbone, dataset.classes, cut=config.cut, hidden=config.hidden, dropout=config.dropout, pretrained=strategy.pretrained, weights=config.weights)
-        match_data(model.backbone, dataset, image_size=config.image_size, tta=config.tta)
+        match_data(model.backbone, dataset, image_size=config.image_size, tta=config.tta, max_length=config.max_length, long_text=config.long_text)
         return model.to(distributed.device()).fast_layout()
 
     model = build()
@@ -172,6 +175,7 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
         with Progress(quiet=quiet) as progress:
             summary = dataset.summary()
             _log_data(progress, dataset, summary, advice.lines)
+            text_lengths = _log_text_lengths(progress, model, dataset)
             ctx = FitContext(progress=progress, cache=EmbeddingCache(config.cache_dir), images=image_cache(config.cache_dir), batch_size=config.batch_size, seed=config.seed,
                              augment=config.augment, callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks],
                              penalties=make_penalties(model, l2sp=config.l2sp, bss=config.bss))  # fmt: skip
@@ -182,6 +186,8 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
             if overfit["detected"]:
                 progress.log(f"warning: {overfit['message']}")
             metrics, predictions, scored = _held_out(model, dataset, ctx)
+            if text_lengths is not None:
+                metrics["text_lengths"] = text_lengths
             interpretation = _interpret(model, dataset, scored, ctx) if main and (directory is not None or tracker is not None) else None
             seconds = time.perf_counter() - started
             kept = history.kept()
@@ -251,6 +257,24 @@ def _log_data(progress: Progress, dataset: Dataset, summary: dict[str, Any], adv
         progress.log(f"data: skipped {len(dataset.skipped)} ({reasons}): " + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else ""))
     for warning in dataset.warnings:
         progress.log(f"warning: {warning}")
+
+
+def _log_text_lengths(progress: Progress, model: TransferModel, dataset: Dataset) -> dict[str, Any] | None:
+    """For texts: how many are longer than the encoder's window and how many tokens truncation drops (saved in metrics.json)."""
+    prep = model.backbone.preprocessing
+    if not isinstance(prep, TextPreprocessing):
+        return None
+    counts = prep.length_report([t for split in ("train", "val", "test") for t in dataset.items(split)])
+    if counts["longer"]:
+        share = counts["longer"] / max(counts["examples"], 1)
+        if counts["long_text"] == "chunk":
+            progress.log(f"text: {counts['longer']} of {counts['examples']} examples ({share:.0%}) are longer than the {counts['max_length']}-token window "
+                         f"(longest {counts['longest']}); each is read in overlapping windows whose embeddings are averaged (--long-text chunk)")  # fmt: skip
+        else:
+            progress.log(f"warning: {counts['longer']} of {counts['examples']} texts ({share:.0%}) are longer than the {counts['max_length']}-token window "
+                         f"(longest {counts['longest']}): {counts['tokens_lost']} of {counts['tokens']} tokens ({counts['tokens_lost'] / max(counts['tokens'], 1):.0%}) "
+                         "are cut off; --max-length widens the window (up to the encoder's limit), --long-text chunk reads every token")  # fmt: skip
+    return counts
 
 
 def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[dict[str, Any], dict[str, Any], tuple[str, Any, Any] | None]:

@@ -28,6 +28,8 @@ STRATEGY_HELP = {
     "scratch": "No pretrained knowledge at all: a baseline that shows what transfer bought.",
 }
 STRATEGY_NAMES = tuple(STRATEGY_HELP)  # headstart.strategies.STRATEGIES registers these names, in this order
+LONG_TEXT_MODES = ("truncate", "chunk")
+"""What becomes of a text longer than the token window: its end is cut, or it is read in overlapping windows."""
 AUGMENT_PRESETS = ("none", "light", "strong", "dihedral")
 """Augmentation presets. ``dihedral`` is for images with no up, down, left or right (solar cells,
 microscopy, satellite tiles, spectrogram-free textures): ``light`` plus vertical flips and quarter
@@ -127,10 +129,14 @@ class FitConfig:
     precision: str | None = option(None, "bf16: autocast on a GPU that supports it", Flag(choices=PRECISIONS))
     torch_compile: bool | None = option(None, "run the training steps through torch.compile (pays off on a GPU over many steps)", Flag(action="store_const", const=True))
     cut: str | int | None = option(None, "use the pooled output of this block (name or index) instead of the last one", Flag(convert=_block_ref))
-    hidden: int | None = option(None, "hidden layer width of the new head", Flag(type=int))
+    hidden: int | None = option(None, "hidden layer width of the new head (default: none, a linear head)", Flag(type=int))
     dropout: float = option(0.0, "dropout of the new head", Flag(type=float))
     augment: str | None = option(None, "image augmentation (default light when fine-tuning; dihedral adds vertical flips and quarter turns for images with no up or down)", Flag(choices=AUGMENT_PRESETS))
     image_size: int | None = option(None, "input resolution (of images, or of spectrogram images for audio) instead of the weights' own (saved with the run)", Flag(type=int))
+    max_length: int | None = option(None, "text: token window of the encoder instead of its own (256 for minilm), at most its position limit (saved with the run, used at predict)",
+                                    Flag(type=int))  # fmt: skip
+    long_text: str | None = option(None, "text longer than the window: truncate (its end is dropped; the default) or chunk (overlapping windows, their embeddings averaged; feature-extraction only) (saved with the run)",
+                                   Flag(choices=LONG_TEXT_MODES))  # fmt: skip
     tta: str | None = option(None, "test-time augmentation: predictions averaged over flips, or the 8 symmetries of the square (saved with the run; validation does not use it)", Flag(choices=TTA_MODES))
     batch_size: int = option(32, "examples per step, for training and embedding: it bounds peak memory; halved and the run restarted when the GPU runs out of memory (down to 1)", Flag(type=int))
     seed: int = option(0, "same data, seed and settings give identical results on CPU", Flag(type=int))
@@ -172,6 +178,10 @@ class FitConfig:
         """Refuse values ``fit`` cannot use; ``strategy``: the name the run trains with, once known (``auto`` resolves late)."""
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size!r} must be a positive integer")
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 8):
+            raise ValueError(f"max_length={self.max_length!r} must be a whole number of tokens, at least 8")
+        if strategy is not None and self.long_text == "chunk" and strategy != "feature-extraction":
+            raise ValueError(f"--long-text chunk averages window embeddings of a frozen encoder: use it with --strategy feature-extraction, not {strategy}")
         if strategy is not None and (self.l2sp or self.bss) and strategy in ("feature-extraction", "scratch"):
             raise ValueError(f"--l2sp/--bss regularise a pretrained backbone while it trains; --strategy {strategy} trains none")
 

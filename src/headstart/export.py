@@ -114,6 +114,9 @@ def export_model(run: str | Path, *, format: str = "onnx", out: str | Path | Non
     target = directory / FORMATS[format]
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite to replace it or choose another --out")
+    if getattr(model.preprocessing, "long_text", "truncate") == "chunk":
+        raise ValueError(f"{run}: the run reads long texts in windows (--long-text chunk), which an exported graph of one window does not do; "
+                         "refit with --long-text truncate to export")  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
     inputs = example_inputs(model)
     names = list(inputs)

@@ -204,9 +204,10 @@ class FreezeReport:
         return sum(b.batchnorm_layers for b in self.blocks if b.batchnorm_mode == "eval")
 
     def __str__(self) -> str:
+        """In words, as the CLI prints it (a summary's caption): never a Python repr."""
         return (
-            f"FreezeReport(trainable={human_count(self.trainable)}, frozen={human_count(self.frozen)}, "
-            f"frozen_blocks={len(self.frozen_blocks)}/{len(self.blocks)}, bn_in_eval={self.bn_in_eval})"
+            f"{human_count(self.trainable)} parameters trainable, {human_count(self.frozen)} frozen; "
+            f"{len(self.frozen_blocks)} of {len(self.blocks)} blocks frozen; {self.bn_in_eval} BatchNorm layers in eval mode"
         )
 
     def to_rows(self) -> list[dict[str, object]]:

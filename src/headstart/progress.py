@@ -46,6 +46,7 @@ class Progress:
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=True,
+                speed_estimate_period=600,  # a step may take minutes on a CPU: rich's 30 s window would leave the ETA at -:--:--
             )
             self.rich.__enter__()
         return self

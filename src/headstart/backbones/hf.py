@@ -55,6 +55,15 @@ def _with_layers(model: nn.Module, layer_path: str, keep: int) -> nn.Module:
     return clone
 
 
+def _average_windows(pooled: torch.Tensor, window_of: torch.Tensor) -> torch.Tensor:
+    """Mean of the window embeddings ``(windows, dim)`` of each text; ``window_of[w]`` is window ``w``'s text (0..n-1)."""
+    index = window_of.to(pooled.device).long()
+    texts = int(index.max()) + 1 if index.numel() else 0
+    sums = torch.zeros(texts, pooled.shape[1], dtype=pooled.dtype, device=pooled.device).index_add_(0, index, pooled)
+    counts = torch.bincount(index, minlength=texts).clamp(min=1).to(pooled.dtype)
+    return sums / counts.unsqueeze(1)
+
+
 AUDIO_MODEL_TYPES = frozenset(
     {"wav2vec2", "wav2vec2-conformer", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d", "audio-spectrogram-transformer"}
 )
@@ -110,6 +119,9 @@ class HFBackbone(Backbone):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.spec.modality == "image":
             batch = {"pixel_values": batch["pixel_values"] if isinstance(batch, dict) else batch}
+        if "window_of" in batch:  # long texts read in windows (TextPreprocessing, long_text="chunk")
+            windows = {k: v for k, v in batch.items() if k != "window_of"}
+            return _average_windows(self._pool(self.model(**windows).last_hidden_state, windows), batch["window_of"])
         return self._pool(self.model(**batch).last_hidden_state, batch)
 
     def _pool(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -136,12 +148,16 @@ class HFBackbone(Backbone):
         if self.spec.modality == "audio":  # the speech front end's stages are not hidden states: one cut each
             return super().forward_blocks(x, names)
         batch = {"pixel_values": x["pixel_values"] if isinstance(x, dict) else x} if self.spec.modality == "image" else x
+        window_of = batch.get("window_of") if isinstance(batch, dict) else None
+        if window_of is not None:
+            batch = {k: v for k, v in batch.items() if k != "window_of"}
         result = self.model(**batch, output_hidden_states=True)
         depth = len(_find_layers(self.model)[1])
         out = {}
         for name in names:
             kept = self._layers_kept(name)  # hidden_states[k] is the output of k layers, before any final norm
-            out[name] = self._pool(result.last_hidden_state if kept == depth else result.hidden_states[kept], batch)
+            pooled = self._pool(result.last_hidden_state if kept == depth else result.hidden_states[kept], batch)
+            out[name] = pooled if window_of is None else _average_windows(pooled, window_of)
         return out
 
     def cut(self, at: int | str) -> HFBackbone:

@@ -19,6 +19,7 @@ from headstart.backbones.base import Backbone
 from headstart.backbones.hf import _hf_from_config
 from headstart.backbones.lora import add_lora
 from headstart.backbones.timm import _timm_from_config
+from headstart.config import LONG_TEXT_MODES
 from headstart.data.preprocessing import load_preprocessing
 from headstart.heads import ClassifierHead
 from headstart.rundir import ASSETS_DIR, CONFIG_NAME, WEIGHTS_NAME, read_run_config
@@ -91,6 +92,10 @@ def check_run_config(config: dict[str, Any], source: Path) -> None:
         number("preprocessing.clip_seconds", prep["clip_seconds"], 0, 3600, low_open=True)
     if kind == "text":
         number("preprocessing.max_length", prep.get("max_length"), 1, MAX_WIDTH, whole=True)
+        if prep.get("long_text", "truncate") not in LONG_TEXT_MODES:
+            fail("preprocessing.long_text", prep.get("long_text"), f"one of {list(LONG_TEXT_MODES)}")
+        if prep.get("stride") is not None:
+            number("preprocessing.stride", prep["stride"], 0, prep["max_length"] - 3, whole=True)
 
 
 def backbone_from_config(config: dict[str, Any], assets: Path, preprocessing: dict[str, Any]) -> Backbone:

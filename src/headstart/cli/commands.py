@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from headstart.cli.tables import confusion_table, metrics_table, profile_table
+from headstart.cli.tables import confusion_table, metrics_table, prediction_table, profile_table
 from headstart.config import FitConfig
 
 
@@ -40,13 +40,16 @@ def _print_run(run: Any, *, as_json: bool) -> None:
     if as_json:
         _print_json({"directory": str(run.directory), "metrics": run.metrics, "kept": run.history.kept(), "overfitting": run.history.overfitting(), "seconds": run.seconds})
         return
+    from headstart.rundir import REPORT_NAME
+
     console = Console()
     if "test" in run.metrics:
         console.print(metrics_table("test", run.metrics["test"]))
     kept = run.history.kept()
     if kept is not None:
         console.print(f"kept: {kept['sentence']}", highlight=False, soft_wrap=True)
-    console.print(f"saved to {run.directory}")
+    report = Path(run.directory) / REPORT_NAME
+    console.print(f"saved to {run.directory}" + (f"; report: {report}" if report.is_file() else ""), highlight=False, soft_wrap=True)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -125,22 +128,51 @@ def _predict_inputs(model_modality: str, values: list[str]) -> list[Any]:
 def cmd_predict(args: argparse.Namespace) -> None:
     from headstart.inference import from_pretrained, predict
 
+    output = Path(args.output) if args.output else None
+    if output is not None:  # refused before any model is loaded: never overwrite user data
+        if output.suffix.lower() not in (".csv", ".json"):
+            raise ValueError(f"{output}: --output must end in .csv or .json")
+        if output.exists() and not args.overwrite:
+            raise FileExistsError(f"{output} exists; pass --overwrite to replace it or choose another --output")
+    if args.top_k < 1 or args.batch_size < 1:
+        raise ValueError("--top-k and --batch-size must be positive integers")
     model = from_pretrained(args.run)
     items = _predict_inputs(model.modality, args.inputs)
     if model.modality in ("image", "audio"):
         missing = [str(p) for p in items if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"{missing[0]}: no such {model.modality} file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    results = predict(model, items)
-    if args.json:
-        _print_json([r.__dict__ for r in results])
-        return
-    table = Table()
-    for col in ("input", "label", "probability"):
-        table.add_column(col)
-    for r in results:
-        table.add_row(r.item, r.label, f"{r.probability:.3f}")
-    Console().print(table)
+    results = predict(model, items, batch_size=args.batch_size)
+    rows = [{"input": r.item, "rank": rank, "label": label, "probability": p}
+            for r in results for rank, (label, p) in enumerate(top_labels(r.probabilities, args.top_k), start=1)]  # fmt: skip
+    records = [{**r.__dict__, "top": [{"label": label, "probability": p} for label, p in top_labels(r.probabilities, args.top_k)]} for r in results]
+    if output is not None:
+        _write_predictions(output, rows, records)
+        print(f"wrote {len(results)} predictions ({args.top_k} label{'s' if args.top_k > 1 else ''} each) to {output}")
+    elif args.json:
+        _print_json(records)
+    else:
+        Console().print(prediction_table(rows, top_k=args.top_k, files=model.modality in ("image", "audio")))
+
+
+def top_labels(probabilities: dict[str, float], k: int) -> list[tuple[str, float]]:
+    """The ``k`` most probable labels, most probable first (ties in the run's class order)."""
+    return sorted(probabilities.items(), key=lambda pair: -pair[1])[:k]
+
+
+def _write_predictions(output: Path, rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
+    """CSV: one row per input and rank; JSON: as ``--json`` prints (written atomically)."""
+    import csv
+
+    from headstart.io import atomic_path
+
+    with atomic_path(output) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        if output.suffix.lower() == ".csv":
+            writer = csv.DictWriter(handle, fieldnames=["input", "rank", "label", "probability"])
+            writer.writeheader()
+            writer.writerows({**row, "probability": f"{row['probability']:.6f}"} for row in rows)
+        else:
+            json.dump(records, handle, indent=2)
 
 
 def cmd_summary(args: argparse.Namespace) -> None:

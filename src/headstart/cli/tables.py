@@ -41,3 +41,27 @@ def profile_table(result: Any, *, folds: int | None = None) -> Table:
         table.add_row(*cells, *([f"{r.shift:.3f}" if r.shift is not None else ""] if shifts else []), style="bold" if mark else None)
     table.caption = f"plateau: {result.plateau} (first block within {result.tolerance * 100:g} points of the best, {result.best})"
     return table
+
+
+def prediction_table(rows: list[dict[str, Any]], *, top_k: int, files: bool) -> Table:
+    """One row per input (and rank when ``top_k`` > 1); files are shown relative to their common folder, named in the title,
+    and long inputs wrap instead of being cut at the terminal's width."""
+    import os
+
+    names = [str(r["input"]) for r in rows]
+    title = None
+    if files and names:
+        common = os.path.commonpath([os.path.dirname(n) or "." for n in names])
+        if common not in ("", "."):
+            title, names = f"files in {common}", [os.path.relpath(n, common) for n in names]
+    table = Table(title=title)
+    table.add_column("input", overflow="fold", ratio=1)
+    if top_k > 1:
+        table.add_column("rank", justify="right")
+    table.add_column("label", overflow="fold")
+    table.add_column("probability", justify="right", no_wrap=True)
+    for name, row in zip(names, rows):
+        first = row["rank"] == 1
+        cells = [name if first else "", *([str(row["rank"])] if top_k > 1 else []), str(row["label"]), f"{row['probability']:.3f}"]
+        table.add_row(*cells)
+    return table

@@ -36,6 +36,9 @@ class Dataset:
         Problems that do not stop training but bias its results (test examples duplicated in train).
     duplicates : int
         Number of test examples whose content also appears in train or val.
+    weights : dict or None
+        ``split name -> per-example weights`` of the training loss (scikit-learn's ``sample_weight``,
+        set by :func:`headstart.data.from_examples`); ``None``: every example counts once.
     """
 
     modality: str
@@ -46,6 +49,7 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     duplicates: int = 0
+    weights: dict[str, np.ndarray] | None = None
 
     def items(self, split: str) -> list[Any]:
         return self.splits[split][0]

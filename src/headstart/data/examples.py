@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from headstart.data.audio import AUDIO_EXTENSIONS
@@ -18,15 +19,25 @@ from headstart.data.images import IMAGE_EXTENSIONS
 from headstart.data.readers import FILE_KINDS, _finish, check_file
 
 
-def from_examples(items: Sequence[Any], labels: Sequence[Any], *, val_fraction: float = 0.15, seed: int = 0, source: str = "<in memory>") -> Dataset:
-    """A training :class:`Dataset` from in-memory examples (image or audio paths, PIL images or texts)."""
-    if len(items) != len(labels):
-        raise ValueError(f"{len(items)} examples but {len(labels)} labels")
+def from_examples(items: Sequence[Any], labels: Sequence[Any], *, val_fraction: float = 0.15, seed: int = 0, source: str = "<in memory>",
+                  weights: Sequence[float] | None = None) -> Dataset:  # fmt: skip
+    """A training :class:`Dataset` from in-memory examples (image or audio paths, PIL images or texts).
+
+    ``weights``: one per example, weighting its training loss (kept in ``Dataset.weights``, split as the examples are).
+    """
+    if len(items) != len(labels) or (weights is not None and len(weights) != len(items)):
+        raise ValueError(f"{len(items)} examples but {len(labels)} labels" + (f" and {len(weights)} weights" if weights is not None else ""))
     modality = item_modality(items)
     items = as_items(items, modality)
     check_items(items, modality)
-    raw = {"train": (list(items), [label_name(y) for y in labels])}
-    return _finish(Path(source), modality, raw, [], [], val_fraction=val_fraction, test_fraction=0.0, seed=seed)
+    # Split the examples' positions with the readers' rules, then put the examples (and their weights) back in.
+    raw: dict[str, tuple[list[Any], list[str]]] = {"train": (list(range(len(items))), [label_name(y) for y in labels])}
+    data = _finish(Path(source), modality, raw, [], [], val_fraction=val_fraction, test_fraction=0.0, seed=seed)
+    positions = {split: list(data.splits[split][0]) for split in data.splits}
+    data.splits = {split: ([items[i] for i in positions[split]], codes) for split, (_, codes) in data.splits.items()}
+    if weights is not None:
+        data.weights = {split: np.asarray(weights, dtype=np.float32)[np.asarray(positions[split], dtype=np.int64)] for split in data.splits}
+    return data
 
 
 def item_modality(items: Sequence[Any]) -> str:

@@ -99,12 +99,15 @@ def _all_presized(items: Sequence[Any]) -> bool:
     return bool(items) and all(isinstance(item, CachedImage) for item in items)
 
 
-def tensor_loader(inputs: Any, labels: Sequence[int], *, batch_size: int, shuffle: bool = False, seed: int = 0, shard: bool = False) -> Any:
-    """Batches of precomputed tensors (cached features or activations), shuffled as :func:`make_loader` shuffles."""
+def tensor_loader(inputs: Any, labels: Sequence[int], *, batch_size: int, shuffle: bool = False, seed: int = 0, shard: bool = False,
+                  weights: Any = None) -> Any:  # fmt: skip
+    """Batches of precomputed tensors (cached features or activations), shuffled as :func:`make_loader` shuffles;
+    with ``weights``, each batch is ``(inputs, labels, weights)`` and the training loop weights its loss."""
     import torch
     from torch.utils.data import TensorDataset
 
-    dataset = TensorDataset(torch.as_tensor(inputs), torch.as_tensor(np.asarray(labels)))
+    tensors = [torch.as_tensor(inputs), torch.as_tensor(np.asarray(labels))]
+    dataset = TensorDataset(*tensors, *([torch.as_tensor(np.asarray(weights, dtype=np.float32))] if weights is not None else []))
     return _loader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, shard=shard)
 
 

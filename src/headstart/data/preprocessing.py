@@ -3,10 +3,14 @@
 timm keeps mean/std/input size beside each checkpoint as data (``pretrained_cfg``); so do we. A
 saved run stores these objects in its ``config.json`` and reloads them, so predictions after a
 reload see exactly the pixels, tokens, waveforms or spectrograms the model was trained on.
+
+Why this module is long: each input kind's preprocessing (images, spectrograms, texts, audio) is
+saved with a run and reloaded by the same registry, so they live side by side.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ import numpy as np
 import torch
 
 from headstart._torchvision import import_torchvision
-from headstart.config import AUGMENT_PRESETS
+from headstart.config import AUGMENT_PRESETS, LONG_TEXT_MODES
 from headstart.data.audio import augment_waveform, fix_length, load_audio, log_mel, mask_spectrogram
 
 _tv = import_torchvision()
@@ -284,22 +288,49 @@ class _SpectrogramTransform:
 
 
 class TextPreprocessing:
-    """Tokenisation for a Hugging Face text encoder; the tokenizer files are saved with the run."""
+    """Tokenisation for a Hugging Face text encoder; the tokenizer files are saved with the run.
+
+    ``long_text="chunk"``: a text longer than ``max_length`` tokens is split into overlapping windows
+    of ``max_length`` tokens (``stride`` shared between neighbours; a quarter of the window by default);
+    the batch then holds every window and ``window_of`` (the text each window belongs to), and the
+    backbone mean-pools the windows' embeddings per text. A text that fits is one window, as when truncating.
+    """
 
     modality = "text"
 
-    def __init__(self, tokenizer: Any, max_length: int = 256) -> None:
+    def __init__(self, tokenizer: Any, max_length: int = 256, long_text: str = "truncate", stride: int | None = None) -> None:
+        if long_text not in LONG_TEXT_MODES:
+            raise ValueError(f"long_text={long_text!r}; choose one of {list(LONG_TEXT_MODES)}")
+        if long_text == "chunk" and not getattr(tokenizer, "is_fast", False):
+            raise ValueError("--long-text chunk needs a fast (Rust) tokenizer, which this backbone does not have; use --long-text truncate")
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.long_text = long_text
+        self.stride = (max_length // 4 if stride is None else stride) if long_text == "chunk" else None
 
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if self.long_text == "chunk":
+            batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, stride=self.stride,
+                                   return_overflowing_tokens=True, return_tensors="pt")  # fmt: skip
+            windows = dict(batch)
+            windows["window_of"] = windows.pop("overflow_to_sample_mapping")
+            return windows
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         return dict(batch)
 
+    def length_report(self, texts: Sequence[str]) -> dict[str, Any]:
+        """How many ``texts`` are longer than the window and how many of their tokens it drops (none when chunking)."""
+        lengths = np.array([len(ids) for ids in self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]], dtype=np.int64)
+        over = np.maximum(lengths - self.max_length, 0)
+        return {"max_length": self.max_length, "long_text": self.long_text, "examples": int(len(lengths)), "longer": int((over > 0).sum()),
+                "tokens": int(lengths.sum()), "tokens_lost": int(over.sum()) if self.long_text == "truncate" else 0,
+                "longest": int(lengths.max()) if len(lengths) else 0}  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "text", "max_length": self.max_length}
+        chunked = {"long_text": self.long_text, "stride": self.stride} if self.long_text == "chunk" else {}  # truncation keeps its old record (and cache key)
+        return {"kind": "text", "max_length": self.max_length, **chunked}
 
     def save(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(str(directory))
@@ -308,7 +339,8 @@ class TextPreprocessing:
     def load(cls, directory: Path, data: dict[str, Any]) -> TextPreprocessing:
         from transformers import AutoTokenizer
 
-        return cls(AutoTokenizer.from_pretrained(str(directory)), max_length=int(data["max_length"]))
+        return cls(AutoTokenizer.from_pretrained(str(directory)), max_length=int(data["max_length"]), long_text=data.get("long_text", "truncate"),
+                   stride=data.get("stride"))  # fmt: skip
 
 
 class AudioPreprocessing:

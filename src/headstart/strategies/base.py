@@ -159,11 +159,13 @@ def train_head(model: TransferModel, data: Dataset, ctx: FitContext, settings: T
         ctx.progress.log(f"{split}: {len(array)} embeddings ({computed} computed, {len(array) - computed} from cache)")
         features[split] = np.ascontiguousarray(array)
     model.head.train()
+    weights = data.weights["train"] if data.weights is not None else None  # the training loss's per-example weights (sample_weight)
     if full_batch_trainable(model.head):  # a small model on an in-memory tensor: full-batch L-BFGS, no DataLoader
         as_tensors = {s: (torch.from_numpy(features[s]), torch.from_numpy(np.asarray(data.labels(s)))) for s in ("train", "val")}
-        history = fit_head(model.head, as_tensors["train"], as_tensors["val"], settings, phase=phase, progress=ctx.progress, callbacks=ctx.callbacks)
+        history = fit_head(model.head, as_tensors["train"], as_tensors["val"], settings, phase=phase, progress=ctx.progress, callbacks=ctx.callbacks,
+                           weights=None if weights is None else torch.from_numpy(weights))  # fmt: skip
     else:  # dropout makes every full-batch evaluation a different function: mini-batches
-        train = tensor_loader(features["train"], data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed)
+        train = tensor_loader(features["train"], data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed, weights=weights)
         val = tensor_loader(features["val"], data.labels("val"), batch_size=1024)
         history = fit_model(model.head, train, val, settings, phase=phase, progress=ctx.progress, callbacks=ctx.callbacks)
     distributed.broadcast_module(model.head)  # under torchrun every rank trained the same head; rank 0's is the one saved

@@ -28,7 +28,7 @@ from headstart.freezing import audit_freeze, frozen_parameter_names
 from headstart.progress import Progress
 from headstart.training.callbacks import Callback, EarlyStopping, KeepBest
 from headstart.training.evaluation import validate
-from headstart.training.loop import end_epoch
+from headstart.training.loop import end_epoch, weighted_loss
 from headstart.training.state import History, TrainSettings, TrainState
 
 ROUND_ITERATIONS = 10  # L-BFGS iterations per epoch (a validation pass and the callbacks after each)
@@ -62,11 +62,15 @@ def fit_head(
     phase: str = "feature-extraction",
     progress: Progress | None = None,
     callbacks: Sequence[Callback] = (),
+    weights: torch.Tensor | None = None,
 ) -> History:
-    """Fit ``head`` on in-memory ``(features, labels)`` by full-batch L-BFGS rounds; keep the best validation weights."""
+    """Fit ``head`` on in-memory ``(features, labels)`` by full-batch L-BFGS rounds; keep the best validation weights.
+
+    ``weights``: one per training example; the training loss is their weighted mean (validation stays unweighted).
+    """
     work = train[0].numel() * sum(p.shape[0] for p in head.parameters() if p.ndim > 1)
     with _threads_for(work):
-        return _fit_head(head, train, val, settings, phase=phase, progress=progress, callbacks=callbacks)
+        return _fit_head(head, train, val, settings, phase=phase, progress=progress, callbacks=callbacks, weights=weights)
 
 
 def _fit_head(
@@ -78,6 +82,7 @@ def _fit_head(
     phase: str,
     progress: Progress | None,
     callbacks: Sequence[Callback],
+    weights: torch.Tensor | None,
 ) -> History:
     history = History()
     device = next(head.parameters()).device
@@ -86,6 +91,8 @@ def _fit_head(
     params = [p for p in head.parameters() if p.requires_grad]
     matrices = [p for p in params if p.ndim > 1]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    if weights is not None:
+        loss_fn = weighted_loss(weights.to(device).float(), settings.label_smoothing)
 
     def new_optimizer() -> torch.optim.LBFGS:
         return torch.optim.LBFGS(params, lr=1.0, max_iter=ROUND_ITERATIONS, history_size=10, line_search_fn="strong_wolfe",
@@ -111,9 +118,13 @@ def _fit_head(
         loss.backward()
         return loss
 
+    # Each epoch is one full-batch L-BFGS round: the bar counts rounds, so a long head fit shows an ETA too.
+    task = progress.task(f"{phase} epoch {state.epochs_done + 1}/{settings.epochs}", total=settings.epochs - state.epochs_done) if progress else None
     for epoch in range(first_epoch, first_epoch + settings.epochs - state.epochs_done):
         started = time.perf_counter()
         head.train()
+        if task is not None:
+            task.update(f"{phase} epoch {epoch - first_epoch + 1 + state.epochs_done}/{settings.epochs}")
         optimizer = state.optimizer = new_optimizer()
         optimizer.step(objective)
         optimizer.zero_grad(set_to_none=True)  # no gradients left on the head, as after any phase
@@ -126,8 +137,12 @@ def _fit_head(
                                   "lr": 1.0, "train_seconds": time.perf_counter() - started}  # fmt: skip
         record.update(validate(head, val_batches, device) if len(val[1]) else {"val_loss": train_loss, "val_accuracy": record["train_accuracy"]})
         record["seconds"] = time.perf_counter() - started
+        if task is not None:
+            task.advance()
         if end_epoch(state, hooks, record, first_epoch=first_epoch):
             break
+    if task is not None:
+        task.done()
     for hook in hooks:
         hook.on_fit_end(state)
     return history

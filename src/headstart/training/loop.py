@@ -57,6 +57,17 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast("cuda", dtype=torch.bfloat16)
 
 
+def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy averaged with per-example ``weights`` (scikit-learn's ``sample_weight``): an example of weight 2 counts as two."""
+    losses = nn.functional.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
+    return (losses * weights).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
+
+
+def weighted_loss(weights: torch.Tensor, label_smoothing: float = 0.0) -> Any:
+    """``loss(logits, y)`` over all the examples ``weights`` belongs to (the head's full batch)."""
+    return lambda logits, y: weighted_cross_entropy(logits, y, weights, label_smoothing)
+
+
 def fit_model(
     model: nn.Module,
     train_loader: Sequence[Any] | Iterable[Any],
@@ -112,22 +123,25 @@ def fit_model(
     if net is not model and progress is not None:
         progress.log(f"{phase}: DistributedDataParallel on {distributed.world_size()} ranks ({distributed.backend()}): "
                      f"{sum(p.requires_grad for p in model.parameters())} trainable tensors all-reduced, {len(meant_frozen)} frozen left out")  # fmt: skip
+    # One bar of steps for the whole phase (as the HF Trainer's): its ETA holds across epochs and moves inside a long one.
+    task = progress.task(f"{phase} epoch {done + 1}/{settings.epochs}", total=(settings.epochs - done) * batches_per_epoch) if progress else None
     for epoch in range(first_epoch, first_epoch + settings.epochs - done):
         started = time.perf_counter()
         model.train()
         if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
             train_loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]  # a new shuffle per epoch, the same on every rank
         total_loss, correct, seen = 0.0, 0, 0
-        task = progress.task(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}", total=batches_per_epoch) if progress else None
+        if task is not None:
+            task.update(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}")
         optimizer.zero_grad(set_to_none=True)
-        for batch, (inputs, y) in enumerate(train_loader, start=1):
+        for batch, (inputs, y, *weight) in enumerate(train_loader, start=1):  # a third tensor: per-example loss weights (tensor_loader)
             inputs, y = to_device(inputs, device), y.to(device)
             stepping = batch % settings.accumulate == 0 or batch == batches_per_epoch
             # Accumulated micro-batches skip DDP's all-reduce; the stepping one reduces the sum.
             with autocast(device, settings.precision), (contextlib.nullcontext() if stepping or net is model else net.no_sync()):  # type: ignore[operator]
                 features, logits = net(inputs, return_features=True) if split_forward else (None, net(inputs))
                 logits = logits.float()
-                loss = loss_fn(logits, y)
+                loss = weighted_cross_entropy(logits, y, weight[0].to(device), settings.label_smoothing) if weight else loss_fn(logits, y)
                 penalty = sum((p(model, features) for p in penalties), torch.zeros((), device=device))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -145,8 +159,6 @@ def fit_model(
             seen += len(y)
             if task is not None:
                 task.advance()
-        if task is not None:
-            task.done()
         total_loss, correct, seen = distributed.sum_over_ranks(total_loss, correct, seen)
         record: dict[str, Any] = {
             "epoch": epoch,
@@ -163,6 +175,8 @@ def fit_model(
         record["seconds"] = time.perf_counter() - started
         if end_epoch(state, hooks, record, first_epoch=first_epoch):
             break
+    if task is not None:
+        task.done()
     for hook in hooks:
         hook.on_fit_end(state)
     return history
