@@ -35,7 +35,7 @@ from headstart.inference import prediction_records, score_split
 from headstart.metrics import describe, headline
 from headstart.model import TransferModel
 from headstart.progress import Progress
-from headstart.report.interpret import Interpretation, interpret
+from headstart.report.interpret import interpret_held_out
 from headstart.report.tracking import Tracker, make_tracker
 from headstart.rundir import check_new_run_dir, default_run_dir, write_run_files
 from headstart.strategies import FitContext, Strategy, make_strategy
@@ -188,7 +188,7 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
             metrics, predictions, scored = _held_out(model, dataset, ctx)
             if text_lengths is not None:
                 metrics["text_lengths"] = text_lengths
-            interpretation = _interpret(model, dataset, scored, ctx) if main and (directory is not None or tracker is not None) else None
+            interpretation = interpret_held_out(model, dataset, scored, ctx.progress, cache=ctx.cache, batch_size=ctx.batch_size) if main and (directory is not None or tracker is not None) else None
             seconds = time.perf_counter() - started
             kept = history.kept()
             if kept is not None:
@@ -261,12 +261,11 @@ def _log_data(progress: Progress, dataset: Dataset, summary: dict[str, Any], adv
 
 def _log_text_lengths(progress: Progress, model: TransferModel, dataset: Dataset) -> dict[str, Any] | None:
     """For texts: how many are longer than the encoder's window and how many tokens truncation drops (saved in metrics.json)."""
-    prep = model.backbone.preprocessing
-    if not isinstance(prep, TextPreprocessing):
+    if not isinstance(model.backbone.preprocessing, TextPreprocessing):
         return None
-    counts = prep.length_report([t for split in ("train", "val", "test") for t in dataset.items(split)])
+    counts = model.backbone.preprocessing.length_report([t for split in ("train", "val", "test") for t in dataset.items(split)])
+    share = counts["longer"] / max(counts["examples"], 1)
     if counts["longer"]:
-        share = counts["longer"] / max(counts["examples"], 1)
         if counts["long_text"] == "chunk":
             progress.log(f"text: {counts['longer']} of {counts['examples']} examples ({share:.0%}) are longer than the {counts['max_length']}-token window "
                          f"(longest {counts['longest']}); each is read in overlapping windows whose embeddings are averaged (--long-text chunk)")  # fmt: skip
@@ -286,18 +285,6 @@ def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[
             predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)
             scored = (split, labels, probs)
     return metrics, predictions, scored
-
-
-def _interpret(model: TransferModel, dataset: Dataset, scored: tuple[str, Any, Any] | None, ctx: FitContext) -> Interpretation | None:
-    """Top-loss heat maps and the feature projection of the scored split, for the report and the trackers."""
-    if scored is None:
-        return None
-    split, labels, probs = scored
-    try:
-        return interpret(model, dataset.items(split), labels, probs, split=split, cache=ctx.cache, batch_size=ctx.batch_size)
-    except Exception as error:  # noqa: BLE001 - the trained model is fine; the report then lacks these sections
-        ctx.progress.log(f"warning: no heat maps or projection for the report ({type(error).__name__}: {error})")
-        return None
 
 
 @contextlib.contextmanager

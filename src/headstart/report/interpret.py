@@ -150,3 +150,17 @@ def _cam_block(backbone: Any) -> int:
 def _heatmap_note(model: TransferModel) -> dict[str, str]:
     """What the saved maps are: the report words it."""
     return {"method": "grad-cam", "target": "predicted class", "block": model.backbone.blocks[_cam_block(model.backbone)].name}
+
+
+def interpret_held_out(
+    model: TransferModel, dataset: Any, scored: tuple[str, Any, Any] | None, progress: Any, *, cache: EmbeddingCache | None, batch_size: int
+) -> Interpretation | None:
+    """:func:`interpret` for the split a fit scored last (``scored`` is its (split, labels, probabilities)); a failure is a warning in the log, not a failed fit."""
+    if scored is None:
+        return None
+    split, labels, probs = scored
+    try:
+        return interpret(model, dataset.items(split), labels, probs, split=split, cache=cache, batch_size=batch_size)
+    except Exception as error:  # noqa: BLE001 - the trained model is fine; the report then lacks these sections
+        progress.log(f"warning: no heat maps or projection for the report ({type(error).__name__}: {error})")
+        return None
