@@ -64,6 +64,7 @@ def fit(
     backbone: str = "efficientnet_lite0",
     weights: str | Path | None = None,
     strategy: str | Strategy = "feature-extraction",
+    budget: str | float | None = None,
     out: str | Path | None = None,
     epochs: int | None = None,
     lr: float | None = None,
@@ -219,15 +220,53 @@ class _Advice:
 
 
 def _with_advice(dataset: Dataset, config: FitConfig, quiet: bool) -> tuple[FitConfig, _Advice]:
-    """For ``strategy="auto"``: measure the data, then take the advisor's settings where the caller set none."""
+    """For ``strategy="auto"``: measure the data, then take the advisor's settings where the caller set none.
+
+    With a ``budget``, the leading candidates are tried on train/val first (:mod:`headstart.analysis.trials`)
+    and the winner's settings are used instead, with the epochs the rest of the budget affords.
+    """
     if config.strategy != "auto":
         return config, _Advice()
     from headstart.analysis.advisor import advise
 
+    started = time.perf_counter()
     advice = advise(dataset, backbone=config.backbone, seed=config.seed, cache_dir=config.cache_dir, quiet=quiet)
-    settings = {k: getattr(config, k) if getattr(config, k) is not None else advice.fit_kwargs.get(k) for k in ADVICE_KEYS}
-    record = {**advice.to_dict(), "profile": advice.profile.to_dict() if advice.profile is not None else None}
-    return replace(config, strategy=advice.strategy, **settings), _Advice(settings, str(advice).splitlines(), record)
+    strategy, kwargs, trials = advice.strategy, dict(advice.fit_kwargs), None
+    if config.budget is not None:
+        strategy, kwargs, trials = _budgeted_trials(dataset, config, advice, started)
+    settings = {k: getattr(config, k) if getattr(config, k) is not None else kwargs.get(k) for k in ADVICE_KEYS}
+    record = {**advice.to_dict(), "profile": advice.profile.to_dict() if advice.profile is not None else None, "trials": trials}
+    lines = str(advice).splitlines() + ([f"budget: {line}" for line in trials["lines"]] if trials else [])
+    saved = {**settings, "budget": None} if trials else settings  # a resumed run repeats the winner, not the trials
+    return replace(config, strategy=strategy, budget=None, **settings), _Advice(saved, lines, record)
+
+
+def _budgeted_trials(dataset: Dataset, config: FitConfig, advice: Any, started: float) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Successive halving of the advisor's leading candidates within ``config.budget`` (train on train, score on val)."""
+    from headstart.analysis.advisor import FINE_TUNE
+    from headstart.analysis.trials import affordable_epochs, successive_halving
+    from headstart.config import parse_budget
+
+    budget = parse_budget(config.budget)
+    assert budget is not None
+    if not dataset.items("val"):
+        raise ValueError("--budget compares candidates on the validation split; this data has none (add a val/ folder or a split column)")
+    held_in = replace(dataset, splits={**dataset.splits, "test": ([], [])})  # the trials never see the test split
+
+    def train(candidate: Any, epochs: int | None) -> float:
+        trial = replace(config, strategy=candidate.strategy, budget=None, out=None, save=False, quiet=True, report=False, log_to=None, resume=False,
+                        **{k: v for k, v in candidate.fit_kwargs.items() if k != "epochs"}, epochs=epochs)  # fmt: skip
+        return float(fit_config(held_in, trial).metrics["val"]["accuracy"])
+
+    left = budget - (time.perf_counter() - started)
+    winner, trials, why = successive_halving(advice.candidates, train, budget=left, default_epochs=FINE_TUNE["epochs"])
+    left = budget - (time.perf_counter() - started)
+    epochs = affordable_epochs(trials, winner, left=left, default=int(winner.fit_kwargs.get("epochs", FINE_TUNE["epochs"])))
+    kwargs = {**winner.fit_kwargs, **({"epochs": epochs} if epochs is not None else {})}
+    lines = [f"trial {t.rung}: {t.candidate}" + (f", {t.epochs} epoch{'s' if t.epochs > 1 else ''}" if t.epochs else "") + f": val accuracy {t.val_accuracy:.3f} in {t.seconds:.0f} s" for t in trials]
+    lines += [f"winner: {why}", f"{budget:.0f} s budget, {budget - left:.0f} s spent on measuring and trials; the winner trains " + (f"{epochs} body epoch{'s' if epochs > 1 else ''}" if epochs else "its head") + f" in the {max(left, 0):.0f} s left"]
+    record = {"budget": budget, "spent": budget - left, "winner": winner.name, "why": why, "epochs": epochs, "trials": [t.to_dict() for t in trials], "lines": lines}
+    return str(winner.strategy), kwargs, record
 
 
 def _log_data(progress: Progress, dataset: Dataset, summary: dict[str, Any], advice_lines: list[str]) -> None:
@@ -251,6 +290,16 @@ def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[
         if dataset.items(split):
             metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache)
             predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)
+    if dataset.modality == "text":  # what the pretrained encoder bought over surface words (seconds)
+        from headstart.analysis.baseline import bag_of_words
+
+        baseline = bag_of_words(dataset)
+        last = "test" if "test" in metrics else "val" if "val" in metrics else None
+        if baseline is not None and last is not None and last in baseline:
+            baseline["gain"] = metrics[last]["accuracy"] - baseline[last]["accuracy"]
+            metrics["bag_of_words"] = baseline
+            ctx.progress.log(f"bag-of-words baseline ({baseline['model']}): {last} accuracy {baseline[last]['accuracy']:.4f} in {baseline['seconds']:.1f}s; "
+                             f"the transfer model is {100 * baseline['gain']:+.1f} points from it")  # fmt: skip
     return metrics, predictions
 
 
