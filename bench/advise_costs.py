@@ -94,6 +94,19 @@ def bow(_args: argparse.Namespace) -> None:
         append(OUT, {"kind": "bow", "data": name, "fraction": 1.0, "result": result, **context()})
 
 
+def encoders(args: argparse.Namespace) -> None:
+    """Feature extraction with each named text encoder (``--encoders``) on the grid's capped text sets."""
+    for name in args.data or TEXT:
+        data = load(name, 400, 1.0, 0)
+        for encoder in args.encoders.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                started = time.perf_counter()
+                run = fit(data, backbone=encoder, strategy="feature-extraction", out=Path(tmp) / "run", quiet=True, report=False, cache_dir=Path(tmp) / "cache")
+                wall = time.perf_counter() - started
+            append(OUT, {"kind": "encoder", "data": name, "encoder": encoder, "test_accuracy": run.metrics["test"]["accuracy"], "seconds": round(wall, 1),
+                         "bag_of_words": run.metrics.get("bag_of_words"), **context()})  # fmt: skip
+
+
 def budget(args: argparse.Namespace) -> None:
     for name in args.data:
         data = load(name, 400, args.fraction, 0)
@@ -155,6 +168,12 @@ def tables() -> str:
             tuned_text = f"{100 * tuned['test_accuracy']:.1f} ({tuned['seconds']:.0f}, {tuned['config']})" if tuned else "–"
             bought = f"{100 * (fe['test_accuracy'] - b):+.1f} / {100 * (tuned['test_accuracy'] - b):+.1f}" if fe and tuned else "–"
             out.append(f"| {name} | {100 * b:.1f} ({r['result']['seconds']:.1f}) | {fe_text} | {tuned_text} | {bought} |")
+    encoded = [r for r in rows if r["kind"] == "encoder"]
+    if encoded:
+        out += ["", "| text set | encoder | feature extraction test acc (s) | bag-of-words test acc | encoder bought |", "|---|---|---:|---:|---:|"]
+        for r in encoded:
+            b = r["bag_of_words"]["test"]["accuracy"]
+            out.append(f"| {r['data']} | {r['encoder']} | {100 * r['test_accuracy']:.1f} ({r['seconds']:.0f}) | {100 * b:.1f} | {100 * (r['test_accuracy'] - b):+.1f} |")
     budgets = [r for r in rows if r["kind"] == "budget"]
     if budgets:
         out += ["", "| data | fraction | budget | wall | test acc | winner (trials) |", "|---|---|---:|---:|---:|---|"]
@@ -166,17 +185,18 @@ def tables() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", choices=("picks", "bow", "budget"))
+    parser.add_argument("what", nargs="?", choices=("picks", "bow", "budget", "encoders"))
     parser.add_argument("data", nargs="*")
     parser.add_argument("--fractions", default="1,0.25")
     parser.add_argument("--fraction", type=float, default=0.25)
     parser.add_argument("--budgets", default="120,300")
+    parser.add_argument("--encoders", default="mpnet")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     if args.table:
         print(tables())
         return
-    {"picks": picks, "bow": bow, "budget": budget}[args.what](args)
+    {"picks": picks, "bow": bow, "budget": budget, "encoders": encoders}[args.what](args)
 
 
 if __name__ == "__main__":

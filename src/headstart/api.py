@@ -233,40 +233,14 @@ def _with_advice(dataset: Dataset, config: FitConfig, quiet: bool) -> tuple[FitC
     advice = advise(dataset, backbone=config.backbone, seed=config.seed, cache_dir=config.cache_dir, quiet=quiet)
     strategy, kwargs, trials = advice.strategy, dict(advice.fit_kwargs), None
     if config.budget is not None:
-        strategy, kwargs, trials = _budgeted_trials(dataset, config, advice, started)
+        from headstart.analysis.trials import budgeted_pick
+
+        strategy, kwargs, trials = budgeted_pick(dataset, config, advice, started, fit_config)
     settings = {k: getattr(config, k) if getattr(config, k) is not None else kwargs.get(k) for k in ADVICE_KEYS}
     record = {**advice.to_dict(), "profile": advice.profile.to_dict() if advice.profile is not None else None, "trials": trials}
     lines = str(advice).splitlines() + ([f"budget: {line}" for line in trials["lines"]] if trials else [])
     saved = {**settings, "budget": None} if trials else settings  # a resumed run repeats the winner, not the trials
     return replace(config, strategy=strategy, budget=None, **settings), _Advice(saved, lines, record)
-
-
-def _budgeted_trials(dataset: Dataset, config: FitConfig, advice: Any, started: float) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Successive halving of the advisor's leading candidates within ``config.budget`` (train on train, score on val)."""
-    from headstart.analysis.advisor import FINE_TUNE
-    from headstart.analysis.trials import affordable_epochs, successive_halving
-    from headstart.config import parse_budget
-
-    budget = parse_budget(config.budget)
-    assert budget is not None
-    if not dataset.items("val"):
-        raise ValueError("--budget compares candidates on the validation split; this data has none (add a val/ folder or a split column)")
-    held_in = replace(dataset, splits={**dataset.splits, "test": ([], [])})  # the trials never see the test split
-
-    def train(candidate: Any, epochs: int | None) -> float:
-        trial = replace(config, strategy=candidate.strategy, budget=None, out=None, save=False, quiet=True, report=False, log_to=None, resume=False,
-                        **{k: v for k, v in candidate.fit_kwargs.items() if k != "epochs"}, epochs=epochs)  # fmt: skip
-        return float(fit_config(held_in, trial).metrics["val"]["accuracy"])
-
-    left = budget - (time.perf_counter() - started)
-    winner, trials, why = successive_halving(advice.candidates, train, budget=left, default_epochs=FINE_TUNE["epochs"])
-    left = budget - (time.perf_counter() - started)
-    epochs = affordable_epochs(trials, winner, left=left, default=int(winner.fit_kwargs.get("epochs", FINE_TUNE["epochs"])))
-    kwargs = {**winner.fit_kwargs, **({"epochs": epochs} if epochs is not None else {})}
-    lines = [f"trial {t.rung}: {t.candidate}" + (f", {t.epochs} epoch{'s' if t.epochs > 1 else ''}" if t.epochs else "") + f": val accuracy {t.val_accuracy:.3f} in {t.seconds:.0f} s" for t in trials]
-    lines += [f"winner: {why}", f"{budget:.0f} s budget, {budget - left:.0f} s spent on measuring and trials; the winner trains " + (f"{epochs} body epoch{'s' if epochs > 1 else ''}" if epochs else "its head") + f" in the {max(left, 0):.0f} s left"]
-    record = {"budget": budget, "spent": budget - left, "winner": winner.name, "why": why, "epochs": epochs, "trials": [t.to_dict() for t in trials], "lines": lines}
-    return str(winner.strategy), kwargs, record
 
 
 def _log_data(progress: Progress, dataset: Dataset, summary: dict[str, Any], advice_lines: list[str]) -> None:

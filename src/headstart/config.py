@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 STRATEGY_HELP = {
     "feature-extraction": "Fastest. The pretrained network stays as it is; only a new last layer learns your classes. Best with few examples.",
-    "fine-tune": "The top layers of the network also adapt to your examples. Slower; helps with a few hundred examples per class or more.",
+    "fine-tune": "The top layers of the network also adapt to your examples. Slower; it pays off when the network's features leave your classes mixed up or your examples look unlike what it learned from (`headstart advise` estimates the gain and the time).",
     "full": "Every layer adapts. Slowest; needs many examples.",
     "gradual": "Layers are unfrozen one at a time from the top (ULMFiT).",
     "lora": "Small adapter weights inside a transformer learn; the network itself stays frozen (text models).",

@@ -65,6 +65,7 @@ STRONG_FEATURES = 0.85  # chance-corrected best probe accuracy from which frozen
 FAR_SHIFT = 0.2  # mean BatchNorm-statistics shift (KL) from which the target is "far" from the source
 CUT_MARGIN = 0.02  # feature extraction cuts below the last block only when that block's probe is this much (or a fold std) worse
 FINE_TUNE = {"lr": 1e-3, "body_lr": 1e-4, "epochs": 15}
+PROBE_FOLDS = 5  # profile()'s cross-validation folds: the probe's standard error is its fold spread / sqrt(5)
 
 
 @dataclass
@@ -220,8 +221,9 @@ def decide(per_class: float, result: Profile, *, cost: StepCost | None = None, s
     if abs(result.strength - STRONG_FEATURES) <= strength_spread:
         other = f"{'small' if small else 'large'}, {'different' if similar else 'similar'}" if near else case
         close.append(f"strength {result.strength:.2f} is within its fold spread (± {strength_spread:.2f}) of the {STRONG_FEATURES} threshold" + (f"; the case could as well be '{other}'" if other != case else ""))
-    if margin != float("inf") and abs(margin) <= best.probe_std:
-        close.append(f"the pick's margin ({points(margin)}) is within the probe's fold spread (± {points(best.probe_std)})")
+    error = best.probe_std / PROBE_FOLDS**0.5  # the standard error of the probe's mean accuracy: what the expected accuracies inherit
+    if margin != float("inf") and abs(margin) <= error:
+        close.append(f"the pick's margin ({points(margin)}) is within the standard error of the probe's accuracy (± {points(error)})")
     if close:
         rationale.append("close call: " + "; ".join(close) + "; `fit --strategy auto --budget TIME` tries the leading candidates instead of predicting")
     bag_candidate = next((c for c in candidates if c.strategy is None), None)

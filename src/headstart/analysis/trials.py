@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from headstart.analysis.costs import Candidate
+from headstart.config import FitConfig, parse_budget
+from headstart.data import Dataset
 
 LEADING = 3  # candidates tried: the ones expected best
 FIRST_EPOCHS = 1  # body epochs of the first rung; each later rung doubles them
@@ -101,3 +103,34 @@ def affordable_epochs(trials: list[Trial], winner: Candidate, *, left: float, de
         return default
     per_epoch = max(t.seconds / t.epochs for t in own if t.epochs)  # the head warm-up included: an overestimate
     return max(1, min(default, int(left // per_epoch)))
+
+
+def budgeted_pick(dataset: Dataset, config: FitConfig, advice: Any, started: float, fit_config: Callable[[Dataset, FitConfig], Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(strategy, fit kwargs, record)`` of the winner of :func:`successive_halving` among the advisor's candidates within ``config.budget``.
+
+    ``fit_config`` is :func:`headstart.api.fit_config` (passed in: this module sits below the API);
+    each trial trains on train and is scored on val, with the test split emptied. ``started``: when
+    the fit began, so that the measuring the advisor did counts against the budget.
+    """
+    from headstart.analysis.advisor import FINE_TUNE
+
+    budget = parse_budget(config.budget)
+    assert budget is not None
+    if not dataset.items("val"):
+        raise ValueError("--budget compares candidates on the validation split; this data has none (add a val/ folder or a split column)")
+    held_in = replace(dataset, splits={**dataset.splits, "test": ([], [])})  # the trials never see the test split
+
+    def train(candidate: Candidate, epochs: int | None) -> float:
+        trial = replace(config, strategy=candidate.strategy, budget=None, out=None, save=False, quiet=True, report=False, log_to=None, resume=False,
+                        **{k: v for k, v in candidate.fit_kwargs.items() if k != "epochs"}, epochs=epochs)  # fmt: skip
+        return float(fit_config(held_in, trial).metrics["val"]["accuracy"])
+
+    winner, trials, why = successive_halving(advice.candidates, train, budget=budget - (time.perf_counter() - started), default_epochs=FINE_TUNE["epochs"])
+    left = budget - (time.perf_counter() - started)
+    epochs = affordable_epochs(trials, winner, left=left, default=int(winner.fit_kwargs.get("epochs", FINE_TUNE["epochs"])))
+    kwargs = {**winner.fit_kwargs, **({"epochs": epochs} if epochs is not None else {})}
+    lines = [f"trial {t.rung}: {t.candidate}" + (f", {t.epochs} epoch{'s' if t.epochs > 1 else ''}" if t.epochs else "") + f": val accuracy {t.val_accuracy:.3f} in {t.seconds:.0f} s" for t in trials]
+    lines += [f"winner: {why}", f"{budget:.0f} s budget, {budget - left:.0f} s spent on measuring and trials; the winner trains "
+              + (f"{epochs} body epoch{'s' if epochs > 1 else ''}" if epochs else "its head") + f" in the {max(left, 0):.0f} s left"]  # fmt: skip
+    record = {"budget": budget, "spent": budget - left, "winner": winner.name, "why": why, "epochs": epochs, "trials": [t.to_dict() for t in trials], "lines": lines}
+    return str(winner.strategy), kwargs, record
