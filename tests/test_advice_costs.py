@@ -110,6 +110,11 @@ def test_successive_halving_keeps_the_better_half_and_doubles_the_epochs():
     winner, trials, why = successive_halving(candidates, train, budget=60, default_epochs=15, clock=lambda: now[0])  # 30 s for trials
     assert calls == [("fe", None), ("half", 1)] and "skipped for the budget: full (rung 1: expected 20 s" in why and winner.name == "half"
 
+    now[0], calls[:] = 0.0, []
+    winner, trials, why = successive_halving(candidates, train, budget=0, default_epochs=15, clock=lambda: now[0])  # the measuring spent it all
+    assert calls == [] and winner.name == "fe" and "the cheapest candidate, fe, is used" in why
+    assert affordable_epochs([], candidates[2], left=-5, default=15) == 1 and affordable_epochs([], candidates[2], left=100, default=15) == 5  # 20 s per epoch expected
+
 
 def test_step_times_are_measured_per_block(minilm):
     from headstart.analysis.costs import measure_step

@@ -53,7 +53,6 @@ def successive_halving(
     start = clock()
     allowed = budget * (1 - FINAL_SHARE)
     alive = sorted((c for c in candidates if c.strategy is not None), key=lambda c: -c.accuracy)[:leading]
-    fallback = alive[0]
     trials: list[Trial] = []
     scores: dict[str, float] = {}
     per_epoch: dict[str, float] = {}
@@ -83,8 +82,9 @@ def successive_halving(
         if len(tried) < 2 and rung > 1:
             break
         epochs, rung = epochs * 2, rung + 1
-    if not trials:
-        return fallback, trials, f"no trial fitted in the budget ({'; '.join(skipped)}): the advisor's expected best, {fallback.name}, is used"
+    if not trials:  # the measuring used the budget up: the cheapest candidate, not the expected best, is what still fits
+        cheapest = min(candidates, key=lambda c: c.seconds if c.strategy is not None else float("inf"))
+        return cheapest, trials, f"no trial fitted in the budget ({'; '.join(skipped)}): the cheapest candidate, {cheapest.name}, is used"
     winner = alive[0]
     ranked = sorted(scores.items(), key=lambda item: -item[1])
     why = f"{winner.name} scored {scores[winner.name]:.3f} on validation in its last trial" + (
@@ -95,13 +95,12 @@ def successive_halving(
 
 
 def affordable_epochs(trials: list[Trial], winner: Candidate, *, left: float, default: int) -> int | None:
-    """Body epochs of the winner's final training: as many as its trials' seconds per epoch say fit in ``left`` (1 to ``default``)."""
+    """Body epochs of the winner's final training: as many as its seconds per epoch say fit in ``left`` (1 to ``default``)."""
     if winner.strategy == "feature-extraction":
         return None
     own = [t for t in trials if t.candidate == winner.name and t.epochs]
-    if not own:
-        return default
-    per_epoch = max(t.seconds / t.epochs for t in own if t.epochs)  # the head warm-up included: an overestimate
+    # from its trials (the head warm-up included: an overestimate), else from the advisor's expected seconds
+    per_epoch = max(t.seconds / t.epochs for t in own if t.epochs) if own else winner.seconds / default
     return max(1, min(default, int(left // per_epoch)))
 
 
