@@ -128,7 +128,7 @@ def test_a_full_command_line_gives_the_same_fit_arguments_as_before():
 
 def test_checkpoint_arguments_keep_their_keys_and_old_runs_still_resume():
     saved = FitConfig(out=Path("runs/x"), cache_dir=Path("c"), block_lrs=(1e-5, 1e-3)).saved_arguments()
-    old_keys = ["backbone", "weights", "strategy", "out", "epochs", "lr", "body_lr", "patience", "monitor", "trainable_blocks", "freeze", "batchnorm",
+    old_keys = ["backbone", "weights", "strategy", "budget", "out", "epochs", "lr", "body_lr", "patience", "monitor", "trainable_blocks", "freeze", "batchnorm",
                 "head_warmup", "layer_decay", "block_lrs", "l2sp", "bss", "unfreeze_blocks", "lora_rank", "label_templates", "accumulate", "grad_clip",
                 "precision", "torch_compile", "cut", "hidden", "dropout", "augment", "image_size", "tta", "batch_size", "seed", "save", "cache_dir",
                 "text_column", "label_column", "log_to", "log_uri"]  # fmt: skip
@@ -153,6 +153,24 @@ def test_validation_messages():
             check_strategy_options("feature-extraction", {**options, name: value})
     with pytest.raises(ValueError, match="Unknown strategy 'nope'"):
         check_strategy_options("nope", options)
+    with pytest.raises(ValueError, match="--budget applies to --strategy auto"):
+        FitConfig(budget="10m").validate()
+    FitConfig(strategy="auto", budget="10m").validate()
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45), (30, 30), (" 2M ", 120), (None, None)])
+def test_budget_parsing(text, seconds):
+    from headstart.config import parse_budget
+
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["ten minutes", "0s", "-5m", "m", "inf"])
+def test_budget_parsing_refuses(text):
+    from headstart.config import parse_budget
+
+    with pytest.raises(ValueError, match="--budget"):
+        parse_budget(text)
 
 
 def test_web_form_fields_are_fit_options_with_fit_defaults():

@@ -4,6 +4,10 @@
 >>> run = headstart.fit("data/pets", backbone="efficientnet_lite0", strategy="feature-extraction")
 >>> run.metrics["test"]["accuracy"]
 >>> headstart.predict(run.directory, ["cat.jpg"])
+
+Why this module is long: ``fit`` spells out every option of :class:`headstart.config.FitConfig` as a
+keyword (one line each, held to the config by ``tests/test_config.py``) so that editors and
+``help(headstart.fit)`` show them; the rest is the recipe of one fit as named steps.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from headstart.caches.embeddings import EmbeddingCache
 from headstart.caches.images import image_cache
 from headstart.config import ADVICE_KEYS, FitConfig, parameters_doc
 from headstart.data import Dataset, load_dataset
-from headstart.data.preprocessing import TextPreprocessing
+from headstart.data.preprocessing import TextPreprocessing, text_length_note
 from headstart.freezing import freeze_report
 from headstart.inference import prediction_records, score_split
 from headstart.metrics import describe, headline
@@ -68,6 +72,7 @@ def fit(
     backbone: str = "efficientnet_lite0",
     weights: str | Path | None = None,
     strategy: str | Strategy = "feature-extraction",
+    budget: str | float | None = None,
     out: str | Path | None = None,
     epochs: int | None = None,
     lr: float | None = None,
@@ -234,15 +239,27 @@ class _Advice:
 
 
 def _with_advice(dataset: Dataset, config: FitConfig, quiet: bool) -> tuple[FitConfig, _Advice]:
-    """For ``strategy="auto"``: measure the data, then take the advisor's settings where the caller set none."""
+    """For ``strategy="auto"``: measure the data, then take the advisor's settings where the caller set none.
+
+    With a ``budget``, the leading candidates are tried on train/val first (:mod:`headstart.analysis.trials`)
+    and the winner's settings are used instead, with the epochs the rest of the budget affords.
+    """
     if config.strategy != "auto":
         return config, _Advice()
     from headstart.analysis.advisor import advise
 
+    started = time.perf_counter()
     advice = advise(dataset, backbone=config.backbone, seed=config.seed, cache_dir=config.cache_dir, quiet=quiet)
-    settings = {k: getattr(config, k) if getattr(config, k) is not None else advice.fit_kwargs.get(k) for k in ADVICE_KEYS}
-    record = {**advice.to_dict(), "profile": advice.profile.to_dict() if advice.profile is not None else None}
-    return replace(config, strategy=advice.strategy, **settings), _Advice(settings, str(advice).splitlines(), record)
+    strategy, kwargs, trials = advice.strategy, dict(advice.fit_kwargs), None
+    if config.budget is not None:
+        from headstart.analysis.trials import budgeted_pick
+
+        strategy, kwargs, trials = budgeted_pick(dataset, config, advice, started, fit_config)
+    settings = {k: getattr(config, k) if getattr(config, k) is not None else kwargs.get(k) for k in ADVICE_KEYS}
+    record = {**advice.to_dict(), "profile": advice.profile.to_dict() if advice.profile is not None else None, "trials": trials}
+    lines = str(advice).splitlines() + ([f"budget: {line}" for line in trials["lines"]] if trials else [])
+    saved = {**settings, "budget": None} if trials else settings  # a resumed run repeats the winner, not the trials
+    return replace(config, strategy=strategy, budget=None, **settings), _Advice(saved, lines, record)
 
 
 def _log_data(progress: Progress, dataset: Dataset, summary: dict[str, Any], advice_lines: list[str]) -> None:
@@ -264,15 +281,8 @@ def _log_text_lengths(progress: Progress, model: TransferModel, dataset: Dataset
     if not isinstance(model.backbone.preprocessing, TextPreprocessing):
         return None
     counts = model.backbone.preprocessing.length_report([t for split in ("train", "val", "test") for t in dataset.items(split)])
-    share = counts["longer"] / max(counts["examples"], 1)
-    if counts["longer"]:
-        if counts["long_text"] == "chunk":
-            progress.log(f"text: {counts['longer']} of {counts['examples']} examples ({share:.0%}) are longer than the {counts['max_length']}-token window "
-                         f"(longest {counts['longest']}); each is read in overlapping windows whose embeddings are averaged (--long-text chunk)")  # fmt: skip
-        else:
-            progress.log(f"warning: {counts['longer']} of {counts['examples']} texts ({share:.0%}) are longer than the {counts['max_length']}-token window "
-                         f"(longest {counts['longest']}): {counts['tokens_lost']} of {counts['tokens']} tokens ({counts['tokens_lost'] / max(counts['tokens'], 1):.0%}) "
-                         "are cut off; --max-length widens the window (up to the encoder's limit), --long-text chunk reads every token")  # fmt: skip
+    if note := text_length_note(counts):
+        progress.log(note)
     return counts
 
 
@@ -284,6 +294,10 @@ def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[
             metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache)
             predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)
             scored = (split, labels, probs)
+    if dataset.modality == "text":  # what the pretrained encoder bought over surface words (seconds)
+        from headstart.analysis.baseline import compare_with_bag_of_words
+
+        compare_with_bag_of_words(dataset, metrics, ctx.progress)
     return metrics, predictions, scored
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 STRATEGY_HELP = {
     "feature-extraction": "Fastest. The pretrained network stays as it is; only a new last layer learns your classes. Best with few examples.",
-    "fine-tune": "The top layers of the network also adapt to your examples. Slower; helps with a few hundred examples per class or more.",
+    "fine-tune": "The top layers of the network also adapt to your examples. Slower; it pays off when the network's features leave your classes mixed up or your examples look unlike what it learned from (`headstart advise` estimates the gain and the time).",
     "full": "Every layer adapts. Slowest; needs many examples.",
     "gradual": "Layers are unfrozen one at a time from the top (ULMFiT).",
     "lora": "Small adapter weights inside a transformer learn; the network itself stays frozen (text models).",
@@ -81,6 +81,21 @@ def parse_block_lrs(text: str | None) -> tuple[float, float] | dict[str, float] 
         raise ValueError(f"--block-lrs {text!r}: write LOW:HIGH (e.g. 1e-5:1e-3) or BLOCK=RATE,... (e.g. 'layer5=1e-4,layer4=5e-5')") from None
 
 
+def parse_budget(text: str | float | None) -> float | None:
+    """``"90s"``, ``"10m"``, ``"1.5h"`` or a number of seconds -> seconds; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    value = str(text).strip().lower()
+    unit = {"s": 1, "m": 60, "h": 3600}.get(value[-1:])
+    try:
+        seconds = float(value[:-1] if unit else value) * (unit or 1)
+    except ValueError:
+        raise ValueError(f"--budget {text!r}: write a time such as 90s, 10m or 1.5h") from None
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"--budget {text!r}: the budget must be a positive time such as 90s, 10m or 1.5h")
+    return seconds
+
+
 def _block_ref(text: str | None) -> str | int | None:
     """A block index as an int (``--cut 3``, ``--cut -2``), a name as it is."""
     return int(text) if text is not None and text.lstrip("-").isdigit() else text
@@ -105,6 +120,7 @@ class FitConfig:
     weights: str | Path | None = option(None, "local weights file for a timm: backbone")
     strategy: str | Strategy = option("feature-extraction", "one of the strategies, or auto: measure the data first (see `headstart advise`) and use its settings except those given; contrastive: few-shot text (SetFit)",
                                       Flag(choices=(*STRATEGY_NAMES, "auto")))  # fmt: skip
+    budget: str | float | None = option(None, "with --strategy auto: a time budget (90s, 10m, 1.5h; seconds in Python) for short measured trials of the leading candidates on train/val (successive halving); the winner is trained with the time left")
     out: str | Path | None = option(None, "run directory (default runs/<data>-<strategy>-<time>), never overwritten without overwrite; while training, its checkpoint/ holds what resume needs")
     epochs: int | None = option(None, "at most this many epochs of the strategy's main phase (fine-tune/full/lora/scratch: the network; gradual: each stage; feature-extraction/contrastive: the head's L-BFGS rounds); the head warm-up before it runs its own, up to 30, counted and shown apart (\"head warm-up epoch 12/30\", \"fine-tune epoch 2/6\") (default per strategy)", Flag(type=int))
     lr: float | None = option(None, "head learning rate (default per strategy)", Flag(type=float))
@@ -182,6 +198,10 @@ class FitConfig:
             raise ValueError(f"max_length={self.max_length!r} must be a whole number of tokens, at least 8")
         if strategy is not None and self.long_text == "chunk" and strategy != "feature-extraction":
             raise ValueError(f"--long-text chunk averages window embeddings of a frozen encoder: use it with --strategy feature-extraction, not {strategy}")
+        if self.budget is not None:
+            parse_budget(self.budget)
+            if self.strategy != "auto" and strategy is None:
+                raise ValueError("--budget applies to --strategy auto (it decides between strategies by trying them)")
         if strategy is not None and (self.l2sp or self.bss) and strategy in ("feature-extraction", "scratch"):
             raise ValueError(f"--l2sp/--bss regularise a pretrained backbone while it trains; --strategy {strategy} trains none")
 

@@ -70,7 +70,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     ----------
     backbone : str, default="efficientnet_lite0"
         Backbone name (``efficientnet_lite0``, ``minilm``, ``timm:ARCH``, ``hf:ID_OR_DIR`` or a run dir).
-    strategy : {"feature-extraction", "fine-tune", "full", "scratch"}, default="feature-extraction"
+    strategy : {"feature-extraction", "fine-tune", "full", "scratch", "auto", ...}, default="feature-extraction"
+        ``"auto"``: measure the data and take the advisor's cost-aware pick (:func:`headstart.advise`).
+    budget : str, float or None, default=None
+        With ``strategy="auto"``: a time budget ("10m", "90s" or seconds) for short trials of the
+        leading candidates on a validation split; the winner trains with the time left.
     epochs, lr : int, float or None, default=None
         ``None`` keeps the strategy's default.
     trainable_blocks, freeze : int, float or None, default=None
@@ -119,6 +123,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         backbone: str = DEFAULTS.backbone,
         *,
         strategy: str = DEFAULTS.strategy,
+        budget: str | float | None = DEFAULTS.budget,
         epochs: int | None = DEFAULTS.epochs,
         lr: float | None = DEFAULTS.lr,
         trainable_blocks: int | None = DEFAULTS.trainable_blocks,
@@ -133,6 +138,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     ) -> None:
         self.backbone = backbone
         self.strategy = strategy
+        self.budget = budget
         self.epochs = epochs
         self.lr = lr
         self.trainable_blocks = trainable_blocks
@@ -146,8 +152,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.cache_dir = cache_dir
 
     def _validate(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy={self.strategy!r}; choose one of {list(STRATEGIES)}")
+        if self.strategy not in (*STRATEGIES, "auto"):
+            raise ValueError(f"strategy={self.strategy!r}; choose one of {[*STRATEGIES, 'auto']}")
         if not isinstance(self.backbone, str):
             raise TypeError(f"backbone must be a name (str), got {type(self.backbone).__name__}")
         if not 0.0 < self.val_fraction < 1.0:

@@ -46,7 +46,17 @@ from typing import Any
 
 import numpy as np
 
-from headstart.analysis.probes import Profile, profile
+from headstart.analysis.costs import (
+    TOLERANCE,
+    Candidate,
+    StepCost,
+    bag_of_words_accuracy,
+    cheapest_within,
+    expected_gain,
+    fine_tune_seconds,
+    measure_step,
+)
+from headstart.analysis.probes import Profile, labelled_examples, profile
 from headstart.backbones import Backbone, create_backbone
 from headstart.data import Dataset, load_dataset
 
@@ -55,6 +65,7 @@ STRONG_FEATURES = 0.85  # chance-corrected best probe accuracy from which frozen
 FAR_SHIFT = 0.2  # mean BatchNorm-statistics shift (KL) from which the target is "far" from the source
 CUT_MARGIN = 0.02  # feature extraction cuts below the last block only when that block's probe is this much (or a fold std) worse
 FINE_TUNE = {"lr": 1e-3, "body_lr": 1e-4, "epochs": 15}
+PROBE_FOLDS = 5  # profile()'s cross-validation folds: the probe's standard error is its fold spread / sqrt(5)
 
 
 @dataclass
@@ -67,74 +78,172 @@ class Advice:
     rationale: list[str]
     measurements: dict[str, Any] = field(default_factory=dict)
     profile: Profile | None = None
+    plain: str = ""  # one sentence for a person who does not read KL divergences (the web app shows it)
+    candidates: list[Candidate] = field(default_factory=list)
+    close_call: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"case": self.case, "strategy": self.strategy, "fit_kwargs": self.fit_kwargs, "rationale": self.rationale, "measurements": self.measurements}
+        return {"case": self.case, "strategy": self.strategy, "fit_kwargs": self.fit_kwargs, "rationale": self.rationale, "measurements": self.measurements,
+                "plain": self.plain, "candidates": [c.to_dict() for c in self.candidates], "close_call": self.close_call}  # fmt: skip
 
     def __str__(self) -> str:
         return "\n".join([f"case: {self.case} -> {self.strategy} {self.fit_kwargs}", *(f"  - {line}" for line in self.rationale)])
 
 
-def decide(per_class: float, result: Profile) -> Advice:
-    """The four-case rule applied to measured size and profile (pure: no data or model needed)."""
+def points(x: float) -> str:
+    """``0.012`` -> ``"1.2 points"``, ``0.01`` -> ``"1 point"``."""
+    text = f"{x * 100:.1f}".rstrip("0").rstrip(".")
+    return f"{text} point" + ("" if text in ("1", "-1") else "s")
+
+
+def seconds_text(candidate: Candidate) -> str:
+    seconds = candidate.seconds
+    if not candidate.measured:
+        return "time not measured"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _similarity_words(strong: bool, near: bool, strength: float, shift: float | None) -> tuple[str, str]:
+    """The reason for "similar"/"different" (one template per combination) and its plain-words twin, from the same tests."""
+    features = f"the frozen features {'reach' if strong else 'fall short of'} {STRONG_FEATURES} ({strength:.2f})"
+    if shift is None:
+        statistics, plain_far = "this backbone keeps no source statistics to compare", ""
+    else:
+        statistics = f"the data sit {'near' if near else 'far from'} the source ({shift:.2f} {'<' if near else '>='} {FAR_SHIFT})"
+        plain_far = "" if near else " and your examples look unlike what it learned from"
+    if strong and near:
+        return f"similar: {features} and {statistics}", "the network's features already tell your classes apart" + ("" if shift is None else ", and your examples look like what it learned from")
+    if strong:
+        return f"different: {statistics}, although {features}", "the network's features tell your classes apart, but your examples look unlike what it learned from, where frozen features generalise least"
+    link = "and" if not near else ("although" if shift is not None else ";")
+    return f"different: {features}, {link} {statistics}".replace(", ; ", "; "), f"the network's features alone leave part of your classes mixed up{plain_far}"
+
+
+def _candidates(per_class: float, result: Profile, similar_case: tuple[bool, bool], cost: StepCost | None, sizes: dict[str, int], bag: tuple[float, float, float] | None) -> tuple[list[Candidate], str]:
+    """Feature extraction, fine-tune the top half, the case rule's fine-tune, and bag-of-words, each with expected accuracy and seconds."""
+    small, similar = similar_case
     depth = max(r.index for r in result.rows)
     rows = {r.block: r for r in result.rows}
-    best, plateau, first = rows[result.best], rows[result.plateau], result.rows[0]
+    best, last = rows[result.best], result.rows[-1]
+    margin = max(CUT_MARGIN, best.probe_std)
+    cut = best.index != depth and best.probe_accuracy - last.probe_accuracy > margin
+    where = (
+        f"{best.block}: the last block scores {best.probe_accuracy - last.probe_accuracy:.3f} lower, more than the folds vary ({margin:.3f})" if cut
+        else "the last block" + (f" ({best.block} scores within {margin:.3f}, the folds' spread)" if best.index != depth else "")
+    )  # fmt: skip
+    fe_row = best if cut else last
+    names = [r.block for r in sorted(result.rows, key=lambda r: r.index)]
+    uniform = cost is None
+    cost = cost or StepCost({name: 1.0 for name in names}, 2.0)  # without a measurement: every block costs the same (order only)
+    train, val, everything = sizes.get("train", 0), sizes.get("val", 0), sum(sizes.values())
+    blocks = list(cost.forward)
+    upto = blocks[: blocks.index(fe_row.block) + 1] if fe_row.block in blocks else blocks
+    embed = everything * sum(cost.forward[b] for b in upto)
+    epochs = FINE_TUNE["epochs"]
+    near = result.mean_shift is None or result.mean_shift < FAR_SHIFT
+    gain = expected_gain(1 - fe_row.probe_accuracy, per_class)  # fine-tuning starts from what the head on frozen features reaches
+
+    rule_kwargs = {"trainable_blocks": depth, **FINE_TUNE} if small else dict(FINE_TUNE)
+    rule_blocks = blocks[1:] if small else blocks
+    candidates = [Candidate("feature-extraction", "feature-extraction", {"cut": fe_row.block} if cut else {}, fe_row.probe_accuracy, fe_row.probe_std, embed, not uniform)]
+    half = depth // 2
+    if 1 <= half < depth:
+        candidates.append(Candidate(f"fine-tune top {half}", "fine-tune", {"trainable_blocks": half, **FINE_TUNE}, fe_row.probe_accuracy + gain * (0.5 if near else 0.0), fe_row.probe_std,
+                                    embed + fine_tune_seconds(cost, blocks[-half:], train=train, val=val, epochs=epochs), not uniform))  # fmt: skip
+    candidates.append(Candidate("fine-tune all but the first" if small else "full", "fine-tune" if small else "full", rule_kwargs, fe_row.probe_accuracy + gain, fe_row.probe_std,
+                                embed + fine_tune_seconds(cost, rule_blocks, train=train, val=val, epochs=epochs), not uniform))  # fmt: skip
+    if bag is not None:
+        candidates.append(Candidate("bag-of-words", None, {}, bag[0], bag[1], bag[2] * max(train, 1) / max(result.n_examples, 1), bag is not None))
+    return candidates, where
+
+
+def decide(per_class: float, result: Profile, *, cost: StepCost | None = None, sizes: dict[str, int] | None = None, bag: tuple[float, float, float] | None = None) -> Advice:
+    """The four-case table and the cost-aware pick applied to measured size and profile (pure: no data or model needed).
+
+    ``cost``: the per-block step times of :func:`headstart.analysis.costs.measure_step` (without it
+    the candidates are ordered as if every block cost the same and no seconds are quoted);
+    ``sizes``: examples per split; ``bag``: the bag-of-words baseline's (accuracy, std, seconds).
+    """
+    depth = max(r.index for r in result.rows)
+    rows = {r.block: r for r in result.rows}
+    best, plateau, first, last = rows[result.best], rows[result.plateau], result.rows[0], result.rows[-1]
     small = per_class < SMALL_PER_CLASS
     strong = result.strength >= STRONG_FEATURES
     shift = result.mean_shift
     near = shift is None or shift < FAR_SHIFT
     similar = strong and near
     case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
+    reason, plain_reason = _similarity_words(strong, near, result.strength, shift)
+    strength_spread = best.probe_std / (1 - result.chance) if result.chance < 1 else 0.0
     rationale = [
-        f"size: median {per_class:.0f} examples per class ({'<' if small else '>='} {SMALL_PER_CLASS}: {'small' if small else 'large'})",
-        f"frozen features: best probe accuracy {best.probe_accuracy:.3f} at {best.block} against {result.chance:.3f} for the majority class, "
+        f"size: median {per_class:.0f} examples per class, {'below' if small else 'at or above'} {SMALL_PER_CLASS}: {'small' if small else 'large'}",
+        f"frozen features: best probe accuracy {best.probe_accuracy:.3f} ± {best.probe_std:.3f} at {best.block} against {result.chance:.3f} for the majority class, "
         f"{result.strength:.2f} of the way to perfect ({'>=' if strong else '<'} {STRONG_FEATURES}: "
-        f"{'they already separate the classes' if strong else 'weak, fine-tuning has room to help'})",
+        + ("they already separate the classes)" if strong else f"{1 - best.probe_accuracy:.1%} of the examples still misclassified, room for fine-tuning)"),
     ]
     if shift is None:
         rationale.append("source statistics: this backbone keeps none (no BatchNorm), so similarity rests on the features alone")
     else:
+        shifted = [r for r in result.rows if r.shift is not None]
+        peak = max(shifted, key=lambda r: r.shift or 0.0)
+        ends = [shifted[0], *([peak] if peak not in (shifted[0], shifted[-1]) else []), shifted[-1]]
         rationale.append(
             f"source statistics: the target's activations drift {shift:.2f} on average from the source's BatchNorm statistics "
-            f"(KL; {first.block} {first.shift:.2f}, {result.rows[-1].block} {result.rows[-1].shift:.2f}; "
+            f"(KL; " + ", ".join(f"{r.block} {r.shift:.2f}" + (" (peak)" if r is peak else "") for r in ends) + "; "
             f"{'<' if near else '>='} {FAR_SHIFT}: {'near' if near else 'far from'} the source domain)"
         )
-    evidence = f"depth: probe accuracy {first.probe_accuracy:.3f} at {first.block} -> {result.rows[-1].probe_accuracy:.3f} at {result.rows[-1].block}, "
-    evidence += f"within {result.tolerance * 100:g} points of the best from {plateau.block} ({plateau.index / depth if depth else 1.0:.0%} of the depth)"
+    evidence = f"depth: probe accuracy {first.probe_accuracy:.3f} at {first.block} -> {last.probe_accuracy:.3f} at {last.block}, "
+    evidence += f"within {points(result.tolerance)} of the best from {plateau.block} ({plateau.index / depth if depth else 1.0:.0%} of the depth)"
     if result.leep_gain is not None:
         evidence += f"; the source head's classes explain {result.leep_gain:.0%} of the label entropy (LEEP {result.source_leep:.3f})"
     rationale.append(evidence)
+    rationale.append(f"case: {case}; {reason}")
+    candidates, where = _candidates(per_class, result, (small, similar), cost, sizes or {"train": result.n_examples}, bag)
     if small and similar:
-        last = result.rows[-1]
-        margin = max(CUT_MARGIN, best.probe_std)
-        cut = best.index != depth and best.probe_accuracy - last.probe_accuracy > margin
-        strategy, kwargs = "feature-extraction", ({"cut": best.block} if cut else {})
-        where = (
-            f"{best.block}: the last block scores {best.probe_accuracy - last.probe_accuracy:.3f} lower, more than the folds vary ({margin:.3f})" if cut
-            else "the last block" + (f" ({best.block} scores within {margin:.3f}, the folds' spread)" if best.index != depth else "")
-        )  # fmt: skip
-        rationale.append(f"small and similar: a new head on frozen features from {where}; moving pretrained weights has little to add and much to overfit")
+        rationale.append(f"the table says: a new head on frozen features from {where}; moving pretrained weights has little to add and much to overfit")
     elif small:
-        strategy, kwargs = "fine-tune", {"trainable_blocks": depth, **FINE_TUNE}
-        why = (
-            "frozen features alone leave too much of the task unsolved" if not strong
-            else "the features separate these few examples, but the data sit far from the source domain, where frozen features generalise least"
-        )  # fmt: skip
-        rationale.append(
-            f"small and different: keep {first.block}, the most general features, frozen and fine-tune the {depth} blocks above it "
-            f"(head first, body LR 1e-4); {why}"
-        )
+        rationale.append(f"the table says: keep {first.block}, the most general features, frozen and fine-tune the {depth} blocks above it (head first, body LR 1e-4); "
+                         f"with {per_class:.0f} examples per class fine-tuning can overfit, so the head is fitted first and the epoch with the best validation accuracy is kept")  # fmt: skip
     else:
-        strategy, kwargs = "full", dict(FINE_TUNE)
-        why = "the features are close already, and enough examples adapt every block" if similar else "enough examples to move every block toward the target"
-        rationale.append(f"large and {'similar' if similar else 'different'}: fine-tune the whole network from the pretrained weights (head first, body LR 1e-4): {why}")
+        rationale.append("the table says: fine-tune the whole network from the pretrained weights (head first, body LR 1e-4): "
+                         + ("the features are close already, and enough examples adapt every block" if similar else "enough examples to move every block toward the target"))  # fmt: skip
+    pick, rival, margin = cheapest_within(candidates)
+    rationale.append("expected test accuracy and time on this machine: " + "; ".join(
+        f"{c.name} {c.accuracy:.3f} ± {c.spread:.3f}, {seconds_text(c)}" for c in candidates))  # fmt: skip
+    if rival is None:
+        rationale.append(f"pick: {pick.name}, the cheapest candidate and expected within {points(TOLERANCE)} of the best")
+    elif rival.accuracy >= pick.accuracy and rival.seconds >= pick.seconds:
+        cost = f" for {seconds_text(rival)} instead of {seconds_text(pick)}" if pick.measured else ""
+        rationale.append(f"pick: {pick.name}, the cheapest expected within {points(TOLERANCE)} of the best: {rival.name} is expected {points(rival.accuracy - pick.accuracy)} higher{cost}")
+    else:
+        rationale.append(f"pick: {pick.name}, expected best: the nearest cheaper, {rival.name}, is expected {points(pick.accuracy - rival.accuracy)} lower, more than {points(TOLERANCE)}")
+    close = []
+    if abs(result.strength - STRONG_FEATURES) <= strength_spread:
+        other = f"{'small' if small else 'large'}, {'different' if similar else 'similar'}" if near else case
+        close.append(f"strength {result.strength:.2f} is within its fold spread (± {strength_spread:.2f}) of the {STRONG_FEATURES} threshold" + (f"; the case could as well be '{other}'" if other != case else ""))
+    error = best.probe_std / PROBE_FOLDS**0.5  # the standard error of the probe's mean accuracy: what the expected accuracies inherit
+    if margin != float("inf") and abs(margin) <= error:
+        close.append(f"the pick's margin ({points(margin)}) is within the standard error of the probe's accuracy (± {points(error)})")
+    if close:
+        rationale.append("close call: " + "; ".join(close) + "; `fit --strategy auto --budget TIME` tries the leading candidates instead of predicting")
+    bag_candidate = next((c for c in candidates if c.strategy is None), None)
+    if bag_candidate is not None:
+        bought = best.probe_accuracy - bag_candidate.accuracy
+        rationale.append(f"bag-of-words (TF-IDF + logistic regression): {bag_candidate.accuracy:.3f} ± {bag_candidate.spread:.3f} cross-validated; the frozen encoder's best probe "
+                         + (f"beats it by {points(bought)}" if bought > TOLERANCE else f"is within {points(TOLERANCE)} of it ({points(bought)}): what the encoder buys here comes from fine-tuning, if anything"))  # fmt: skip
+    plain = f"You have {'few' if small else 'many'} examples per class ({per_class:.0f}), and {plain_reason}. "
+    plain += {"feature-extraction": "Keeping the network as it is and training only a new last layer is expected to do as well as anything slower.",
+              "fine-tune": f"Letting the network's top layers adapt ({pick.name}) is expected to gain about {points(pick.accuracy - candidates[0].accuracy)} over training only a new last layer.",
+              "full": f"Letting every layer adapt is expected to gain about {points(pick.accuracy - candidates[0].accuracy)} over training only a new last layer."}[pick.strategy or "feature-extraction"]  # fmt: skip
+    if close:
+        plain += " It is a close call: the measurements sit within their own noise of the line between two choices."
     measurements = {
-        "examples_per_class": per_class, "strength": result.strength, "chance": result.chance, "best": result.best,
-        "best_accuracy": best.probe_accuracy, "mean_shift": shift, "leep_gain": result.leep_gain, "plateau": plateau.block,
-        "plateau_depth": plateau.index / depth if depth else 1.0,
+        "examples_per_class": per_class, "strength": result.strength, "strength_spread": strength_spread, "chance": result.chance, "best": result.best,
+        "best_accuracy": best.probe_accuracy, "best_std": best.probe_std, "mean_shift": shift, "leep_gain": result.leep_gain, "plateau": plateau.block,
+        "plateau_depth": plateau.index / depth if depth else 1.0, "pick": pick.name, "margin": None if margin == float("inf") else margin,
+        "peak_shift": max((r.shift for r in result.rows if r.shift is not None), default=None),
     }  # fmt: skip
-    return Advice(case, strategy, kwargs, rationale, measurements, result)
+    return Advice(case, pick.strategy or "feature-extraction", dict(pick.fit_kwargs), rationale, measurements, result, plain, candidates, bool(close))
 
 
 def advise(
@@ -166,4 +275,8 @@ def advise(
     counts = np.bincount(np.concatenate([dataset.labels(s) for s in ("train", "val") if s in dataset.splits]), minlength=len(dataset.classes))
     model = backbone if isinstance(backbone, Backbone) else create_backbone(backbone)
     result = profile(dataset, backbone=model, every=every, limit=limit, seed=seed, cache_dir=cache_dir, quiet=quiet)
-    return decide(float(np.median(counts)), result)
+    _, items, labels = labelled_examples(dataset, limit=limit, seed=seed)
+    cost = measure_step(model, items)  # a few batches on this machine: what each candidate's seconds are made of
+    bag = bag_of_words_accuracy(items, labels, seed=seed) if dataset.modality == "text" else None
+    sizes = {split: len(dataset.items(split)) for split in dataset.splits}
+    return decide(float(np.median(counts)), result, cost=cost, sizes=sizes, bag=bag)

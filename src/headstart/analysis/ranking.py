@@ -53,11 +53,11 @@ class Ranking:
 
 
 def default_candidates(modality: str, named: list[str] | None = None) -> list[str]:
-    """Every embedded backbone of ``modality``, then the named ones not already in the list.
+    """Every embedded backbone of ``modality`` whose packages are installed, then the named ones not already in the list.
 
     Audio's embedded backbones are the image CNNs, which read log-mel spectrograms.
     """
-    names = [spec.name for spec in list_backbones("image" if modality == "audio" else modality)]
+    names = [spec.name for spec in list_backbones("image" if modality == "audio" else modality, installed=True)]
     return names + [n for n in named or [] if n not in names]
 
 

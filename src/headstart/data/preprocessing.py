@@ -414,3 +414,16 @@ def load_preprocessing(data: dict[str, Any], assets: Path) -> Preprocessing:
     if data["kind"] == "spectrogram":
         return SpectrogramPreprocessing.from_dict(data)
     return ImagePreprocessing.from_dict(data)
+
+
+def text_length_note(counts: dict[str, Any]) -> str | None:
+    """The log line for :meth:`TextPreprocessing.length_report`'s counts: a warning when truncation drops tokens, a note when chunks read them."""
+    if not counts["longer"]:
+        return None
+    share = counts["longer"] / max(counts["examples"], 1)
+    if counts["long_text"] == "chunk":
+        return (f"text: {counts['longer']} of {counts['examples']} examples ({share:.0%}) are longer than the {counts['max_length']}-token window "
+                f"(longest {counts['longest']}); each is read in overlapping windows whose embeddings are averaged (--long-text chunk)")  # fmt: skip
+    return (f"warning: {counts['longer']} of {counts['examples']} texts ({share:.0%}) are longer than the {counts['max_length']}-token window "
+            f"(longest {counts['longest']}): {counts['tokens_lost']} of {counts['tokens']} tokens ({counts['tokens_lost'] / max(counts['tokens'], 1):.0%}) "
+            "are cut off; --max-length widens the window (up to the encoder's limit), --long-text chunk reads every token")  # fmt: skip

@@ -89,6 +89,7 @@ NAV = (
     ("embedding", "Embedding"),
     ("profile", "Layer profile"),
     ("compare", "Transfer vs scratch"),
+    ("costs", "Cost & baselines"),
     ("log", "Log"),
 )
 
@@ -121,6 +122,7 @@ def _sections(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any]:
         "profile": _profile_section(run.profile or (run.training.get("advice") or {}).get("profile")),
         "compare": _compare_section(run, others) if others else None,
         "compare_title": "Transfer vs scratch" if _scratch_and_transfer([run, *others]) else "Runs compared",
+        "costs": _costs_section(run, others),
         "log": run.log.strip() or None,
     }
 
@@ -300,6 +302,24 @@ def _compare_section(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any
         best = max(transfer, key=lambda r: r["accuracy"])
         gain = {"best": best["strategy"], "points": 100 * (best["accuracy"] - scratch[0]["accuracy"]), "f1": (best["macro_f1"], scratch[0]["macro_f1"])}
     return {"rows": rows, "gain": gain, "image": _png(_compare_figure(runs))}
+
+
+def _costs_section(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any] | None:
+    """What the advisor expected of each candidate, the ``--budget`` trials, and the cheap baselines beside the result."""
+    advice = run.training.get("advice") or {}
+    baseline = run.metrics.get("bag_of_words")
+    scratch = run.strategy != "scratch" and any(o.strategy == "scratch" for o in others)
+    if not (advice.get("candidates") or advice.get("trials") or baseline or scratch):
+        return None
+    split = "test" if baseline and "test" in baseline else "val"
+    return {
+        "candidates": [{**c, "picked": c["name"] == (advice.get("measurements") or {}).get("pick")} for c in advice.get("candidates") or []],
+        "close_call": advice.get("close_call", False),
+        "trials": advice.get("trials"),
+        "baseline": {"split": split, "accuracy": baseline[split]["accuracy"], "transfer": run.metrics[split]["accuracy"], "points": 100 * baseline["gain"],
+                     "seconds": baseline["seconds"], "model": baseline["model"]} if baseline and split in baseline and split in run.metrics else None,  # fmt: skip
+        "scratch": scratch,
+    }
 
 
 def _comparisons(run: SavedRun, named: list[Path]) -> list[SavedRun]:

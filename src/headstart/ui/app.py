@@ -58,7 +58,7 @@ def dataset_info(path: Path) -> dict[str, Any]:
     dataset = load_dataset(path)
     summary = dataset.summary()
     modality = summary["modality"]
-    names = [s.name for s in list_backbones("text" if modality == "text" else "image")]
+    names = [s.name for s in list_backbones("text" if modality == "text" else "image", installed=True)]
     default = "minilm" if modality == "text" else "efficientnet_lite0"
     rows = [{"class": c, **{split: counts.get(c, 0) for split, counts in summary["counts"].items()}} for c in dataset.classes]
     return {
