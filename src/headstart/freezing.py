@@ -168,6 +168,9 @@ def freeze_bottom(model: HasBlocks, trainable_blocks: int) -> FreezeReport:
     if not 0 <= trainable_blocks <= len(all_blocks):
         raise ValueError(f"trainable_blocks={trainable_blocks} must be between 0 and {len(all_blocks)}")
     cut = len(all_blocks) - trainable_blocks
+    require = getattr(model, "require_blocks", None)
+    if require is not None and any(b.name != "classifier" for b in all_blocks[cut:]):  # a body block would train
+        require(f"training its top {trainable_blocks} block(s)")
     unfreeze(model, slice(cut, None))
     return freeze(model, slice(0, cut)) if cut else freeze_report(model)
 

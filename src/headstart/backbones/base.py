@@ -17,6 +17,7 @@ from torch import nn
 from headstart.backbones.weights import state_fingerprint
 from headstart.blocks import BlockList
 from headstart.data.preprocessing import Preprocessing
+from headstart.errors import Unsplittable
 from headstart.freezing import FreezableMixin
 
 OFFLINE_HINT = (
@@ -51,6 +52,19 @@ class Backbone(FreezableMixin, nn.Module):
     @property
     def feature_dim(self) -> int:
         raise NotImplementedError
+
+    @property
+    def splittable(self) -> bool:
+        """False for a body headstart could not split exactly into blocks (one block, ``features``)."""
+        return True
+
+    def require_blocks(self, purpose: str) -> None:
+        """Refuse ``purpose`` (which freezes, trains or cuts part of the body) on a body that is one block."""
+        if not self.splittable:
+            raise Unsplittable(
+                f"{self.spec.name} has no exact block layout (headstart keeps it as one block), so {purpose} would train or cut "
+                "its whole body; use --strategy feature-extraction (frozen body) or full (whole body, on purpose)"
+            )
 
     def cut(self, at: int | str) -> Backbone:
         """A backbone that stops after block ``at`` (name or index) and pools its output.
