@@ -121,3 +121,18 @@ def test_fine_tune_trains_only_the_top_blocks_and_reloads(tmp_path):
     x = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(run.model.eval()(x), again(x), atol=1e-6)
+
+
+def test_summary_shows_blocks_widths_and_norm_kinds(capsys):
+    import json
+
+    from headstart.cli import main
+
+    assert main(["summary", "timm:test_mambaout", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    rows = {row["name"]: row for row in shown["blocks"]}
+    assert list(rows) == ["stem", "stage0", "stage1", "stage2", "stage3"] and shown["splittable"]
+    assert [rows[f"stage{i}"]["width"] for i in range(4)] == [16, 32, 48, 64]  # feature_info's channels
+    assert rows["stage1"]["norms"] == "LayerNorm×2"
+    assert main(["summary", "timm:test_byobnet", "--json"]) == 0
+    assert all("BatchNorm" in row["norms"] for row in json.loads(capsys.readouterr().out)["blocks"])

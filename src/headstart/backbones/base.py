@@ -80,6 +80,22 @@ class Backbone(FreezableMixin, nn.Module):
         """
         return {name: self.cut(name)(x) for name in names}
 
+    def block_widths(self) -> dict[str, int]:
+        """Width of the pooled features of a cut after each block (``headstart summary`` prints it).
+
+        Image backbones run one blank image through the blocks; encoders whose every cut pools the
+        hidden states (Hugging Face) override this with their hidden size.
+        """
+        size = getattr(self.preprocessing, "input_size", None)
+        if size is None:
+            return {block.name: self.feature_dim for block in self.blocks}
+        was_training = self.training
+        self.eval()
+        with torch.inference_mode():
+            pooled = self.forward_blocks(torch.zeros(1, 3, size, size, device=self.device), self.blocks.names())
+        self.train(was_training)
+        return {name: int(features.shape[-1]) for name, features in pooled.items()}
+
     def architecture_config(self) -> dict[str, Any]:
         """JSON-able data from which :func:`backbone_from_config` rebuilds this architecture."""
         raise NotImplementedError

@@ -120,6 +120,9 @@ class HFBackbone(Backbone):
     def feature_dim(self) -> int:
         return int(self.model.config.hidden_size)
 
+    def block_widths(self) -> dict[str, int]:
+        return {block.name: self.feature_dim for block in self.blocks}  # a cut anywhere pools hidden states
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.spec.modality == "image":
             batch = {"pixel_values": batch["pixel_values"] if isinstance(batch, dict) else batch}
