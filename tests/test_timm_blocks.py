@@ -136,3 +136,19 @@ def test_summary_shows_blocks_widths_and_norm_kinds(capsys):
     assert rows["stage1"]["norms"] == "LayerNorm×2"
     assert main(["summary", "timm:test_byobnet", "--json"]) == 0
     assert all("BatchNorm" in row["norms"] for row in json.loads(capsys.readouterr().out)["blocks"])
+
+
+def test_a_cut_generic_model_saves_and_reloads(tmp_path):
+    """A run cut at a middle block of a generically split model is rebuilt at that block (the name is in its config)."""
+    from headstart.heads import ClassifierHead
+    from headstart.model import TransferModel
+
+    _, backbone = built("test_mambaout")
+    cut = backbone.cut("stage1")
+    model = TransferModel(cut, ClassifierHead(32, 2), ["a", "b"]).eval()
+    model.save_pretrained(tmp_path / "cut")
+    again = TransferModel.from_pretrained(tmp_path / "cut").eval()
+    x = torch.linspace(-1, 1, 2 * 3 * 64 * 64).reshape(2, 3, 64, 64)
+    assert again.backbone.blocks.names() == ["stem", "stage0", "stage1"]
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
