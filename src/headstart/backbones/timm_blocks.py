@@ -28,7 +28,7 @@ VERIFIED_CLASSES = frozenset(
     {"ByobNet", "MaxxVit", "MambaOut", "NormFreeNet", "MobileNetV3", "RegNet", "DenseNet", "SwinTransformer", "EfficientVit",
      "Levit", "LevitDistilled", "GhostNet", "RepVit", "FastVit", "EdgeNeXt"}
 )  # fmt: skip
-_CHECKED: dict[tuple[str, str], bool] = {}
+_CHECKED: dict[tuple[str, str, int, int], bool] = {}
 
 
 class _Tokens(nn.Module):
@@ -138,7 +138,8 @@ def generic_blocks(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     kind = type(model).__name__
     if kind in VERIFIED_CLASSES:
         return blocks
-    key = (kind, str(model.pretrained_cfg.get("architecture", "")))
+    # the same architecture built with other arguments (img_size=, class_token=) is checked again
+    key = (kind, str(model.pretrained_cfg.get("architecture", "")), input_size(model), sum(p.numel() for p in model.parameters()))
     if key not in _CHECKED:
         _CHECKED[key] = _runs_as_forward_features(model, blocks)
     return blocks if _CHECKED[key] else None
