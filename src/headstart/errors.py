@@ -29,6 +29,10 @@ class WrongType(UserError, TypeError):
     """The user passed a value of the wrong kind (e.g. a model object where a name is expected)."""
 
 
+class Unsplittable(UserError, ValueError):
+    """A backbone with no exact block layout asked to freeze, train or cut part of its body."""
+
+
 class Unavailable(UserError, OSError):
     """Something outside headstart is not there: no network for a hub download, a port in use."""
 

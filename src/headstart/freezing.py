@@ -83,6 +83,15 @@ def _stat_layers(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def norm_kinds(module: nn.Module) -> str:
+    """The normalisation layers of a block by kind, e.g. ``BatchNorm2d×3, LayerNorm×1``: what decides how it may be frozen."""
+    counts: dict[str, int] = {}
+    for layer in module.modules():
+        if isinstance(layer, _NORM_TYPES) or type(layer).__name__.endswith(("Norm", "Norm1d", "Norm2d", "NormAct2d")):
+            counts[type(layer).__name__] = counts.get(type(layer).__name__, 0) + 1
+    return ", ".join(f"{kind}×{n}" for kind, n in counts.items()) or "-"
+
+
 def select_blocks(
     model: HasBlocks,
     blocks: Iterable[BlockSelector] | BlockSelector | slice | None = None,
@@ -168,6 +177,9 @@ def freeze_bottom(model: HasBlocks, trainable_blocks: int) -> FreezeReport:
     if not 0 <= trainable_blocks <= len(all_blocks):
         raise ValueError(f"trainable_blocks={trainable_blocks} must be between 0 and {len(all_blocks)}")
     cut = len(all_blocks) - trainable_blocks
+    require = getattr(model, "require_blocks", None)
+    if require is not None and any(b.name != "classifier" for b in all_blocks[cut:]):  # a body block would train
+        require(f"training its top {trainable_blocks} block(s)")
     unfreeze(model, slice(cut, None))
     return freeze(model, slice(0, cut)) if cut else freeze_report(model)
 

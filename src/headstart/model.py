@@ -68,6 +68,10 @@ class TransferModel(FreezableMixin, nn.Module):
         inner = list(self.backbone.blocks)
         return BlockList(inner + [Block(len(inner), "classifier", self.head)])
 
+    def require_blocks(self, purpose: str) -> None:
+        """See :meth:`headstart.backbones.Backbone.require_blocks`."""
+        self.backbone.require_blocks(purpose)
+
     @property
     def preprocessing(self) -> Preprocessing:
         return self.backbone.preprocessing

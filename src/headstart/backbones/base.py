@@ -17,6 +17,7 @@ from torch import nn
 from headstart.backbones.weights import state_fingerprint
 from headstart.blocks import BlockList
 from headstart.data.preprocessing import Preprocessing
+from headstart.errors import Unsplittable
 from headstart.freezing import FreezableMixin
 
 OFFLINE_HINT = (
@@ -52,6 +53,19 @@ class Backbone(FreezableMixin, nn.Module):
     def feature_dim(self) -> int:
         raise NotImplementedError
 
+    @property
+    def splittable(self) -> bool:
+        """False for a body headstart could not split exactly into blocks (one block, ``features``)."""
+        return True
+
+    def require_blocks(self, purpose: str) -> None:
+        """Refuse ``purpose`` (which freezes, trains or cuts part of the body) on a body that is one block."""
+        if not self.splittable:
+            raise Unsplittable(
+                f"{self.spec.name} has no exact block layout (headstart keeps it as one block), so {purpose} would train or cut "
+                "its whole body; use --strategy feature-extraction (frozen body) or full (whole body, on purpose)"
+            )
+
     def cut(self, at: int | str) -> Backbone:
         """A backbone that stops after block ``at`` (name or index) and pools its output.
 
@@ -65,6 +79,22 @@ class Backbone(FreezableMixin, nn.Module):
         Subclasses compute them in one forward pass; this fallback runs one cut per block.
         """
         return {name: self.cut(name)(x) for name in names}
+
+    def block_widths(self) -> dict[str, int]:
+        """Width of the pooled features of a cut after each block (``headstart summary`` prints it).
+
+        Image backbones run one blank image through the blocks; encoders whose every cut pools the
+        hidden states (Hugging Face) override this with their hidden size.
+        """
+        size = getattr(self.preprocessing, "input_size", None)
+        if size is None:
+            return {block.name: self.feature_dim for block in self.blocks}
+        was_training = self.training
+        self.eval()
+        with torch.inference_mode():
+            pooled = self.forward_blocks(torch.zeros(1, 3, size, size, device=self.device), self.blocks.names())
+        self.train(was_training)
+        return {name: int(features.shape[-1]) for name, features in pooled.items()}
 
     def architecture_config(self) -> dict[str, Any]:
         """JSON-able data from which :func:`backbone_from_config` rebuilds this architecture."""

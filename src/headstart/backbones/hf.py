@@ -64,6 +64,15 @@ def _average_windows(pooled: torch.Tensor, window_of: torch.Tensor) -> torch.Ten
     return sums / counts.unsqueeze(1)
 
 
+class _Parameters(nn.Module):
+    """A view holding parameters that belong to no layer, so that a block can freeze them (never registered in the model)."""
+
+    def __init__(self, parameters: dict[str, nn.Parameter]) -> None:
+        super().__init__()
+        for name, parameter in parameters.items():
+            self.register_parameter(name.replace(".", "_"), parameter)
+
+
 AUDIO_MODEL_TYPES = frozenset(
     {"wav2vec2", "wav2vec2-conformer", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d", "audio-spectrogram-transformer"}
 )
@@ -101,6 +110,10 @@ class HFBackbone(Backbone):
         final_norm = getattr(self.model, "layernorm", None)  # ViT-style encoders normalise after the last layer
         if isinstance(final_norm, nn.Module) and not isinstance(final_norm, nn.Identity):
             named.append(("norm", final_norm))
+        inside = {id(p) for _, module in named for p in module.parameters()}
+        shared = {name: p for name, p in self.model.named_parameters() if id(p) not in inside}
+        if shared:  # MPNet's relative position bias, wav2vec2's mask embedding: inputs to every layer, frozen with the input stage
+            named[0] = (named[0][0], nn.ModuleList([named[0][1], _Parameters(shared)]))
         return BlockList([Block(i, n, m) for i, (n, m) in enumerate(named)])
 
     def _input_blocks(self) -> list[tuple[str, nn.Module]]:
@@ -115,6 +128,9 @@ class HFBackbone(Backbone):
     @property
     def feature_dim(self) -> int:
         return int(self.model.config.hidden_size)
+
+    def block_widths(self) -> dict[str, int]:
+        return {block.name: self.feature_dim for block in self.blocks}  # a cut anywhere pools hidden states
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.spec.modality == "image":

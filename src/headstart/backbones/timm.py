@@ -14,6 +14,7 @@ from torch import nn
 
 from headstart._torchvision import import_torchvision
 from headstart.backbones.base import OFFLINE_HINT, Backbone, BackboneSpec
+from headstart.backbones.timm_blocks import generic_blocks, generic_pooling, generic_post_pool_norm
 from headstart.backbones.weights import load_state_dict
 from headstart.blocks import Block, BlockList
 from headstart.data.preprocessing import ImagePreprocessing, Preprocessing, SpectrogramPreprocessing
@@ -44,7 +45,7 @@ class _ViTStem(nn.Module):
 
 
 class _TimmFeatures(nn.Module):
-    """Fallback single block for timm families without a known block layout."""
+    """The one block of a timm model that cannot be split exactly (see :mod:`headstart.backbones.timm_blocks`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -63,7 +64,18 @@ def _post_pool_norm(model: nn.Module) -> nn.Module | None:
         return model.head.norm
     if isinstance(model, VisionTransformer) and not isinstance(getattr(model, "fc_norm", None), (nn.Identity, type(None))):
         return model.fc_norm
-    return None
+    return None if _hand_split(model) else generic_post_pool_norm(model)
+
+
+def _hand_split(model: nn.Module) -> bool:
+    """Families split by hand since before the generic split: their block names are in saved runs and the docs."""
+    from timm.models.convnext import ConvNeXt
+    from timm.models.efficientnet import EfficientNet
+    from timm.models.resnet import ResNet
+    from timm.models.vgg import VGG
+    from timm.models.vision_transformer import VisionTransformer
+
+    return isinstance(model, (ConvNeXt, EfficientNet, ResNet, VGG, VisionTransformer))
 
 
 def _timm_blocks(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], str]:
@@ -90,13 +102,18 @@ def _timm_blocks(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], str]:
     if isinstance(model, VisionTransformer):
         blocks = [(f"block{i}", b) for i, b in enumerate(model.blocks)]
         return [("stem", _ViTStem(model)), *blocks, ("norm", model.norm)], "token" if model.global_pool == "token" else "avg_tokens"
+    generic = generic_blocks(model)
+    if generic is not None:
+        return generic, generic_pooling(model)
     return [("features", _TimmFeatures(model))], "none"
 
 
 def _pool_maps(x: torch.Tensor, pooling: str, prefix_tokens: int) -> torch.Tensor:
     """Pooling of an intermediate block's output, as :meth:`TimmBackbone.pool` does without post-pool norm."""
-    if pooling == "avg":
-        return x.mean(dim=(2, 3)) if x.ndim == 4 else x
+    if pooling == "avg":  # NCHW maps, or tokens (LeViT) after any prefix tokens
+        return x.mean(dim=(2, 3)) if x.ndim == 4 else x[:, prefix_tokens:].mean(dim=1) if x.ndim == 3 else x
+    if pooling == "avg_nhwc":  # channels-last maps (Swin, MambaOut)
+        return x.mean(dim=(1, 2)) if x.ndim == 4 else x
     if pooling == "token":
         return x[:, 0]
     if pooling == "avg_tokens":
@@ -123,7 +140,7 @@ class TimmBackbone(Backbone):
         source_blocks, self.pooling = _timm_blocks(model)
         self._full_depth = len(source_blocks)
         named = blocks if blocks is not None else source_blocks
-        self._num_prefix_tokens = getattr(model, "num_prefix_tokens", 1)
+        self._num_prefix_tokens = getattr(model, "num_prefix_tokens", 0)
         all_blocks = BlockList([Block(i, n, m) for i, (n, m) in enumerate(named)])
         stop = len(all_blocks) - 1 if cut is None else all_blocks.index_of(cut)
         self.stages = nn.ModuleDict({name: module for name, module in named[: stop + 1]})
@@ -132,7 +149,14 @@ class TimmBackbone(Backbone):
 
     @property
     def blocks(self) -> BlockList:
-        return BlockList([Block(i, name, module) for i, (name, module) in enumerate(self.stages.items())])
+        named = list(self.stages.items())
+        if self.post_norm is not None:  # the norm after pooling only ever reads the last block: it freezes and trains with it
+            named[-1] = (named[-1][0], nn.ModuleList([named[-1][1], self.post_norm]))
+        return BlockList([Block(i, name, module) for i, (name, module) in enumerate(named)])
+
+    @property
+    def splittable(self) -> bool:
+        return self.pooling != "none"
 
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled output of the last kept block (feature maps or tokens)."""

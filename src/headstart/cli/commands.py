@@ -177,28 +177,31 @@ def _write_predictions(output: Path, rows: list[dict[str, Any]], records: list[d
 
 def cmd_summary(args: argparse.Namespace) -> None:
     from headstart.backbones import create_backbone
-    from headstart.freezing import BlockState, FreezeReport, freeze_report
+    from headstart.freezing import BlockState, FreezeReport, freeze_report, norm_kinds
     from headstart.model import TransferModel
     from headstart.rundir import is_run_dir, read_run_config
 
     target = args.model
     run = is_run_dir(target)
     trained = read_run_config(target).get("training", {}).get("blocks") if run else None
-    if trained:  # a run: the frozen/trainable state its training ended with (a reloaded model is all trainable)
-        report = FreezeReport(tuple(BlockState(**row) for row in trained))
-    else:
-        model: Any = TransferModel.from_pretrained(target) if run else create_backbone(target, pretrained=False)
-        model.train()  # show the modes training would use: frozen blocks' BatchNorm stays in eval
-        report = freeze_report(model)
+    model: Any = TransferModel.from_pretrained(target) if run else create_backbone(target, pretrained=False)
+    model.train()  # show the modes training would use: frozen blocks' BatchNorm stays in eval
+    # a run: the frozen/trainable state its training ended with (a reloaded model is all trainable)
+    report = FreezeReport(tuple(BlockState(**row) for row in trained)) if trained else freeze_report(model)
+    backbone = model.backbone if run else model
+    widths = backbone.block_widths()  # what a cut after each block gives: --cut, profile, the embedding cache
+    norms = {block.name: norm_kinds(block.module) for block in model.blocks}
     if args.json:
-        _print_json({"model": target, "blocks": report.to_rows(), "trainable": report.trainable, "frozen": report.frozen})
+        rows = [{**row, "width": widths.get(str(row["name"])), "norms": norms.get(str(row["name"]), "-")} for row in report.to_rows()]
+        _print_json({"model": target, "blocks": rows, "trainable": report.trainable, "frozen": report.frozen, "splittable": backbone.splittable})
         return
     table = Table(title=f"{target}: {len(report.blocks)} blocks")
-    for col in ("#", "block", "parameters", "trainable", "BatchNorm layers", "BN mode"):
-        table.add_column(col, justify="right" if col in ("#", "parameters", "BatchNorm layers") else "left")
+    for col in ("#", "block", "parameters", "width", "trainable", "norm layers", "BN mode"):
+        table.add_column(col, justify="right" if col in ("#", "parameters", "width") else "left")
     for i, b in enumerate(report.blocks):
-        table.add_row(str(i), b.name, f"{b.parameters:,}", "yes" if b.trainable else "frozen", str(b.batchnorm_layers), b.batchnorm_mode)
-    table.caption = str(report)
+        width = str(widths[b.name]) if b.name in widths else "-"
+        table.add_row(str(i), b.name, f"{b.parameters:,}", width, "yes" if b.trainable else "frozen", norms.get(b.name, "-"), b.batchnorm_mode)
+    table.caption = str(report) + ("" if backbone.splittable else "; one block: no exact block layout, so fine-tune and gradual refuse it")
     Console().print(table)
 
 

@@ -63,6 +63,7 @@ class FineTune(Strategy):
         return math.floor(self.freeze * n + 1e-9)
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        model.require_blocks("--strategy fine-tune")  # before any feature is computed
         frozen = self.frozen_count(model)
         if self.head_warmup:
             share_frozen_bottom(model, data, ctx, frozen, augmentation(model, ctx, "light"))
@@ -145,6 +146,7 @@ class Gradual(Strategy):
         return [min(k, last) for k in range(self.per_stage, last + self.per_stage, self.per_stage)]
 
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
+        model.require_blocks("--strategy gradual")
         stages = self.schedule(model)
         if self.head_warmup:  # the first stage's frozen bottom also gives the warm-up its features
             share_frozen_bottom(model, data, ctx, len(model.backbone.blocks) - stages[0], augmentation(model, ctx, "light"))
