@@ -245,11 +245,14 @@ def _log_data(progress: Progress, dataset: Dataset, summary: dict[str, Any], adv
 
 
 def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics on val and test, and the per-example predictions of the last of them (test when there is one)."""
+    """Metrics on val and test, and the per-example predictions of the last of them (test when there is one).
+
+    Images come from the decoded-image cache the training filled (val is there already), not from the files again.
+    """
     metrics, predictions = {}, {}
     for split in ("val", "test"):
         if dataset.items(split):
-            metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache)
+            metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache, images=ctx.images)
             predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)
     return metrics, predictions
 
