@@ -5,6 +5,7 @@ Usage:
     python bench/perf.py p3 DATA [--epochs 10] [--textbook-epochs N]
     python bench/perf.py p2 DATA [--epochs 2]
     python bench/perf.py fold DATA
+    python bench/perf.py kernels DATA
     python bench/perf.py decode DATA [--epochs 2]
     python bench/perf.py p5 DATA [--epochs 2] [--n 6000] [--batch-size 128]      (on a GPU)
     add --profile to any: headstart's side once more under the torch profiler, top operators in the row
@@ -30,6 +31,10 @@ fold - the frozen pass with and without BatchNorm folded into the convolutions
      (``headstart.freezing.fold_batchnorm``): inference over every image of DATA, preprocessed into
      memory first, batch 32, channels-last; the two networks alternate for 3 rounds and each keeps
      its fastest round. The row gives both times, their ratio and the largest output difference.
+kernels - issue 22: static TF padding (inference, Conv2dSame against StaticSameConv2d) and a training
+     step with the frozen bottom's BatchNorm folded against as stored (see ``kernels``); alternating.
+p1text - sms_spam: ``fit(backbone="minilm", strategy="feature-extraction")`` on an empty cache against
+     the model card's plain forward over the same texts, in order and length-sorted (``p1_text``).
 decode - the decoded-image cache: ``headstart.fit(strategy="full")`` for ``epochs`` epochs with
      the cache (each image decoded and resized once) and with ``HEADSTART_IMAGE_CACHE=0`` (decoded,
      resized and augmented by PIL in the loader workers every epoch), both from empty caches; the
@@ -58,6 +63,7 @@ work); the row says so. Rows are appended to bench/results/perf.jsonl.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -238,10 +244,13 @@ def text_forward(texts: list[str], *, length_sorted: bool, batch_size: int = 32)
 
 
 def p1_text(path: Path) -> dict:
-    """P1 for text: ``fit(strategy="feature-extraction")`` with MiniLM on an empty cache against plain forward passes, alternating."""
+    """P1 for text: ``fit(strategy="feature-extraction")`` with MiniLM on an empty cache, then plain forward passes (in order, length-sorted).
+
+    Each side is printed when it ends (a loaded machine may stop the run before the last).
+    """
     data = load_dataset(path, seed=0)
     texts = [*data.items("train"), *data.items("val"), *data.items("test")]
-    row: dict = {"reference_in_order": text_forward(texts, length_sorted=False)}
+    row: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HEADSTART_CACHE"] = tmp
         usage = rusage()
@@ -250,9 +259,11 @@ def p1_text(path: Path) -> dict:
         row["headstart"] = {"seconds": time.perf_counter() - started, **usage(), "test_accuracy": run.metrics["test"]["accuracy"],
                             "head_seconds": sum(r["seconds"] for r in run.history.epochs),
                             "log": [line for line in (Path(tmp) / "run" / "log.txt").read_text().splitlines() if "embeddings" in line]}  # fmt: skip
-    row["reference_length_sorted"] = text_forward(texts, length_sorted=True)
-    for name in ("reference_in_order", "reference_length_sorted"):
+    print(json.dumps({"headstart": row["headstart"], "load_average": os.getloadavg()}), flush=True)
+    for name, length_sorted in (("reference_in_order", False), ("reference_length_sorted", True)):
+        row[name] = text_forward(texts, length_sorted=length_sorted)
         row[f"headstart_over_{name}"] = row["headstart"]["seconds"] / row[name]["seconds"]
+        print(json.dumps({name: row[name], f"headstart_over_{name}": row[f"headstart_over_{name}"], "load_average": os.getloadavg()}), flush=True)
     return row
 
 
@@ -358,6 +369,68 @@ def folded_forward(data, rounds: int = 3) -> dict:
     best = {name: min(values) for name, values in times.items()}
     return {"images": len(items), "batchnorm_folded": count, "seconds": best, "rounds": times,
             "speedup": best["batchnorm"] / best["folded"], "max_relative_difference": difference}  # fmt: skip
+
+
+def alternate(sides: dict, batches: list, rounds: int = 3) -> dict:
+    """Seconds of each side's ``step(x, y)`` over ``batches``, the sides alternating for ``rounds``; the fastest round each."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, step in sides.items():
+            started = time.perf_counter()
+            for x, y in batches:
+                step(x, y)
+            times[name].append(time.perf_counter() - started)
+    return {"best": {name: min(values) for name, values in times.items()}, "rounds": times}
+
+
+def kernels(data, batch_size: int = 32, count: int = 3) -> dict:
+    """Issue 22's two kernel changes, each side by side in this process on ``count`` preloaded training batches.
+
+    padding: inference with timm's Conv2dSame (padding computed at every call) against
+    StaticSameConv2d (worked out once), channels-last, BatchNorm as stored. folding: a training step
+    (forward, backward, AdamW) of EfficientNet-Lite0 with its bottom 7 blocks frozen, as stored
+    against the frozen blocks run BatchNorm-folded (``TransferModel.frozen_batchnorm_folded``).
+    """
+    from timm.layers import Conv2dSame
+
+    from headstart.backbones.timm import StaticSameConv2d
+    from headstart.freezing import freeze_bottom
+    from headstart.model import TransferModel
+
+    model = TransferModel.from_backbone("efficientnet_lite0", data.classes)
+    batches = preloaded_batches(data, model.preprocessing, batch_size, count)
+    dynamic = copy.deepcopy(model.backbone).eval()
+    for parent in list(dynamic.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, StaticSameConv2d):
+                conv = Conv2dSame(child.in_channels, child.out_channels, child.kernel_size, stride=child.stride, dilation=child.dilation,
+                                  groups=child.groups, bias=child.bias is not None)  # fmt: skip
+                conv.weight, conv.bias = child.weight, child.bias
+                setattr(parent, name, conv)
+    static = model.backbone.eval()
+    with torch.inference_mode():
+        same = all(torch.equal(static(x), dynamic(x)) for x, _ in batches[:1])
+        padding = alternate({"dynamic": lambda x, y: dynamic(x), "static": lambda x, y: static(x)}, batches)
+    freeze_bottom(model, 3)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    step(*batches[0])
+    times: dict[str, list[float]] = {"batchnorm": [], "folded": []}
+    for _ in range(3):
+        for name in times:
+            with model.frozen_batchnorm_folded() if name == "folded" else contextlib.nullcontext():
+                times[name].append(alternate({name: step}, batches, rounds=1)["rounds"][name][0])
+    best = {name: min(values) for name, values in times.items()}
+    return {"images": sum(len(y) for _, y in batches), "padding": {**padding, "outputs_equal": same, "speedup": padding["best"]["dynamic"] / padding["best"]["static"]},
+            "folding": {"best": best, "rounds": times, "speedup": best["batchnorm"] / best["folded"]}}  # fmt: skip
 
 
 def decode_cache(data, epochs: int) -> dict:
@@ -498,7 +571,7 @@ def gpu_throughput(data, n: int, batch_size: int, epochs: int, models: list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["p1", "p1text", "p2", "p3", "fold", "decode", "p5"])
+    parser.add_argument("kind", choices=["p1", "p1text", "p2", "p3", "fold", "kernels", "decode", "p5"])
     parser.add_argument("data", choices=["hymenoptera", "elpv", "sms_spam"])
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--textbook-epochs", type=int)
@@ -507,13 +580,16 @@ def main() -> None:
     parser.add_argument("--models", default="efficientnet_lite0,timm:resnet50", help="p5: which of the two models")
     parser.add_argument("--profile", action="store_true", help="then run headstart's side once more under the torch profiler: top operators in the row")
     args = parser.parse_args()
-    epochs = args.epochs or {"p1": 30, "p1text": 0, "p2": 2, "p3": 10, "fold": 0, "decode": 2, "p5": 2}[args.kind]
+    epochs = args.epochs or {"p1": 30, "p1text": 0, "p2": 2, "p3": 10, "fold": 0, "kernels": 0, "decode": 2, "p5": 2}[args.kind]
     if args.kind == "p1text":
         return finish({"bench": "p1text", "data": args.data, **p1_text(SHARED / args.data / "data.csv")})
     data = dataset(args.data)
     row: dict = {"bench": args.kind, "data": args.data, "epochs": epochs, "n": {s: len(data.items(s)) for s in data.splits}}
     if args.kind == "fold":
         row["fold"] = folded_forward(data)
+        return finish(row)
+    if args.kind == "kernels":
+        row["kernels"] = kernels(data)
         return finish(row)
     if args.kind == "p5":
         if not torch.cuda.is_available():
