@@ -5,6 +5,7 @@ Usage:
     python bench/perf.py p3 DATA [--epochs 10] [--textbook-epochs N]
     python bench/perf.py p2 DATA [--epochs 2]
     python bench/perf.py fold DATA
+    python bench/perf.py kernels DATA
     python bench/perf.py decode DATA [--epochs 2]
     python bench/perf.py p5 DATA [--epochs 2] [--n 6000] [--batch-size 128]      (on a GPU)
     add --profile to any: headstart's side once more under the torch profiler, top operators in the row
@@ -30,6 +31,10 @@ fold - the frozen pass with and without BatchNorm folded into the convolutions
      (``headstart.freezing.fold_batchnorm``): inference over every image of DATA, preprocessed into
      memory first, batch 32, channels-last; the two networks alternate for 3 rounds and each keeps
      its fastest round. The row gives both times, their ratio and the largest output difference.
+kernels - issue 22: static TF padding (inference, Conv2dSame against StaticSameConv2d) and a training
+     step with the frozen bottom's BatchNorm folded against as stored (see ``kernels``); alternating.
+p1text - sms_spam: ``fit(backbone="minilm", strategy="feature-extraction")`` on an empty cache against
+     the model card's plain forward over the same texts, in order and length-sorted (``p1_text``).
 decode - the decoded-image cache: ``headstart.fit(strategy="full")`` for ``epochs`` epochs with
      the cache (each image decoded and resized once) and with ``HEADSTART_IMAGE_CACHE=0`` (decoded,
      resized and augmented by PIL in the loader workers every epoch), both from empty caches; the
@@ -58,6 +63,7 @@ work); the row says so. Rows are appended to bench/results/perf.jsonl.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -111,8 +117,8 @@ def loaders(data, transform_train, transform_eval, batch_size: int = 32) -> dict
     return {"train": make("train", transform_train, True), "val": make("val", transform_eval, False), "test": make("test", transform_eval, False)}
 
 
-def train_model(model, dataloaders, criterion, optimizer, scheduler, num_epochs, frozen: nn.Module | None = None) -> tuple[nn.Module, float]:
-    """The tutorial's ``train_model``: train + validate every epoch, keep the best validation weights."""
+def train_model(model, dataloaders, criterion, optimizer, scheduler, num_epochs, frozen: nn.Module | None = None, channels_last: bool = False) -> tuple[nn.Module, float]:
+    """The tutorial's ``train_model``: train + validate every epoch, keep the best validation weights (batches channels-last if asked)."""
     best_model_wts = copy.deepcopy(model.state_dict())
     best_acc = 0.0
     for _epoch in range(num_epochs):
@@ -122,6 +128,8 @@ def train_model(model, dataloaders, criterion, optimizer, scheduler, num_epochs,
                 frozen.eval()  # Keras guide: the frozen base runs in inference mode
             running_corrects, seen = 0, 0
             for inputs, labels in dataloaders[phase]:
+                if channels_last:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
                 optimizer.zero_grad()
                 with torch.set_grad_enabled(phase == "train"):
                     outputs = model(inputs)
@@ -147,7 +155,7 @@ def test_accuracy(model: nn.Module, loader) -> float:
     return correct / len(loader.dataset)
 
 
-def textbook(kind: str, data, epochs: int) -> dict:
+def textbook(kind: str, data, epochs: int, channels_last: bool = False) -> dict:
     from torchvision import transforms as T
 
     prep = create_backbone("efficientnet_lite0").preprocessing
@@ -156,6 +164,8 @@ def textbook(kind: str, data, epochs: int) -> dict:
     augment = T.Compose([T.RandomResizedCrop(prep.input_size), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
     torch.manual_seed(0)
     model = reference_model(len(data.classes))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     criterion = nn.CrossEntropyLoss()
     if kind == "p1":
         for param in model.parameters():
@@ -179,22 +189,94 @@ def textbook(kind: str, data, epochs: int) -> dict:
         )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
     started = time.perf_counter()
-    model, best_val = train_model(model, dl, criterion, optimizer, scheduler, epochs, frozen=frozen)
+    model, best_val = train_model(model, dl, criterion, optimizer, scheduler, epochs, frozen=frozen, channels_last=channels_last)
     accuracy = test_accuracy(model, dl["test"])
     return {"seconds": time.perf_counter() - started, "epochs": epochs, "val_accuracy": best_val, "test_accuracy": accuracy}
 
 
-def plain_forward(data) -> dict:
-    """One inference pass of the network over every image headstart embeds (train, val, test)."""
+def plain_forward(data, layout: str = "inputs_channels_last") -> dict:
+    """One inference pass of the network over every image headstart embeds (train, val, test).
+
+    ``layout``: "contiguous" (the tutorial: nothing converted), "inputs_channels_last" (the batches
+    channels-last, the weights as stored: the reference of the first P1 rows), "channels_last"
+    (weights and batches), "channels_last_folded" (that, BatchNorm folded into the convolutions:
+    what headstart's embedding pass runs, less the static padding).
+    """
     from headstart.data import make_loader
+    from headstart.freezing import fold_batchnorm
 
     backbone = create_backbone("efficientnet_lite0").eval()
+    size = backbone.preprocessing.input_size
+    network = backbone
+    if layout in ("channels_last", "channels_last_folded"):
+        network = backbone.to(memory_format=torch.channels_last)
+    if layout == "channels_last_folded":  # folded before the clock starts (headstart's fit folds inside its time: ~0.2 s)
+        network = fold_batchnorm(backbone, torch.randn(2, 3, size, size).contiguous(memory_format=torch.channels_last))[0]
     items = [*data.items("train"), *data.items("val"), *data.items("test")]
     started = time.perf_counter()
     with torch.inference_mode():
         for inputs, _ in make_loader(items, None, backbone.preprocessing, batch_size=64):
-            backbone(inputs.contiguous(memory_format=torch.channels_last))
-    return {"seconds": time.perf_counter() - started, "images": len(items)}
+            network(inputs.contiguous(memory_format=torch.contiguous_format if layout == "contiguous" else torch.channels_last))
+    return {"seconds": time.perf_counter() - started, "images": len(items), "layout": layout}
+
+
+def text_forward(texts: list[str], *, length_sorted: bool, batch_size: int = 32) -> dict:
+    """The all-MiniLM-L6-v2 model card's inference (tokenizer + AutoModel, mean pooling), in batches under inference mode.
+
+    ``length_sorted``: batches of similar lengths, as sentence-transformers' ``encode`` makes them;
+    otherwise in the order given, as the model card's snippet does. Loading the model is not timed.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    from headstart.backbones.embedded import _minilm_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(str(_minilm_dir()))
+    model = AutoModel.from_pretrained(str(_minilm_dir())).eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i])) if length_sorted else list(range(len(texts)))
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            encoded = tokenizer([texts[i] for i in order[start : start + batch_size]], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            hidden = model(**encoded).last_hidden_state
+            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return {"seconds": time.perf_counter() - started, "texts": len(texts), "length_sorted": length_sorted, "batch_size": batch_size}
+
+
+def p1_text(path: Path) -> dict:
+    """P1 for text: ``fit(strategy="feature-extraction")`` with MiniLM on an empty cache, then plain forward passes (in order, length-sorted).
+
+    Each side is printed when it ends (a loaded machine may stop the run before the last).
+    """
+    data = load_dataset(path, seed=0)
+    texts = [*data.items("train"), *data.items("val"), *data.items("test")]
+    row: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["HEADSTART_CACHE"] = tmp
+        usage = rusage()
+        started = time.perf_counter()
+        run = headstart.fit(path, backbone="minilm", strategy="feature-extraction", out=Path(tmp) / "run", quiet=True)
+        row["headstart"] = {"seconds": time.perf_counter() - started, **usage(), "test_accuracy": run.metrics["test"]["accuracy"],
+                            "head_seconds": sum(r["seconds"] for r in run.history.epochs),
+                            "log": [line for line in (Path(tmp) / "run" / "log.txt").read_text().splitlines() if "embeddings" in line]}  # fmt: skip
+    print(json.dumps({"headstart": row["headstart"], "load_average": os.getloadavg()}), flush=True)
+    for name, length_sorted in (("reference_in_order", False), ("reference_length_sorted", True)):
+        row[name] = text_forward(texts, length_sorted=length_sorted)
+        row[f"headstart_over_{name}"] = row["headstart"]["seconds"] / row[name]["seconds"]
+        print(json.dumps({name: row[name], f"headstart_over_{name}": row[f"headstart_over_{name}"], "load_average": os.getloadavg()}), flush=True)
+    return row
+
+
+def rusage():
+    """A function that returns the CPU seconds (user, system: this process and its finished children) and minor page faults since now."""
+    import resource
+
+    def now() -> tuple[float, float, int]:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime, own.ru_minflt + children.ru_minflt
+
+    before = now()
+    return lambda: dict(zip(("user_seconds", "system_seconds", "minor_faults"), (b - a for a, b in zip(before, now()))))
 
 
 def ours(kind: str, data, epochs: int) -> dict:
@@ -221,7 +303,7 @@ def preloaded_batches(data, preprocessing, batch_size: int, count: int, device: 
             for x, y in make_loader(items, data.labels("train")[: len(items)], preprocessing, batch_size=batch_size)]  # fmt: skip
 
 
-def bare_loop(data, batches: int, batch_size: int = 32) -> dict:
+def bare_loop(data, batches: int, batch_size: int = 32, warmup: int = 3) -> dict:
     """Forward + backward + AdamW step on pre-loaded tensors: the ceiling for any data pipeline."""
     from headstart.freezing import set_batchnorm, unfreeze
     from headstart.model import TransferModel
@@ -230,31 +312,39 @@ def bare_loop(data, batches: int, batch_size: int = 32) -> dict:
     unfreeze(model)
     set_batchnorm(model, "eval")
     tensors = preloaded_batches(data, model.preprocessing, batch_size, batches)
-    images = sum(len(y) for _, y in tensors)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    x, y = tensors[0]
-    loss_fn(model(x), y).backward()  # one untimed step: allocations and kernels warmed up
-    optimizer.zero_grad(set_to_none=True)
-    started = time.perf_counter()
-    for x, y in tensors:
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
         loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+    for x, y in tensors[:warmup]:  # untimed whole steps, AdamW's included: allocations, kernels and optimizer state warmed up
+        step(x, y)
+    timed = [tensors[i % len(tensors)] for i in range(max(20, len(tensors)))]  # at least 20 batches, the preloaded ones in turn
+    usage = rusage()
+    started = time.perf_counter()
+    for x, y in timed:
+        step(x, y)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "images": images, "images_per_second": images / seconds}
+    images = sum(len(y) for _, y in timed)
+    return {"seconds": seconds, "images": images, "batches": len(timed), "warmup_steps": warmup, "images_per_second": images / seconds, **usage()}
 
 
 def full_throughput(data, epochs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HEADSTART_CACHE"] = tmp
+        usage = rusage()
         run = headstart.fit(data, out=Path(tmp) / "run", quiet=True, strategy="full", epochs=epochs, patience=None)
+        used = usage()
         log = (Path(tmp) / "run" / "log.txt").read_text().splitlines()
     last = [r for r in run.history.epochs if r["phase"] == "full"][-1]
     n = len(data.items("train"))
-    return {"train_seconds": last["train_seconds"], "images": n, "images_per_second": n / last["train_seconds"], "log": [line for line in log if "cache" in line]}
+    return {"train_seconds": last["train_seconds"], "images": n, "images_per_second": n / last["train_seconds"], "whole_fit": used,
+            "log": [line for line in log if "cache" in line]}  # fmt: skip
 
 
 def folded_forward(data, rounds: int = 3) -> dict:
@@ -279,6 +369,68 @@ def folded_forward(data, rounds: int = 3) -> dict:
     best = {name: min(values) for name, values in times.items()}
     return {"images": len(items), "batchnorm_folded": count, "seconds": best, "rounds": times,
             "speedup": best["batchnorm"] / best["folded"], "max_relative_difference": difference}  # fmt: skip
+
+
+def alternate(sides: dict, batches: list, rounds: int = 3) -> dict:
+    """Seconds of each side's ``step(x, y)`` over ``batches``, the sides alternating for ``rounds``; the fastest round each."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, step in sides.items():
+            started = time.perf_counter()
+            for x, y in batches:
+                step(x, y)
+            times[name].append(time.perf_counter() - started)
+    return {"best": {name: min(values) for name, values in times.items()}, "rounds": times}
+
+
+def kernels(data, batch_size: int = 32, count: int = 3) -> dict:
+    """Issue 22's two kernel changes, each side by side in this process on ``count`` preloaded training batches.
+
+    padding: inference with timm's Conv2dSame (padding computed at every call) against
+    StaticSameConv2d (worked out once), channels-last, BatchNorm as stored. folding: a training step
+    (forward, backward, AdamW) of EfficientNet-Lite0 with its bottom 7 blocks frozen, as stored
+    against the frozen blocks run BatchNorm-folded (``TransferModel.frozen_batchnorm_folded``).
+    """
+    from timm.layers import Conv2dSame
+
+    from headstart.backbones.timm import StaticSameConv2d
+    from headstart.freezing import freeze_bottom
+    from headstart.model import TransferModel
+
+    model = TransferModel.from_backbone("efficientnet_lite0", data.classes)
+    batches = preloaded_batches(data, model.preprocessing, batch_size, count)
+    dynamic = copy.deepcopy(model.backbone).eval()
+    for parent in list(dynamic.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, StaticSameConv2d):
+                conv = Conv2dSame(child.in_channels, child.out_channels, child.kernel_size, stride=child.stride, dilation=child.dilation,
+                                  groups=child.groups, bias=child.bias is not None)  # fmt: skip
+                conv.weight, conv.bias = child.weight, child.bias
+                setattr(parent, name, conv)
+    static = model.backbone.eval()
+    with torch.inference_mode():
+        same = all(torch.equal(static(x), dynamic(x)) for x, _ in batches[:1])
+        padding = alternate({"dynamic": lambda x, y: dynamic(x), "static": lambda x, y: static(x)}, batches)
+    freeze_bottom(model, 3)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    step(*batches[0])
+    times: dict[str, list[float]] = {"batchnorm": [], "folded": []}
+    for _ in range(3):
+        for name in times:
+            with model.frozen_batchnorm_folded() if name == "folded" else contextlib.nullcontext():
+                times[name].append(alternate({name: step}, batches, rounds=1)["rounds"][name][0])
+    best = {name: min(values) for name, values in times.items()}
+    return {"images": sum(len(y) for _, y in batches), "padding": {**padding, "outputs_equal": same, "speedup": padding["best"]["dynamic"] / padding["best"]["static"]},
+            "folding": {"best": best, "rounds": times, "speedup": best["batchnorm"] / best["folded"]}}  # fmt: skip
 
 
 def decode_cache(data, epochs: int) -> dict:
@@ -419,8 +571,8 @@ def gpu_throughput(data, n: int, batch_size: int, epochs: int, models: list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["p1", "p2", "p3", "fold", "decode", "p5"])
-    parser.add_argument("data", choices=["hymenoptera", "elpv"])
+    parser.add_argument("kind", choices=["p1", "p1text", "p2", "p3", "fold", "kernels", "decode", "p5"])
+    parser.add_argument("data", choices=["hymenoptera", "elpv", "sms_spam"])
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--textbook-epochs", type=int)
     parser.add_argument("--n", type=int, default=6000, help="p5: images made from DATA's training split")
@@ -428,11 +580,16 @@ def main() -> None:
     parser.add_argument("--models", default="efficientnet_lite0,timm:resnet50", help="p5: which of the two models")
     parser.add_argument("--profile", action="store_true", help="then run headstart's side once more under the torch profiler: top operators in the row")
     args = parser.parse_args()
-    epochs = args.epochs or {"p1": 30, "p2": 2, "p3": 10, "fold": 0, "decode": 2, "p5": 2}[args.kind]
+    epochs = args.epochs or {"p1": 30, "p1text": 0, "p2": 2, "p3": 10, "fold": 0, "kernels": 0, "decode": 2, "p5": 2}[args.kind]
+    if args.kind == "p1text":
+        return finish({"bench": "p1text", "data": args.data, **p1_text(SHARED / args.data / "data.csv")})
     data = dataset(args.data)
     row: dict = {"bench": args.kind, "data": args.data, "epochs": epochs, "n": {s: len(data.items(s)) for s in data.splits}}
     if args.kind == "fold":
         row["fold"] = folded_forward(data)
+        return finish(row)
+    if args.kind == "kernels":
+        row["kernels"] = kernels(data)
         return finish(row)
     if args.kind == "p5":
         if not torch.cuda.is_available():
@@ -450,14 +607,22 @@ def main() -> None:
             row["profile"] = profiled(lambda: full_throughput(data, epochs))
         return finish(row)
     row["plain_forward"] = plain_forward(data)  # first: it also brings every file into the OS page cache for both sides
+    if args.kind == "p1":  # how much of headstart's lead over a plain pass is layout and BatchNorm folding, not caching
+        row["plain_forward_variants"] = {layout: plain_forward(data, layout) for layout in ("contiguous", "channels_last", "channels_last_folded")}
     row["headstart"] = ours(args.kind, data, epochs)
     row["headstart_over_forward"] = row["headstart"]["seconds"] / row["plain_forward"]["seconds"]
+    for layout, side in row.get("plain_forward_variants", {}).items():
+        row[f"headstart_over_forward_{layout}"] = row["headstart"]["seconds"] / side["seconds"]
     ran = args.textbook_epochs or epochs
     row["textbook"] = textbook(args.kind, data, ran)
     scale = epochs / ran
     row["textbook"]["seconds_for_epochs"] = row["textbook"]["seconds"] * scale
     row["textbook"]["extrapolated"] = ran != epochs
     row["speedup"] = row["textbook"]["seconds_for_epochs"] / row["headstart"]["seconds"]
+    if args.kind == "p1":  # the tutorial's loop with model and batches channels-last
+        row["textbook_channels_last"] = textbook(args.kind, data, ran, channels_last=True)
+        row["textbook_channels_last"]["seconds_for_epochs"] = row["textbook_channels_last"]["seconds"] * scale
+        row["speedup_over_channels_last_textbook"] = row["textbook_channels_last"]["seconds_for_epochs"] / row["headstart"]["seconds"]
     if args.profile:
         row["profile"] = profiled(lambda: ours(args.kind, data, epochs))
     finish(row)
@@ -466,6 +631,7 @@ def main() -> None:
 def finish(row: dict) -> None:
     row["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
     row["load_average"] = os.getloadavg()
+    row["malloc_env"] = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k in ("LD_PRELOAD", "HEADSTART_MALLOC")}
     row["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
     print(json.dumps(row, indent=1), flush=True)
     with RESULTS.open("a") as handle:

@@ -66,6 +66,27 @@ def test_fine_tune_is_deterministic_and_reloads(elpv_folder, tmp_path):
     assert torch.equal(a.model.eval()(x), reloaded(x))
 
 
+def test_final_scoring_reads_the_decoded_image_cache(elpv_folder, tmp_path, monkeypatch):
+    from collections import Counter
+
+    from PIL import Image
+
+    data = load_dataset(elpv_folder)
+    opened: Counter = Counter()
+    real_open = Image.open
+
+    def counting_open(source, *args, **kwargs):
+        opened[str(source)] += 1
+        return real_open(source, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    monkeypatch.setenv("HEADSTART_WORKERS", "0")  # every decode happens in this process, where it is counted
+    run = fit(data, strategy="full", epochs=1, head_warmup=False, cut="stage1", image_size=48, batch_size=8, quiet=True, save=False, cache_dir=tmp_path)
+    files = {str(p) for s in ("train", "val", "test") for p in data.items(s)}
+    assert set(opened) == files and set(opened.values()) == {1}  # val scored from the cache after training; test decoded once, into it
+    assert run.metrics["val"]["n"] == len(data.items("val"))
+
+
 def test_text_feature_extraction_and_cut(topics_csv, tmp_path):
     run = fit(topics_csv, backbone="minilm", out=tmp_path / "t", quiet=True, epochs=40)
     assert run.metrics["test"]["accuracy"] >= 0.6  # 3 topics, chance is 0.33

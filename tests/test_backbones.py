@@ -49,6 +49,28 @@ def test_lite0_blocks_and_cut(lite0):
     assert cut.blocks["stem"].module is lite0.blocks["stem"].module
 
 
+def test_tf_same_padding_is_worked_out_once_with_equal_outputs():
+    import copy
+
+    from timm.layers import Conv2dSame
+
+    from headstart.backbones.base import Backbone
+    from headstart.backbones.timm import StaticSameConv2d
+
+    dynamic = create_backbone("efficientnet_lite0").eval()
+    Backbone.fast_layout(dynamic)  # channels-last only: timm's padding, computed at every call
+    static = copy.deepcopy(dynamic).fast_layout()
+    assert sum(isinstance(m, Conv2dSame) for m in dynamic.modules()) == 5
+    assert sum(isinstance(m, StaticSameConv2d) for m in static.modules()) == 5 and not any(type(m) is Conv2dSame for m in static.modules())
+    assert list(static.state_dict()) == list(dynamic.state_dict())
+    assert static.stages["stem"][0] is static._source[0].conv_stem  # replaced wherever the model holds it
+    torch.manual_seed(0)
+    for size in (224, 225):  # 224: asymmetric padding; 225: symmetric, handed to the convolution
+        x = torch.randn(2, 3, size, size).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            assert torch.equal(static(x), dynamic(x))
+
+
 def test_minilm_matches_sentence_transformers(minilm):
     from sentence_transformers import SentenceTransformer
 

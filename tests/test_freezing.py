@@ -108,3 +108,43 @@ def test_fold_batchnorm_refuses_a_pairing_that_changes_the_output():
     model.norm.running_mean.uniform_(-1, 1), model.norm.running_var.uniform_(0.5, 2)
     same, count = fold_batchnorm(model, torch.randn(2, 3, 8, 8))
     assert same is model and count == 0
+
+
+def test_frozen_bottom_trains_with_batchnorm_folded_and_saves_the_original_weights(lite0, tmp_path):
+    import copy
+    from dataclasses import replace
+
+    from headstart.freezing import freeze_bottom, set_batchnorm
+    from headstart.progress import Progress
+
+    backbone = copy.deepcopy(lite0)
+    backbone.preprocessing = replace(backbone.preprocessing, input_size=64)
+    model = TransferModel.from_backbone(backbone, ["a", "b"])
+    freeze_bottom(model, 3)  # stage6, head and the classifier train
+    stored = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    set_batchnorm(model, "eval")  # the training blocks' statistics stay put too, so the two forwards see the same network
+    model.train()
+    plain = model(x)
+    with model.frozen_batchnorm_folded() as folded:
+        assert folded == model.blocks.names()[:-3]  # stem .. stage5
+        fast = model(x)
+        assert list(model.state_dict()) == list(stored)  # the folded copies are not part of the model
+        unfreeze(model, ["stage5"])  # a block that trains again runs as stored
+        assert model.backbone._runner("stage5", model.backbone.stages["stage5"]) is model.backbone.stages["stage5"]
+        freeze(model, ["stage5"])
+    assert float((fast - plain).detach().abs().max() / plain.detach().abs().max()) < 1e-5
+    set_batchnorm(model, "train")
+    assert not model.backbone._folded
+    # a phase folds while it trains; what it saves is the stored network with its BatchNorm
+    data = [(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])) for _ in range(2)]
+    with Progress(quiet=True) as progress:
+        fit_model(model, data, None, TrainSettings(epochs=1, lr=1e-2, body_lr=1e-2, patience=None), phase="fine-tune", progress=progress)
+    assert any("fine-tune: BatchNorm folded into the convolutions of the frozen blocks stem, stage0" in line for line in progress.lines)
+    after = model.state_dict()
+    assert list(after) == list(stored) and not model.backbone._folded
+    assert all(torch.equal(after[k], v) for k, v in stored.items() if k.startswith(("backbone.stages.stem", "backbone.stages.stage5")))
+    model.save_pretrained(tmp_path / "run")
+    reloaded = TransferModel.from_pretrained(tmp_path / "run")
+    assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in after.items())

@@ -287,11 +287,14 @@ def _log_text_lengths(progress: Progress, model: TransferModel, dataset: Dataset
 
 
 def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[dict[str, Any], dict[str, Any], tuple[str, Any, Any] | None]:
-    """Metrics on val and test, the per-example predictions of the last of them (test when there is one) and its (split, labels, probabilities)."""
+    """Metrics on val and test, the per-example predictions of the last of them (test when there is one) and its (split, labels, probabilities).
+
+    Images come from the decoded-image cache the training filled (val is there already), not from the files again.
+    """
     metrics, predictions, scored = {}, {}, None
     for split in ("val", "test"):
         if dataset.items(split):
-            metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache)
+            metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache, images=ctx.images)
             predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)
             scored = (split, labels, probs)
     if dataset.modality == "text":  # what the pretrained encoder bought over surface words (seconds)

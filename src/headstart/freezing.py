@@ -367,7 +367,7 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor, *, tolerance: float
         scale = torch.rsqrt(norm.running_var + norm.eps) * (norm.weight if norm.affine else 1.0)
         shift = (norm.bias if norm.affine else 0.0) - norm.running_mean * scale
         conv.weight.mul_(scale.reshape(-1, *[1] * (conv.weight.dim() - 1)))
-        conv.bias = nn.Parameter((conv.bias if conv.bias is not None else torch.zeros_like(shift)) * scale + shift)
+        conv.bias = nn.Parameter((conv.bias if conv.bias is not None else torch.zeros_like(shift)) * scale + shift, requires_grad=conv.weight.requires_grad)
         parent, _, attribute = norm_name.rpartition(".")
         rest = [m for m in (getattr(norm, "drop", None), getattr(norm, "act", None)) if isinstance(m, nn.Module)]  # timm's BatchNormAct2d
         setattr(modules[parent] if parent else folded_model, attribute, nn.Sequential(*rest) if rest else nn.Identity())

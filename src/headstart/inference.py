@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from headstart.caches.embeddings import EmbeddingCache
+from headstart.caches.images import DecodedImageCache
 from headstart.data import Dataset, as_items, check_items, load_dataset, make_loader
 from headstart.data.preprocessing import ImagePreprocessing
 from headstart.metrics import classification_metrics
@@ -42,11 +43,16 @@ def _as_model(model: TransferModel | str | Path) -> TransferModel:
     return model if isinstance(model, TransferModel) else TransferModel.from_pretrained(model)
 
 
-def predict_proba(model: TransferModel | str | Path, items: list[Any], *, batch_size: int = 64, cache: EmbeddingCache | None = None) -> np.ndarray:
+def predict_proba(
+    model: TransferModel | str | Path, items: list[Any], *, batch_size: int = 64, cache: EmbeddingCache | None = None, images: DecodedImageCache | None = None
+) -> np.ndarray:
     """Class probabilities ``(len(items), n_classes)`` for image paths, PIL images or texts.
 
     With a ``cache`` and a fully frozen backbone, embeddings come from (and go to) the cache and
-    only the head runs: feature extraction never pays for the body twice.
+    only the head runs: feature extraction never pays for the body twice. Otherwise, with
+    ``images``, image files are read from the decoded-image cache (decoded there once if missing):
+    the evaluation transform gives the same tensors from the cached pixels, and a fit's final
+    scoring does not decode the JPEGs its training already decoded.
     """
     model = _as_model(model)
     views = model.preprocessing.views() if isinstance(model.preprocessing, ImagePreprocessing) else None
@@ -56,6 +62,8 @@ def predict_proba(model: TransferModel | str | Path, items: list[Any], *, batch_
         with torch.inference_mode():
             logits = model.head(torch.from_numpy(features).to(model.backbone.device))
         return logits.float().softmax(-1).cpu().numpy()
+    if images is not None and model.modality == "image":
+        items, _ = images.prepare(items, model.preprocessing)
     loader = make_loader(items, None, model.preprocessing, batch_size=batch_size)
     _, probs, _ = evaluate_loader(model, loader, views=views)
     return probs
@@ -97,14 +105,19 @@ def evaluate(
     return score_split(model, dataset, split, batch_size=batch_size, cache=cache)[0]
 
 
-def score_split(model: TransferModel, dataset: Dataset, split: str, *, batch_size: int, cache: EmbeddingCache | None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Metrics of ``model`` on one split, with the labels (in the model's class order) and probabilities behind them."""
+def score_split(
+    model: TransferModel, dataset: Dataset, split: str, *, batch_size: int, cache: EmbeddingCache | None, images: DecodedImageCache | None = None
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics of ``model`` on one split, with the labels (in the model's class order) and probabilities behind them.
+
+    ``cache`` and ``images``: where embeddings and decoded images are read from (see :func:`predict_proba`).
+    """
     unknown = sorted(set(dataset.classes) - set(model.classes))
     if unknown:
         raise ValueError(f"{dataset.source}: classes {unknown[:5]} are unknown to the model (it knows {model.classes})")
     remap = np.array([model.classes.index(c) for c in dataset.classes])
     labels = remap[dataset.labels(split)]
-    probs = predict_proba(model, dataset.items(split), batch_size=batch_size, cache=cache)
+    probs = predict_proba(model, dataset.items(split), batch_size=batch_size, cache=cache, images=images)
     result = classification_metrics(labels, probs.argmax(1), model.classes)
     result["split"] = split
     result["loss"] = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean()) if len(labels) else float("nan")

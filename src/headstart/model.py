@@ -8,8 +8,9 @@ files where the backbone needs them. Nothing is unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,14 @@ class TransferModel(FreezableMixin, nn.Module):
         """Store image models channels-last (:meth:`Backbone.fast_layout`; the head has no 4-d tensors to lay out)."""
         self.backbone.fast_layout()
         return self
+
+    @contextlib.contextmanager
+    def frozen_batchnorm_folded(self) -> Iterator[list[str]]:
+        """For one training phase: frozen bottom blocks run with BatchNorm folded (:meth:`Backbone.fold_frozen`); yields their names."""
+        try:
+            yield self.backbone.fold_frozen()
+        finally:
+            self.backbone.unfold()
 
     # ---------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

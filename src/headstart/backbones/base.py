@@ -123,6 +123,13 @@ class Backbone(FreezableMixin, nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def fold_frozen(self) -> list[str]:
+        """Fold the BatchNorm of frozen bottom blocks for a training phase; the blocks folded (none here: no BatchNorm)."""
+        return []
+
+    def unfold(self) -> None:
+        """Undo :meth:`fold_frozen`."""
+
     def fast_layout(self) -> Backbone:
         """Store image backbones channels-last: depthwise and 1x1 convolutions run ~1.5x faster on CPU."""
         if self.spec.modality == "image":

@@ -19,6 +19,7 @@ from headstart.backbones.weights import load_state_dict
 from headstart.blocks import Block, BlockList
 from headstart.data.preprocessing import ImagePreprocessing, Preprocessing, SpectrogramPreprocessing
 from headstart.errors import Unavailable
+from headstart.freezing import fold_batchnorm, is_frozen
 
 import_torchvision()
 import timm  # noqa: E402  (needs the torchvision fix first)
@@ -121,6 +122,55 @@ def _pool_maps(x: torch.Tensor, pooling: str, prefix_tokens: int) -> torch.Tenso
     return x
 
 
+class StaticSameConv2d(nn.Conv2d):
+    """timm's ``Conv2dSame`` (TensorFlow's "same" padding) with the padding of each input size worked out once.
+
+    TF-ported models (``tf_efficientnet_lite*``) pad their strided convolutions asymmetrically, and
+    timm computes the amounts from the input's size at every call. A run's input size is fixed, so
+    the amounts are kept per size; a symmetric padding goes to the convolution itself (no padded copy
+    of the input), an asymmetric one is applied as before. Outputs are equal to ``Conv2dSame``'s
+    (tested); the parameters are the replaced module's own, under the same names.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, dilation=conv.dilation, groups=conv.groups,
+                         bias=conv.bias is not None, device="meta")  # fmt: skip
+        self.weight, self.bias = conv.weight, conv.bias
+        self.train(conv.training)
+        self._pads: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+
+    def _pad(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) as timm's ``pad_same`` computes them."""
+        from timm.layers.padding import get_same_padding
+
+        pad_h = get_same_padding(height, self.kernel_size[0], self.stride[0], self.dilation[0])
+        pad_w = get_same_padding(width, self.kernel_size[1], self.stride[1], self.dilation[1])
+        return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        pad = self._pads.get(size)
+        if pad is None:
+            pad = self._pads[size] = self._pad(*size)
+        left, right, top, bottom = pad
+        if left == right and top == bottom:
+            return nn.functional.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        return nn.functional.conv2d(nn.functional.pad(x, pad), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def static_same_padding(*roots: nn.Module) -> int:
+    """Replace every timm ``Conv2dSame`` under ``roots`` by a :class:`StaticSameConv2d` (in every parent that holds it); returns how many."""
+    from timm.layers import Conv2dSame
+
+    replaced: dict[int, nn.Module] = {}
+    for root in roots:
+        for parent in list(root.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, Conv2dSame):
+                    setattr(parent, name, replaced.setdefault(id(child), StaticSameConv2d(child)))
+    return len(replaced)
+
+
 class TimmBackbone(Backbone):
     """A timm image model seen as named blocks, with global pooling after the last kept block."""
 
@@ -146,6 +196,7 @@ class TimmBackbone(Backbone):
         self.stages = nn.ModuleDict({name: module for name, module in named[: stop + 1]})
         self.post_norm = _post_pool_norm(model) if self.keeps_full_body else None  # only the last block's output was trained with it
         self._feature_dim: int | None = None
+        self._folded: dict[str, tuple[nn.Module, list[tuple[torch.Tensor, int]]]] = {}  # see fold_frozen; not registered, never saved
 
     @property
     def blocks(self) -> BlockList:
@@ -160,9 +211,51 @@ class TimmBackbone(Backbone):
 
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled output of the last kept block (feature maps or tokens)."""
-        for stage in self.stages.values():
-            x = stage(x)
+        for name, stage in self.stages.items():
+            x = self._runner(name, stage)(x)
         return x
+
+    @torch.no_grad()
+    def fold_frozen(self) -> list[str]:
+        """Run the frozen bottom blocks with their BatchNorm folded into their convolutions; the names of those blocks.
+
+        A frozen block is in eval mode (:class:`~headstart.freezing.FreezableMixin`), so its
+        BatchNorm is a fixed affine map while the blocks above it train: folded
+        (:func:`~headstart.freezing.fold_batchnorm`, checked within 1e-5 of the largest output on a
+        seeded random batch at the input size) it costs nothing. The folded copies are kept beside
+        the model, not in it: state dicts, checkpoints and saved runs hold the original weights.
+        A copy is used only while its block stays frozen, in eval mode and unchanged (the version
+        counters of its tensors); :meth:`unfold` drops them all.
+        """
+        self.unfold()
+        size = self.preprocessing.input_size
+        x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device, memory_format=torch.channels_last)
+        names = []
+        for block in self.blocks:
+            module = block.module
+            if any(True for _ in module.parameters()) and (not is_frozen(block) or module.training):
+                break  # the frozen bottom ends here
+            folded, count = fold_batchnorm(module, x, tolerance=1e-5)
+            if count:
+                self._folded[block.name] = (folded, [(t, t._version) for t in (*module.parameters(), *module.buffers())])
+                names.append(block.name)
+            x = module(x)
+        return names
+
+    def unfold(self) -> None:
+        """Run every block as stored again (see :meth:`fold_frozen`)."""
+        self._folded.clear()
+
+    def _runner(self, name: str, stage: nn.Module) -> nn.Module:
+        """The folded copy of ``stage`` while it is valid (see :meth:`fold_frozen`), else ``stage``."""
+        entry = self._folded.get(name)
+        if entry is None:
+            return stage
+        folded, versions = entry
+        if not stage.training and all(t._version == v and not t.requires_grad for t, v in versions):
+            return folded
+        del self._folded[name]  # unfrozen, put in training mode or changed since it was folded
+        return stage
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.post_norm is None:
@@ -179,7 +272,7 @@ class TimmBackbone(Backbone):
         last = max(self.blocks.index_of(name) for name in names)
         out: dict[str, torch.Tensor] = {}
         for index, (name, stage) in enumerate(list(self.stages.items())[: last + 1]):
-            x = stage(x)
+            x = self._runner(name, stage)(x)
             if name in wanted:  # pooled as the backbone cut there pools (post-pool norm only for the full body)
                 out[name] = self.pool(x) if index == len(self.stages) - 1 else _pool_maps(x, self.pooling, self._num_prefix_tokens)
         return out
@@ -214,6 +307,12 @@ class TimmBackbone(Backbone):
         if getattr(head, "in_features", self.feature_dim) != self.feature_dim:  # e.g. VGG's classifier reads its 4096-d MLP, not pooled maps
             return None
         return head if isinstance(head, nn.Module) and not isinstance(head, nn.Identity) else None
+
+    def fast_layout(self) -> TimmBackbone:
+        """Channels-last (:meth:`Backbone.fast_layout`) and TF "same" padding worked out once per input size (:class:`StaticSameConv2d`)."""
+        static_same_padding(self, self._source[0])
+        super().fast_layout()
+        return self
 
     def architecture_config(self) -> dict[str, Any]:
         return {

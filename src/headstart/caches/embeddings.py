@@ -61,8 +61,18 @@ def iter_block_embeddings(
     interrupted run keeps what it computed. Image passes run a copy with BatchNorm folded into the
     convolutions (:func:`headstart.freezing.fold_batchnorm`), however many items: a cached feature
     must not depend on the batch it was computed in (a seeded run repeats whatever the cache holds).
+    Texts run in batches of similar lengths within each chunk (:func:`_length_sorted`).
     """
     chunk = chunk or SHARD_ROWS
+    if len(items) > 1 and all(isinstance(item, str) for item in items):
+        return _length_sorted(backbone, items, names, batch_size=batch_size, progress=progress, chunk=chunk)
+    return _in_order(backbone, items, names, batch_size=batch_size, progress=progress, chunk=chunk)
+
+
+def _in_order(
+    backbone: Backbone, items: Sequence[Any], names: Sequence[str], *, batch_size: int, progress: Progress | None, chunk: int
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """:func:`iter_block_embeddings` over ``items`` in the order given."""
     backbone.eval()
     loader = make_loader(items, None, backbone.preprocessing, batch_size=batch_size)
     last = backbone.blocks[-1].name
@@ -89,6 +99,24 @@ def iter_block_embeddings(
         yield start, {name: np.concatenate(arrays) for name, arrays in pending.items()}
     if task is not None:
         task.done()
+
+
+def _length_sorted(
+    backbone: Backbone, texts: Sequence[str], names: Sequence[str], *, batch_size: int, progress: Progress | None, chunk: int
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """:func:`iter_block_embeddings` for texts: each chunk runs in batches of similar lengths, its rows back in their order.
+
+    A batch is padded to its longest text; in the order given, a few long messages make most batches
+    long (SMS spam: 5,574 texts of 2 to 910 characters). Sorted, as sentence-transformers' ``encode``
+    does, the padding nearly vanishes. The attention mask keeps padding out of every result, so a
+    text's features do not depend on its batch beyond float rounding.
+    """
+    for start in range(0, len(texts), chunk):
+        part = texts[start : start + chunk]
+        order = sorted(range(len(part)), key=lambda i: len(part[i]))
+        inverse = np.argsort(order)
+        for _, pooled in _in_order(backbone, [part[i] for i in order], names, batch_size=batch_size, progress=progress, chunk=len(part)):
+            yield start, {name: features[inverse] for name, features in pooled.items()}
 
 
 class EmbeddingCache:

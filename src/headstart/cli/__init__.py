@@ -29,9 +29,37 @@ def _logs_data_warnings(args: Any) -> bool:
     return getattr(args, "command", None) in ("fit", "pretrain", "resume") and not (getattr(args, "quiet", False) or getattr(args, "json", False))
 
 
+def reuse_freed_memory() -> bool:
+    """On glibc, keep freed tensor memory for the next allocation instead of unmapping it; whether it was set.
+
+    glibc gives every block over its mmap threshold (at most 32 MiB) a mapping of its own and unmaps
+    it when freed, so each forward pass faulted its activations' pages in again: on CPU, system time
+    was 43-110% of user time in fits. ``mallopt(M_MMAP_MAX, 0)`` serves them from the heap and a high
+    ``M_TRIM_THRESHOLD`` keeps the heap, so the pages are reused (BENCHMARKS.md, issue 22: minor
+    faults and system time fall ~100-fold). Freed memory then stays with the process until it exits,
+    which suits a command, not a server (``headstart ui`` skips it). ``HEADSTART_MALLOC=default``
+    keeps glibc's behaviour; other C libraries are left alone. The same from a Python program:
+    start it with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``.
+    """
+    import ctypes
+
+    if os.environ.get("HEADSTART_MALLOC", "reuse") == "default":
+        return False
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False
+        libc = ctypes.CDLL("libc.so.6")
+    except (ValueError, OSError, AttributeError):  # not glibc, or no confstr on this system
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    if argv is None and getattr(args, "command", None) not in (None, "ui"):  # the process is this command's alone
+        reuse_freed_memory()
     if getattr(args, "command", None) == "fit":
         if args.resume is not None:
             args.run, args.func = args.resume, cmd_resume

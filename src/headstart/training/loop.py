@@ -123,60 +123,66 @@ def fit_model(
     if net is not model and progress is not None:
         progress.log(f"{phase}: DistributedDataParallel on {distributed.world_size()} ranks ({distributed.backend()}): "
                      f"{sum(p.requires_grad for p in model.parameters())} trainable tensors all-reduced, {len(meant_frozen)} frozen left out")  # fmt: skip
-    # One bar of steps for the whole phase (as the HF Trainer's): its ETA holds across epochs and moves inside a long one.
-    task = progress.task(f"{phase} epoch {done + 1}/{settings.epochs}", total=(settings.epochs - done) * batches_per_epoch) if progress else None
-    for epoch in range(first_epoch, first_epoch + settings.epochs - done):
-        started = time.perf_counter()
-        model.train()
-        if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]  # a new shuffle per epoch, the same on every rank
-        total_loss, correct, seen = 0.0, 0, 0
-        if task is not None:
-            task.update(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}")
-        optimizer.zero_grad(set_to_none=True)
-        for batch, (inputs, y, *weight) in enumerate(train_loader, start=1):  # a third tensor: per-example loss weights (tensor_loader)
-            inputs, y = to_device(inputs, device), y.to(device)
-            stepping = batch % settings.accumulate == 0 or batch == batches_per_epoch
-            # Accumulated micro-batches skip DDP's all-reduce; the stepping one reduces the sum.
-            with autocast(device, settings.precision), (contextlib.nullcontext() if stepping or net is model else net.no_sync()):  # type: ignore[operator]
-                features, logits = net(inputs, return_features=True) if split_forward else (None, net(inputs))
-                logits = logits.float()
-                loss = weighted_cross_entropy(logits, y, weight[0].to(device), settings.label_smoothing) if weight else loss_fn(logits, y)
-                penalty = sum((p(model, features) for p in penalties), torch.zeros((), device=device))
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}: loss became {loss.item()}; lower the learning rate (now {settings.lr:g})"
-                    )
-                ((loss + penalty.float()) / settings.accumulate).backward()
-            if stepping:
-                if settings.grad_clip:
-                    nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            total_loss += loss.item() * len(y)
-            correct += int((logits.argmax(-1) == y).sum())
-            seen += len(y)
+    folding = contextlib.ExitStack()  # frozen bottom blocks run with BatchNorm folded while the phase trains (TransferModel.frozen_batchnorm_folded)
+    if hasattr(model, "frozen_batchnorm_folded") and done < settings.epochs:
+        folded = folding.enter_context(model.frozen_batchnorm_folded())
+        if folded and progress is not None:
+            progress.log(f"{phase}: BatchNorm folded into the convolutions of the frozen blocks {', '.join(folded)} (their statistics never move)")
+    with folding:
+        # One bar of steps for the whole phase (as the HF Trainer's): its ETA holds across epochs and moves inside a long one.
+        task = progress.task(f"{phase} epoch {done + 1}/{settings.epochs}", total=(settings.epochs - done) * batches_per_epoch) if progress else None
+        for epoch in range(first_epoch, first_epoch + settings.epochs - done):
+            started = time.perf_counter()
+            model.train()
+            if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
+                train_loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]  # a new shuffle per epoch, the same on every rank
+            total_loss, correct, seen = 0.0, 0, 0
             if task is not None:
-                task.advance()
-        total_loss, correct, seen = distributed.sum_over_ranks(total_loss, correct, seen)
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "phase": phase,
-            "train_loss": total_loss / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_seconds": time.perf_counter() - started,  # the training steps alone, without validation
-        }
-        if val_loader is not None:
-            record.update(validate(model, val_loader, device))
-        else:
-            record.update(val_loss=record["train_loss"], val_accuracy=record["train_accuracy"])
-        record["seconds"] = time.perf_counter() - started
-        if end_epoch(state, hooks, record, first_epoch=first_epoch):
-            break
-    if task is not None:
-        task.done()
+                task.update(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}")
+            optimizer.zero_grad(set_to_none=True)
+            for batch, (inputs, y, *weight) in enumerate(train_loader, start=1):  # a third tensor: per-example loss weights (tensor_loader)
+                inputs, y = to_device(inputs, device), y.to(device)
+                stepping = batch % settings.accumulate == 0 or batch == batches_per_epoch
+                # Accumulated micro-batches skip DDP's all-reduce; the stepping one reduces the sum.
+                with autocast(device, settings.precision), (contextlib.nullcontext() if stepping or net is model else net.no_sync()):  # type: ignore[operator]
+                    features, logits = net(inputs, return_features=True) if split_forward else (None, net(inputs))
+                    logits = logits.float()
+                    loss = weighted_cross_entropy(logits, y, weight[0].to(device), settings.label_smoothing) if weight else loss_fn(logits, y)
+                    penalty = sum((p(model, features) for p in penalties), torch.zeros((), device=device))
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}: loss became {loss.item()}; lower the learning rate (now {settings.lr:g})"
+                        )
+                    ((loss + penalty.float()) / settings.accumulate).backward()
+                if stepping:
+                    if settings.grad_clip:
+                        nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                total_loss += loss.item() * len(y)
+                correct += int((logits.argmax(-1) == y).sum())
+                seen += len(y)
+                if task is not None:
+                    task.advance()
+            total_loss, correct, seen = distributed.sum_over_ranks(total_loss, correct, seen)
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "phase": phase,
+                "train_loss": total_loss / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_seconds": time.perf_counter() - started,  # the training steps alone, without validation
+            }
+            if val_loader is not None:
+                record.update(validate(model, val_loader, device))
+            else:
+                record.update(val_loss=record["train_loss"], val_accuracy=record["train_accuracy"])
+            record["seconds"] = time.perf_counter() - started
+            if end_epoch(state, hooks, record, first_epoch=first_epoch):
+                break
+        if task is not None:
+            task.done()
     for hook in hooks:
         hook.on_fit_end(state)
     return history
