@@ -73,7 +73,7 @@ def test_two_process_fine_tune_embeds_and_decodes_once_and_matches_one_process(e
     keys = cache_keys(embeddings)
     assert len(keys) == len(set(keys)) == 32 + 6  # train and val embedded exactly once, across both ranks
     images = cache_keys(next((cache / "images").iterdir()))
-    assert len(images) == len(set(images)) == 32 + 6  # and their images decoded once
+    assert len(images) == len(set(images)) == 32 + 6 + 10  # and their images decoded once (test too: the final scoring reads the cache)
     files = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert "checkpoint" not in files and "report.html" in files  # rank 0 wrote the run and removed its finished checkpoint
     one = json.loads(headstart(*common, "--batch-size", "16", "--out", str(tmp_path / "one")))

@@ -70,7 +70,7 @@ def wilson(successes: int, n: int, z: float = Z) -> tuple[float, float]:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # contains p also where float rounding would leave it out (p = 0 or 1)
 
 
 def _scores(tp: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: np.ndarray) -> dict[str, np.ndarray]:

@@ -216,8 +216,8 @@ def _compare_figure(runs: Sequence[SavedRun]) -> Any:
     colors = ["#9ca3af" if r.strategy == "scratch" else palette[i % len(palette)] for i, r in enumerate(runs)]
     values = [(r.test or {}).get("accuracy", 0.0) for r in runs]
     spans = [interval_of(r.test, "accuracy") if r.test else None for r in runs]
-    low = [v - s[0] if s else 0.0 for v, s in zip(values, spans)]
-    high = [s[1] - v if s else 0.0 for v, s in zip(values, spans)]
+    low = [max(0.0, v - s[0]) if s else 0.0 for v, s in zip(values, spans)]
+    high = [max(0.0, s[1] - v) if s else 0.0 for v, s in zip(values, spans)]
     bars.bar(range(len(runs)), values, color=colors, yerr=[low, high], capsize=4, ecolor="#374151", error_kw={"linewidth": 1})
     for i, (v, s) in enumerate(zip(values, spans)):
         bars.annotate(f"{100 * v:.1f}%", (i, s[1] if s else v), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=9)
