@@ -22,27 +22,27 @@ def test_unknown_monitor_is_a_clear_error():
         TrainSettings(monitor="val_f1")
 
 
-def test_kept_epoch_is_the_restored_one():
+def _separable_task() -> tuple[DataLoader, nn.Module]:
+    """64 seeded points whose class is the sign of their first coordinate, and a linear model for them."""
     torch.manual_seed(0)
     x = torch.randn(64, 5)
-    y = (x[:, 0] > 0).long()
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    model = nn.Linear(5, 2)
+    return DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=16), nn.Linear(5, 2)
+
+
+def test_kept_epoch_is_the_restored_one():
+    loader, model = _separable_task()
     history = fit_model(model, loader, loader, TrainSettings(epochs=6, lr=5e-2, patience=None))
     kept = history.kept_epoch
     losses = {r["epoch"]: r["val_loss"] for r in history.epochs}
     assert kept == min(losses, key=losses.get)
     assert history.overfitting()["best_epoch"] == kept
+    x, y = loader.dataset.tensors
     final_loss = nn.functional.cross_entropy(model(x), y).item()
     assert final_loss == pytest.approx(losses[kept], rel=1e-5)
 
 
 def test_later_phase_keeps_the_start_when_it_never_improves():
-    torch.manual_seed(0)
-    x = torch.randn(64, 5)
-    y = (x[:, 0] > 0).long()
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    model = nn.Linear(5, 2)
+    loader, model = _separable_task()
     history = fit_model(model, loader, loader, TrainSettings(epochs=30, lr=5e-2, patience=None))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # A rate this large can only make a converged model worse; the phase must hand it back unchanged.
@@ -82,11 +82,7 @@ def test_torch_compile_reaches_the_strategy_from_the_cli():
 
 def test_a_later_phase_that_never_improves_names_the_epoch_whose_weights_it_holds():
     """The earlier phase ends holding its best epoch's weights, not its last's: that epoch is the one kept and named."""
-    torch.manual_seed(0)
-    x = torch.randn(64, 5)
-    y = (x[:, 0] > 0).long()
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    model = nn.Linear(5, 2)
+    loader, model = _separable_task()
     history = fit_model(model, loader, loader, TrainSettings(epochs=6, lr=20.0, grad_clip=None, patience=None), phase="head warm-up")
     first = history.kept_epoch
     assert first < 6  # a rate this large makes later epochs worse: the phase ends on an earlier epoch's weights
