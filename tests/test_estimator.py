@@ -265,8 +265,8 @@ def test_sample_weight_changes_the_fit(small):
         make().fit(texts, labels, sample_weight=np.zeros(len(texts)))
     with pytest.raises(ValueError):
         make().fit(texts, labels, sample_weight=np.ones(3))
-    with pytest.raises(ValueError, match="strategy='feature-extraction'"):
-        make(strategy="fine-tune").fit(texts, labels, sample_weight=weights)
+    with pytest.raises(ValueError, match="strategy='contrastive'"):  # the end-to-end strategies weight their loss (tests/test_sample_weights.py); pairs are not weighted
+        make(strategy="contrastive").fit(texts, labels, sample_weight=weights)
     assert weights[0] in (1.0, 20.0) and weights.sum() == 20 * (labels == "food").sum() + (labels != "food").sum()  # not overwritten
 
 

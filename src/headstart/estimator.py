@@ -87,8 +87,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         Part of the training examples held out for early stopping.
     class_weight : "balanced", dict or None, default=None
         Weights of the classes in the training loss, as in scikit-learn (``"balanced"``: inversely
-        proportional to class frequencies); multiplied with ``fit``'s ``sample_weight``. Weights are
-        used where the head trains on cached features (``strategy="feature-extraction"``).
+        proportional to class frequencies); multiplied with ``fit``'s ``sample_weight``. Every
+        strategy but ``"contrastive"`` weights its training loss with them (the head on cached
+        features and the end-to-end phases alike); validation and early stopping are unweighted.
     seed : int, default=0
     cache_dir : str or None, default=None
         Embedding cache folder (default ``~/.cache/headstart``).
@@ -207,9 +208,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("sample_weight: the weights sum to zero; at least one example must have a positive weight")
         if len(np.unique(y[weights > 0])) < 2:
             raise ValueError("sample_weight: only one class has examples of positive weight; a classifier needs at least 2")
-        if self.strategy != "feature-extraction" and not np.all(weights == weights[0]):
-            raise ValueError(f"sample_weight/class_weight weight the head trained on cached features (strategy='feature-extraction'); "
-                             f"strategy={self.strategy!r} trains backbone batches without weights")  # fmt: skip
+        if self.strategy == "contrastive" and not np.all(weights == weights[0]):
+            raise ValueError("sample_weight/class_weight: strategy='contrastive' tunes the encoder on pairs of examples, which it does not weight; "
+                             "use strategy='feature-extraction', 'fine-tune' or 'full'")  # fmt: skip
         return weights
 
     def predict_proba(self, X: Sequence[Any]) -> np.ndarray:

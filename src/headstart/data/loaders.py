@@ -12,21 +12,29 @@ from headstart.data.images import CachedImage, load_image
 
 
 class ExampleDataset:
-    """A torch-style dataset of (input, label); files are decoded (``decode``) and transformed per access."""
+    """A torch-style dataset of (input, label); files are decoded (``decode``) and transformed per access.
 
-    def __init__(self, items: Sequence[Any], labels: Sequence[int] | None, transform: Any = None, decode: Any = None) -> None:
+    With ``weights``, (input, label, weight): an example's loss weight is looked up by its index, so
+    it stays with the example whatever the shuffle, sampler or augmentation does to it.
+    """
+
+    def __init__(self, items: Sequence[Any], labels: Sequence[int] | None, transform: Any = None, decode: Any = None, weights: Any = None) -> None:
         self.items, self.labels, self.transform, self.decode = list(items), labels, transform, decode
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
+        if self.weights is not None and len(self.weights) != len(self.items):
+            raise ValueError(f"{len(self.items)} examples but {len(self.weights)} weights")
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         item = self.items[index]
         if self.decode is not None:
             item = self.decode(item)
         if self.transform is not None:
             item = self.transform(item)
-        return item, (-1 if self.labels is None else int(self.labels[index]))
+        label = -1 if self.labels is None else int(self.labels[index])
+        return (item, label) if self.weights is None else (item, label, self.weights[index])
 
 
 def loader_workers(examples: int, batch_size: int, *, in_process: bool = False) -> int:
@@ -62,10 +70,13 @@ def make_loader(
     seed: int = 0,
     workers: int | None = None,
     shard: bool = False,
+    weights: Any = None,
 ) -> Any:
     """A DataLoader yielding ``(inputs, labels)`` batches ready for a backbone.
 
     ``shard``: under torchrun, this rank's share of the examples (see :func:`_loader`).
+    ``weights``: per-example loss weights; batches are then ``(inputs, labels, weights)``, which
+    :func:`headstart.training.loop.fit_model` weights its loss with.
     """
     from headstart.data.preprocessing import AudioPreprocessing, ImagePreprocessing, SpectrogramPreprocessing
 
@@ -74,25 +85,25 @@ def make_loader(
         # between steps, since loader workers would take cores from the step (BENCHMARKS.md, P2).
         if workers is None:
             workers = loader_workers(len(items), batch_size, in_process=True)
-        dataset = ExampleDataset(items, labels, preprocessing.presized_train_transform(augment), decode=CachedImage.array)
+        dataset = ExampleDataset(items, labels, preprocessing.presized_train_transform(augment), decode=CachedImage.array, weights=weights)
         return _loader(dataset, batch_size=batch_size, shuffle=True, seed=seed, shard=shard, num_workers=workers, collate_fn=preprocessing.collate,
                        prefetch_factor=4 if workers else None)  # fmt: skip
     if isinstance(preprocessing, (ImagePreprocessing, SpectrogramPreprocessing)):
         transform = preprocessing.train_transform(augment) if train else preprocessing.eval_transform()
         if workers is None:
             workers = loader_workers(len(items), batch_size) if len(items) > batch_size else 0
-        dataset = ExampleDataset(items, labels, transform, decode=load_image if isinstance(preprocessing, ImagePreprocessing) else None)
+        dataset = ExampleDataset(items, labels, transform, decode=load_image if isinstance(preprocessing, ImagePreprocessing) else None, weights=weights)
         return _loader(dataset, batch_size=batch_size, shuffle=train, seed=seed, shard=shard, num_workers=workers, persistent_workers=False,
                        prefetch_factor=4 if workers else None)  # fmt: skip
 
     import torch
 
-    def collate(batch: list[tuple[Any, int]]) -> tuple[dict[str, Any], Any]:
-        inputs, ys = zip(*batch)
-        return preprocessing(list(inputs)), torch.as_tensor(ys)
+    def collate(batch: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+        inputs, ys, *ws = zip(*batch)
+        return (preprocessing(list(inputs)), torch.as_tensor(ys), *(torch.as_tensor(np.asarray(w)) for w in ws))
 
     transform = preprocessing.waveform_transform(augment if train else "none") if isinstance(preprocessing, AudioPreprocessing) else None
-    return _loader(ExampleDataset(items, labels, transform), batch_size=batch_size, shuffle=train, seed=seed, shard=shard, collate_fn=collate)
+    return _loader(ExampleDataset(items, labels, transform, weights=weights), batch_size=batch_size, shuffle=train, seed=seed, shard=shard, collate_fn=collate)
 
 
 def _all_presized(items: Sequence[Any]) -> bool:

@@ -122,15 +122,16 @@ class ImagePreprocessing:
             raise ValueError("presized_train_transform is for augmenting presets; augment='none' is eval_transform")
         return PresizedAugment(self, augment)
 
-    def collate(self, batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stack uint8 images and normalise the whole batch in one pass (mean/std as for ``ToTensor`` + ``Normalize``)."""
-        images, labels = zip(*batch)
+    def collate(self, batch: list[tuple[Any, ...]]) -> tuple[torch.Tensor, ...]:
+        """Stack uint8 images and normalise the whole batch in one pass (mean/std as for ``ToTensor`` + ``Normalize``);
+        a third field (per-example loss weights) is stacked too."""
+        images, labels, *weights = zip(*batch)
         pixels = torch.stack(images)
         # one pass converts to float and to the channels-last layout the backbone runs in (fast_layout)
         x = torch.empty(pixels.shape, dtype=torch.float32, memory_format=torch.channels_last).copy_(pixels)
         scale = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1) * 255
         x.sub_(torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1) * 255).div_(scale)
-        return x, torch.as_tensor(labels)
+        return (x, torch.as_tensor(labels), *(torch.as_tensor(np.asarray(w)) for w in weights))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "image", **asdict(self)}

@@ -86,6 +86,7 @@ class Strategy:
         """
         report = freeze_report(model)
         ctx.progress.log(f"{phase or self.name}: {report}")
+        weights = data.weights["train"] if data.weights is not None else None  # per-example loss weights, carried by the loader with each example
         augment = augmentation(model, ctx, default_augment)
         plan = plan_boundary(model, len(data.items("train")) + len(data.items("val")), augment=augment, budget=budget_from_env())
         if plan.start:
@@ -94,7 +95,7 @@ class Strategy:
             train_x, val_x = (ctx.boundary.pop((plan.start, s), None) for s in ("train", "val"))
             if train_x is None or val_x is None:
                 train_x, val_x = (boundary_activations(model, data.items(s), plan.start, progress=ctx.progress) for s in ("train", "val"))
-            train = tensor_loader(train_x, data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed, shard=True)
+            train = tensor_loader(train_x, data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed, shard=True, weights=weights)
             val = tensor_loader(val_x, data.labels("val"), batch_size=ctx.batch_size * 2, shuffle=False, seed=ctx.seed, shard=True)
             top = TopModel(model, plan.start)
             return fit_model(top, train, val, settings or self.settings, phase=phase or self.name, history=history, progress=ctx.progress,
@@ -104,7 +105,8 @@ class Strategy:
             train_items, line = ctx.images.prepare(train_items, model.preprocessing, augment=augment, progress=ctx.progress)
             val_items, _ = ctx.images.prepare(val_items, model.preprocessing, progress=ctx.progress)
             ctx.progress.log(line)
-        train = make_loader(train_items, data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed, shard=True)
+        train = make_loader(train_items, data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed,
+                            shard=True, weights=weights)  # fmt: skip
         val = make_loader(val_items, data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2, shard=True)
         return fit_model(model, train, val, settings or self.settings, phase=phase or self.name, history=history, progress=ctx.progress,
                          callbacks=ctx.callbacks, penalties=ctx.penalties)  # fmt: skip

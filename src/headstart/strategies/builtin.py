@@ -232,7 +232,8 @@ class Contrastive(Strategy):
         if self.templates:
             texts, labels = templated_examples(data.classes, per_class=self.templates)
             items, known = data.splits["train"]
-            data = replace(data, splits={**data.splits, "train": ([*items, *texts], [*known, *labels])})
+            weights = None if data.weights is None else {**data.weights, "train": np.concatenate([data.weights["train"], np.ones(len(texts), np.float32)])}
+            data = replace(data, splits={**data.splits, "train": ([*items, *texts], [*known, *labels])}, weights=weights)
             ctx.progress.log(f"contrastive: {len(texts)} class-name examples added to train ({self.templates} per class)")
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed)
