@@ -58,3 +58,26 @@ def test_truncation_is_counted_and_max_length_saved_and_reused(topics_csv, tiny_
         from headstart.config import FitConfig
 
         FitConfig(long_text="chunk").validate("fine-tune")
+
+
+def test_advise_says_how_many_texts_the_window_cuts(topics_csv, tiny):
+    """advise counts the texts longer than the backbone's window on every split and says what fit will do with them."""
+    import csv
+
+    from headstart.analysis.advisor import advise
+    from headstart.data.preprocessing import TextPreprocessing
+
+    tokenizer = tiny.preprocessing.tokenizer
+    texts = [row["text"] for row in csv.DictReader(topics_csv.open(encoding="utf-8"))]
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    tiny.preprocessing = TextPreprocessing(tokenizer, max_length=10)
+    try:
+        advice = advise(topics_csv, backbone=tiny, limit=30)
+    finally:
+        tiny.preprocessing = TextPreprocessing(tokenizer, max_length=256)
+    counts = advice.measurements["text_lengths"]
+    longer, lost = sum(n > 10 for n in lengths), sum(max(n - 10, 0) for n in lengths)
+    assert counts["examples"] == len(texts) and counts["longer"] == longer > 0 and counts["tokens_lost"] == lost
+    line = next(line for line in advice.rationale if line.startswith("long texts:"))
+    assert f"{longer} of {len(texts)} texts" in line and f"{lost} of {sum(lengths)} tokens" in line and "10-token window" in line
+    assert "--long-text chunk" in line and "--max-length" in line

@@ -59,6 +59,7 @@ from headstart.analysis.costs import (
 from headstart.analysis.probes import Profile, labelled_examples, profile
 from headstart.backbones import Backbone, create_backbone
 from headstart.data import Dataset, load_dataset
+from headstart.data.preprocessing import TextPreprocessing, text_length_note
 
 SMALL_PER_CLASS = 100  # median examples per class below which the target counts as "small"
 STRONG_FEATURES = 0.85  # chance-corrected best probe accuracy from which frozen features "already solve" the target
@@ -279,4 +280,10 @@ def advise(
     cost = measure_step(model, items)  # a few batches on this machine: what each candidate's seconds are made of
     bag = bag_of_words_accuracy(items, labels, seed=seed) if dataset.modality == "text" else None
     sizes = {split: len(dataset.items(split)) for split in dataset.splits}
-    return decide(float(np.median(counts)), result, cost=cost, sizes=sizes, bag=bag)
+    advice = decide(float(np.median(counts)), result, cost=cost, sizes=sizes, bag=bag)
+    if isinstance(model.preprocessing, TextPreprocessing):  # what `fit` will do with texts longer than the window, counted on every split
+        lengths = model.preprocessing.length_report([text for split in dataset.splits for text in dataset.items(split)])
+        advice.measurements["text_lengths"] = lengths
+        if note := text_length_note(lengths):
+            advice.rationale.append(f"long texts: {note.removeprefix('warning: ')}; the probes above read them cut the same way")
+    return advice
