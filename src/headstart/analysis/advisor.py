@@ -142,16 +142,18 @@ def _candidates(per_class: float, result: Profile, similar_case: tuple[bool, boo
     embed = everything * sum(cost.forward[b] for b in upto)
     epochs = FINE_TUNE["epochs"]
     near = result.mean_shift is None or result.mean_shift < FAR_SHIFT
-    gain = expected_gain(1 - fe_row.probe_accuracy, per_class)  # fine-tuning starts from what the head on frozen features reaches
+    # What the head reaches on frozen features: the probe trained on as many examples as the head (the train split) when measured
+    head, spread = fe_row.head_accuracy()
+    gain = expected_gain(1 - head, per_class)  # fine-tuning starts from what the head on frozen features reaches
 
     rule_kwargs = {"trainable_blocks": depth, **FINE_TUNE} if small else dict(FINE_TUNE)
     rule_blocks = blocks[1:] if small else blocks
-    candidates = [Candidate("feature-extraction", "feature-extraction", {"cut": fe_row.block} if cut else {}, fe_row.probe_accuracy, fe_row.probe_std, embed, not uniform)]
+    candidates = [Candidate("feature-extraction", "feature-extraction", {"cut": fe_row.block} if cut else {}, head, spread, embed, not uniform)]
     half = depth // 2
     if 1 <= half < depth:
-        candidates.append(Candidate(f"fine-tune top {half}", "fine-tune", {"trainable_blocks": half, **FINE_TUNE}, fe_row.probe_accuracy + gain * (0.5 if near else 0.0), fe_row.probe_std,
+        candidates.append(Candidate(f"fine-tune top {half}", "fine-tune", {"trainable_blocks": half, **FINE_TUNE}, head + gain * (0.5 if near else 0.0), spread,
                                     embed + fine_tune_seconds(cost, blocks[-half:], train=train, val=val, epochs=epochs), not uniform))  # fmt: skip
-    candidates.append(Candidate("fine-tune all but the first" if small else "full", "fine-tune" if small else "full", rule_kwargs, fe_row.probe_accuracy + gain, fe_row.probe_std,
+    candidates.append(Candidate("fine-tune all but the first" if small else "full", "fine-tune" if small else "full", rule_kwargs, head + gain, spread,
                                 embed + fine_tune_seconds(cost, rule_blocks, train=train, val=val, epochs=epochs), not uniform))  # fmt: skip
     if bag is not None:
         candidates.append(Candidate("bag-of-words", None, {}, bag[0], bag[1], bag[2] * max(train, 1) / max(result.n_examples, 1), bag is not None))
@@ -208,6 +210,11 @@ def decide(per_class: float, result: Profile, *, cost: StepCost | None = None, s
     else:
         rationale.append("the table says: fine-tune the whole network from the pretrained weights (head first, body LR 1e-4): "
                          + ("the features are close already, and enough examples adapt every block" if similar else "enough examples to move every block toward the target"))  # fmt: skip
+    fe_row = next(r for r in result.rows if r.block == candidates[0].fit_kwargs.get("cut", last.block))
+    if fe_row.probe_at_train is not None:
+        rationale.append(f"the head trains on the train split alone ({(sizes or {}).get('train', '?')} examples), fewer than the probe's folds: "
+                         f"probed at that size, {fe_row.block} scores {fe_row.probe_at_train:.3f} ± {fe_row.probe_at_train_std:.3f} "
+                         f"(against {fe_row.probe_accuracy:.3f} on train + val), the feature extraction expected below")  # fmt: skip
     pick, rival, margin = cheapest_within(candidates)
     rationale.append("expected test accuracy and time on this machine: " + "; ".join(
         f"{c.name} {c.accuracy:.3f} ± {c.spread:.3f}, {seconds_text(c)}" for c in candidates))  # fmt: skip
