@@ -108,10 +108,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     Notes
     -----
-    ``GridSearchCV(..., n_jobs=2)`` is slower than ``n_jobs=1`` on a CPU (bench/estimator_jobs.py,
-    BENCHMARKS.md): torch already uses every core in one process (joblib's workers get one thread
-    each), and each worker process pays for importing torch and loading the backbone, and, with an
-    empty embedding cache, embeds the same texts its sibling embeds. Leave ``n_jobs`` at 1.
+    ``GridSearchCV(..., n_jobs=2)`` on a 2-core CPU (bench/estimator_jobs.py, BENCHMARKS.md): the
+    first search of a Python session is slower than ``n_jobs=1`` because each new joblib worker
+    imports torch, transformers and headstart before its first fit (about 40 s under load; joblib
+    already gives each worker ``cores / n_jobs`` torch threads, and a duplicated embedding pass costs
+    little); later searches reuse the workers and took 0.77-1.0x the time of ``n_jobs=1``. Use
+    ``n_jobs > 1`` for searches long enough to repay that start, or several in one session.
 
     Examples
     --------
