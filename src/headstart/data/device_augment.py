@@ -78,8 +78,9 @@ def collate_crops(batch: Sequence[tuple[tuple[np.ndarray, AugmentDraw], int]]) -
     return CropBatch(torch.from_numpy(out), sizes, flags, jitter), torch.as_tensor(labels)
 
 
-def resize_weights(lengths: torch.Tensor, padded: int, size: int, mode: str) -> torch.Tensor:
-    """``(B, size, padded)`` matrices that resize each example's first ``lengths[b]`` pixels along one axis to ``size``.
+def resize_weights(lengths: torch.Tensor, padded: int, size: int, mode: str, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, size, padded)`` matrices that resize each example's first ``lengths[b]`` pixels along one axis to ``size``
+    (and, where ``flip[b]``, reverse them: output pixel i takes the weights of ``size - 1 - i``).
 
     The weights of ``F.interpolate(mode, antialias=True)`` (``nearest``: without antialias), as
     aten/src/ATen/native/UpSample.h computes them: a filter stretched by the downscaling factor,
@@ -88,7 +89,9 @@ def resize_weights(lengths: torch.Tensor, padded: int, size: int, mode: str) -> 
     """
     device = lengths.device
     n = lengths.to(torch.float64)[:, None, None]  # (B, 1, 1)
-    i = torch.arange(size, device=device, dtype=torch.float64)[None, :, None]  # output pixel
+    i = torch.arange(size, device=device, dtype=torch.float64)[None, :, None].expand(len(lengths), -1, -1)  # output pixel
+    if flip is not None:
+        i = torch.where(flip.bool()[:, None, None], size - 1 - i, i)
     j = torch.arange(padded, device=device, dtype=torch.float64)[None, None, :]  # input pixel
     scale = n / size
     if mode == "nearest":
@@ -143,11 +146,9 @@ def augment_batch(batch: CropBatch, preprocessing: ImagePreprocessing) -> torch.
     """
     size, mode = preprocessing.input_size, preprocessing.interpolation
     pixels = batch.pixels.to(torch.float32)  # (B, H, W, 3)
-    rows = resize_weights(batch.sizes[:, 0], pixels.shape[1], size, mode)  # (B, size, H)
-    cols = resize_weights(batch.sizes[:, 1], pixels.shape[2], size, mode)  # (B, size, W)
     hflip, vflip, turns = batch.flags.unbind(1)
-    cols = torch.where(hflip.bool()[:, None, None], cols.flip(1), cols)
-    rows = torch.where(vflip.bool()[:, None, None], rows.flip(1), rows)
+    rows = resize_weights(batch.sizes[:, 0], pixels.shape[1], size, mode, flip=vflip)  # (B, size, H)
+    cols = resize_weights(batch.sizes[:, 1], pixels.shape[2], size, mode, flip=hflip)  # (B, size, W)
     b, h, w, _ = pixels.shape
     # Horizontal pass first, clamped to the 8-bit range, then the vertical one: the order and saturation of torch's uint8 resize
     # (its intermediate image is 8-bit), without its rounding. In the other order bicubic results on noisy crops differ by up to 11 levels.
