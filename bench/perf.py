@@ -345,11 +345,12 @@ def bare_loop(data, batches: int, batch_size: int = 32, warmup: int = 3) -> dict
     return {"seconds": seconds, "images": images, "batches": len(timed), "warmup_steps": warmup, "images_per_second": images / seconds, **usage()}
 
 
-def full_throughput(data, epochs: int) -> dict:
+def full_throughput(data, epochs: int, augment_on: str = "auto") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HEADSTART_CACHE"] = tmp
         usage = rusage()
-        run = headstart.fit(data, out=Path(tmp) / "run", quiet=True, strategy="full", epochs=epochs, patience=None)
+        on = {} if augment_on == "auto" else {"augment_on": augment_on}  # the default: a run as every P2 before issue 28
+        run = headstart.fit(data, out=Path(tmp) / "run", quiet=True, strategy="full", epochs=epochs, patience=None, **on)
         used = usage()
         log = (Path(tmp) / "run" / "log.txt").read_text().splitlines()
     last = [r for r in run.history.epochs if r["phase"] == "full"][-1]
@@ -760,6 +761,7 @@ def main() -> None:
     parser.add_argument("--models", default="efficientnet_lite0,timm:resnet50", help="p5: backbones (efficientnet_lite*: fine-tuned from the embedded weights; others: scratch)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="p5: cpu only checks that the script runs (tiny --n, timm:test_efficientnet)")
     parser.add_argument("--variants", default="", help="p5: also measure these, comma-separated: compile (torch.compile), graphs (CUDA graphs, bare step)")
+    parser.add_argument("--augment-on", default="auto", choices=["auto", "cpu", "device"], help="p2: where fit augments (issue 28)")
     parser.add_argument("--data-root", type=Path, default=SHARED, help="folder holding DATA (default ../shared/datasets; on a device machine, a carried copy)")
     parser.add_argument("--budget", type=float, default=480.0, help="p5: seconds after which the remaining parts are skipped (and listed)")
     parser.add_argument("--profile", action="store_true", help="then run headstart's side once more under the torch profiler: top operators in the row")
@@ -785,7 +787,8 @@ def main() -> None:
         row["decode"] = decode_cache(data, epochs)
         return finish(row)
     if args.kind == "p2":
-        row["headstart"] = full_throughput(data, epochs)
+        row["augment_on"] = args.augment_on
+        row["headstart"] = full_throughput(data, epochs, args.augment_on)
         row["bare"] = bare_loop(data, batches=min(20, len(data.items("train")) // 32))
         row["ratio"] = row["headstart"]["images_per_second"] / row["bare"]["images_per_second"]
         if args.profile:
