@@ -494,9 +494,10 @@ def timed(step, batches: list, device: str, rounds: int = 3) -> float:
     return sum(len(y) for _, y in batches) / best
 
 
-def autocast(device: str):
-    """bf16 autocast on the GPU (the AMP recipe; no scaler needed); nothing on the CPU (the smoke run checks the script, not speed)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+def autocast(device: str, graphed: bool = False):
+    """bf16 autocast on the GPU (the AMP recipe; no scaler needed); nothing on the CPU (the smoke run checks the script, not speed).
+    ``graphed``: without autocast's cast cache, which CUDA graph capture requires."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphed) if device == "cuda" else contextlib.nullcontext()
 
 
 def bare_amp(name: str, data, batch_size: int, pretrained: bool, batchnorm: str, device: str, count: int = 20, variants: tuple[str, ...] = ()) -> dict:
@@ -514,13 +515,14 @@ def bare_amp(name: str, data, batch_size: int, pretrained: bool, batchnorm: str,
     unfreeze(model)
     model.train()
     set_batchnorm(model, batchnorm)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=device == "cuda")
+    graphed = "graphs" in variants and device == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=graphed)  # a captured step keeps its step count on the GPU
     loss_fn = nn.CrossEntropyLoss()
 
     def train_step(x, y, net=model):
-        with autocast(device):
+        with autocast(device, graphed):
             loss = loss_fn(net(x), y)
-        optimizer.zero_grad(set_to_none=False)
+        optimizer.zero_grad(set_to_none=not graphed)  # a graph replays into the same gradient tensors
         loss.backward()
         optimizer.step()
         return loss
@@ -533,7 +535,7 @@ def bare_amp(name: str, data, batch_size: int, pretrained: bool, batchnorm: str,
         synchronize(device)
         row["compile_seconds"] = time.perf_counter() - started
         row["train_compiled_images_per_second"] = timed(lambda x, y: train_step(x, y, net=compiled), batches, device)
-    if "graphs" in variants and device == "cuda":  # the step replayed from a CUDA graph: no launch overhead, no CPU in the loop
+    if graphed:  # the step replayed from a CUDA graph: no launch overhead, no CPU in the loop
         static_x, static_y = (t.clone() for t in batches[0])
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -651,20 +653,22 @@ def gpu_throughput(data, n: int, batch_size: int, epochs: int, models: list[str]
         crops = crop_dataset(data, n, root / "crops")
         out: dict = {"n": {s: len(crops.items(s)) for s in crops.splits}, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                      "cpus": os.cpu_count(), "default_workers": loader_workers(len(crops.items("train")), batch_size), "skipped": []}  # fmt: skip
-        for name in models:
-            out[name] = model_throughput(name, crops, root, batch_size, epochs, device, variants, skip=lambda: time.perf_counter() - began > budget,
-                                         skipped=out["skipped"])  # fmt: skip
+        for stage in ("main", *variants):  # every model's main figures before any variant's
+            for name in models:
+                out[name] = model_throughput(name, crops, root, batch_size, epochs, device, stage, out.get(name, {}),
+                                             skip=lambda: time.perf_counter() - began > budget, skipped=out["skipped"])  # fmt: skip
         out["seconds"] = time.perf_counter() - began
     return out
 
 
-def model_throughput(name: str, crops, root: Path, batch_size: int, epochs: int, device: str, variants: tuple[str, ...], *, skip, skipped: list) -> dict:
-    """One model's part of :func:`gpu_throughput`; each part printed as it ends (a run stopped early keeps what it printed)."""
+def model_throughput(name: str, crops, root: Path, batch_size: int, epochs: int, device: str, stage: str, row: dict, *, skip, skipped: list) -> dict:
+    """One model's ``stage`` of :func:`gpu_throughput` ("main", "graphs" or "compile") added to its ``row``; each part printed as it
+    ends (a run stopped early keeps what it printed)."""
     from headstart.caches.embeddings import EmbeddingCache
 
     pretrained = name.startswith("efficientnet_lite")  # embedded weights; no others can be fetched, and throughput does not depend on them
     strategy, batchnorm = ("full", "eval") if pretrained else ("scratch", "train")
-    row: dict = {"strategy": strategy, "pretrained": pretrained}
+    row.update(strategy=strategy, pretrained=pretrained)
     cache = root / f"cache-{strategy}-{name.replace(':', '_')}"
     backbone = create_backbone(name, pretrained=pretrained)
     model = dict(pretrained=pretrained, batchnorm=batchnorm)
@@ -703,16 +707,17 @@ def model_throughput(name: str, crops, root: Path, batch_size: int, epochs: int,
         seconds = time.perf_counter() - started
         return {"images_per_second": len(items) / seconds, "profile": device_profiled(lambda: embed(root / f"embed-profiled-{strategy}"), device)}
 
-    part("bare", lambda: bare_amp(name, crops, batch_size, pretrained, batchnorm, device))
-    for on in ("device", "cpu"):
-        part(f"loader_only_{on}", lambda on=on: loader_only(crops, backbone.preprocessing, batch_size, cache, on, device))
-        part(f"loop_{on}", lambda on=on: training_epoch(name, crops, batch_size, cache, on, device, profile=True, **model))
-    for on in ("auto", "cpu"):
-        part(f"fit_augment_on_{on}", lambda on=on: whole_fit(on))
-    part("frozen_pass", frozen_pass)
-    for variant in variants:
-        part(f"bare_{variant}", lambda variant=variant: bare_amp(name, crops, batch_size, pretrained, batchnorm, device, variants=(variant,)))
-    if "compile" in variants:
+    if stage == "main":
+        part("bare", lambda: bare_amp(name, crops, batch_size, pretrained, batchnorm, device))
+        for on in ("device", "cpu"):
+            part(f"loader_only_{on}", lambda on=on: loader_only(crops, backbone.preprocessing, batch_size, cache, on, device))
+            part(f"loop_{on}", lambda on=on: training_epoch(name, crops, batch_size, cache, on, device, profile=True, **model))
+        for on in ("auto", "cpu"):
+            part(f"fit_augment_on_{on}", lambda on=on: whole_fit(on))
+        part("frozen_pass", frozen_pass)
+    else:
+        part(f"bare_{stage}", lambda: bare_amp(name, crops, batch_size, pretrained, batchnorm, device, variants=(stage,)))
+    if stage == "compile":
         part("loop_device_compiled", lambda: compiled_epoch(name, crops, batch_size, cache, device, **model))
     bare = row.get("bare", {}).get("train_images_per_second")
     for key in ("fit_augment_on_auto", "fit_augment_on_cpu", "loop_device", "loop_cpu", "loop_device_compiled"):
