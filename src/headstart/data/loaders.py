@@ -107,14 +107,14 @@ def augments_on_device(augment_on: str, items: Sequence[Any]) -> bool:
     keeps augmenting in the training process: BENCHMARKS.md, issue 28, measured it no faster
     there); ``device``: wherever the step runs, CPU included; ``cpu``: never.
     """
-    from headstart.errors import Unavailable
+    from headstart.errors import UserError
     from headstart.training import distributed
 
     if augment_on == "cpu":
         return False
     presized = _all_presized(items)
     if augment_on == "device" and not presized:
-        raise Unavailable("--augment-on device augments the decoded-image cache's pixels, and this run has none (HEADSTART_IMAGE_CACHE=0, "
+        raise UserError("--augment-on device augments the decoded-image cache's pixels, and this run has none (HEADSTART_IMAGE_CACHE=0, "
                           "not enough disk, or images given in memory): use --augment-on auto or cpu")  # fmt: skip
     return presized and (augment_on == "device" or distributed.device().type == "cuda")
 
