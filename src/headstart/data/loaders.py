@@ -104,7 +104,7 @@ def augments_on_device(augment_on: str, items: Sequence[Any]) -> bool:
     """Whether training batches of ``items`` are augmented on the training device (:mod:`headstart.data.device_augment`).
 
     ``auto``: when the items are the decoded-image cache's and training runs on a GPU (the CPU
-    keeps augmenting in the training process: BENCHMARKS.md, issue 28, measured it no faster
+    keeps augmenting in the training process: BENCHMARKS.md, issue 28, measured the device path 3-5x slower
     there); ``device``: wherever the step runs, CPU included; ``cpu``: never.
     """
     from headstart.errors import UserError
