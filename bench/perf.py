@@ -7,7 +7,8 @@ Usage:
     python bench/perf.py fold DATA
     python bench/perf.py kernels DATA
     python bench/perf.py decode DATA [--epochs 2]
-    python bench/perf.py p5 DATA [--epochs 2] [--n 6000] [--batch-size 128]      (on a GPU)
+    python bench/perf.py p5 DATA [--epochs 2] [--n 6000] [--batch-size 128] [--variants compile,graphs] [--budget 480]  (on a GPU;
+        --device cpu --n 48 --batch-size 8 --models timm:test_efficientnet checks the script on a CPU)
     add --profile to any: headstart's side once more under the torch profiler, top operators in the row
 DATA: hymenoptera (../shared/datasets/hymenoptera) or elpv (the elpv-dataset package, binary).
 
@@ -50,6 +51,16 @@ p5 - on a GPU, per model (the embedded EfficientNet-Lite0 fine-tuned with ``stra
      its own worker count and with 2 workers (``HEADSTART_WORKERS=2``, the choice before P5), and
      fit with 2 workers too. The data: ``n`` distinct 256 px crops of DATA's training images
      (``bench/memory.py``'s ``crop_images``), labels kept, split by headstart (65% train).
+     Issue 28 (``gpu_throughput``): per model, in this order, each part printed as it ends: the bare
+     AMP step (and inference) on batches already on the device; fit's training loader alone with
+     augmentation on the device and on the CPU (``--augment-on device/cpu``); one epoch of fit's own
+     training loop (``fit_model``, no validation) over each loader, with the share of the epoch spent
+     waiting for the next batch and a profile of one more epoch (top operators by CUDA time, the
+     share of wall time no kernel ran: ``_rows.device_profiled``); ``fit`` itself with
+     ``augment_on`` auto (the device on a GPU) and cpu, bf16 by default; the frozen pass from image
+     files, profiled too. ``--variants compile,graphs`` add the bare step under torch.compile and
+     replayed from a CUDA graph, and fit's loop with ``torch_compile``. After ``--budget`` seconds the
+     remaining parts are skipped and listed.
 
 Both sides use the same split (headstart's train/val/test of DATA), the same network
 (EfficientNet-Lite0, the embedded weights), batch 32, torch's default threads. The reference loops
@@ -75,7 +86,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _rows import profiled
+from _rows import device_profiled, profiled
 from torch import nn
 
 import headstart
@@ -86,8 +97,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 RESULTS = Path(__file__).parent / "results" / "perf.jsonl"
 
 
-def dataset(name: str) -> headstart.data.Dataset:
-    return load_elpv(task="binary", seed=0) if name == "elpv" else load_dataset(SHARED / name, seed=0)
+def dataset(name: str, root: Path = SHARED) -> headstart.data.Dataset:
+    return load_elpv(task="binary", seed=0) if name == "elpv" else load_dataset(root / name, seed=0)
 
 
 class Images(torch.utils.data.Dataset):
@@ -334,11 +345,12 @@ def bare_loop(data, batches: int, batch_size: int = 32, warmup: int = 3) -> dict
     return {"seconds": seconds, "images": images, "batches": len(timed), "warmup_steps": warmup, "images_per_second": images / seconds, **usage()}
 
 
-def full_throughput(data, epochs: int) -> dict:
+def full_throughput(data, epochs: int, augment_on: str = "auto") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HEADSTART_CACHE"] = tmp
         usage = rusage()
-        run = headstart.fit(data, out=Path(tmp) / "run", quiet=True, strategy="full", epochs=epochs, patience=None)
+        on = {} if augment_on == "auto" else {"augment_on": augment_on}  # the default: a run as every P2 before issue 28
+        run = headstart.fit(data, out=Path(tmp) / "run", quiet=True, strategy="full", epochs=epochs, patience=None, **on)
         used = usage()
         log = (Path(tmp) / "run" / "log.txt").read_text().splitlines()
     last = [r for r in run.history.epochs if r["phase"] == "full"][-1]
@@ -462,111 +474,285 @@ def crop_dataset(data, n: int, folder: Path) -> headstart.data.Dataset:
     return load_dataset(folder / "all.csv", seed=0)
 
 
-def timed_cuda(step, batches: list, rounds: int = 3) -> float:
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(step, batches: list, device: str, rounds: int = 3) -> float:
     """Images per second of ``step(x, y)`` over ``batches``, after a warm-up pass; the fastest of ``rounds``."""
     for x, y in batches[:3]:
         step(x, y)
-    torch.cuda.synchronize()
+    synchronize(device)
     best = float("inf")
     for _ in range(rounds):
         started = time.perf_counter()
         for x, y in batches:
             step(x, y)
-        torch.cuda.synchronize()
+        synchronize(device)
         best = min(best, time.perf_counter() - started)
     return sum(len(y) for _, y in batches) / best
 
 
-def bare_amp(name: str, data, batch_size: int, pretrained: bool, batchnorm: str) -> dict:
-    """The AMP recipe (bf16 autocast, no scaler needed) on batches already on the GPU: training and inference ceilings."""
+def autocast(device: str, graphed: bool = False):
+    """bf16 autocast on the GPU (the AMP recipe; no scaler needed); nothing on the CPU (the smoke run checks the script, not speed).
+    ``graphed``: without autocast's cast cache, which CUDA graph capture requires."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphed) if device == "cuda" else contextlib.nullcontext()
+
+
+def bare_amp(name: str, data, batch_size: int, pretrained: bool, batchnorm: str, device: str, count: int = 20, variants: tuple[str, ...] = ()) -> dict:
+    """The AMP recipe (bf16 autocast) on batches already on the device: training and inference ceilings.
+
+    ``variants``: also the training step under ``torch.compile`` ("compile") and captured in a CUDA
+    graph ("graphs": static input buffers, the whole step replayed), each against the same batches.
+    """
     from headstart.freezing import set_batchnorm, unfreeze
     from headstart.model import TransferModel
 
     torch.manual_seed(0)
-    model = TransferModel.from_backbone(name, data.classes, pretrained=pretrained).cuda()
-    batches = preloaded_batches(data, model.preprocessing, batch_size, 20, device="cuda")
+    model = TransferModel.from_backbone(name, data.classes, pretrained=pretrained).to(device).fast_layout()
+    batches = preloaded_batches(data, model.preprocessing, batch_size, count, device=device)
     unfreeze(model)
     model.train()
     set_batchnorm(model, batchnorm)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    graphed = "graphs" in variants and device == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=graphed)  # a captured step keeps its step count on the GPU
     loss_fn = nn.CrossEntropyLoss()
 
-    def train_step(x, y):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
+    def train_step(x, y, net=model):
+        with autocast(device, graphed):
+            loss = loss_fn(net(x), y)
+        optimizer.zero_grad(set_to_none=not graphed)  # a graph replays into the same gradient tensors
         loss.backward()
         optimizer.step()
+        return loss
 
-    row = {"train_images_per_second": timed_cuda(train_step, batches)}
+    row: dict = {"train_images_per_second": timed(train_step, batches, device)}
+    if "compile" in variants:
+        started = time.perf_counter()
+        compiled = torch.compile(model)
+        train_step(*batches[0], net=compiled)
+        synchronize(device)
+        row["compile_seconds"] = time.perf_counter() - started
+        row["train_compiled_images_per_second"] = timed(lambda x, y: train_step(x, y, net=compiled), batches, device)
+    if graphed:  # the step replayed from a CUDA graph: no launch overhead, no CPU in the loop
+        static_x, static_y = (t.clone() for t in batches[0])
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                train_step(static_x, static_y)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            train_step(static_x, static_y)
+
+        def replay(x, y):
+            static_x.copy_(x)
+            static_y.copy_(y)
+            graph.replay()
+
+        row["train_cuda_graph_images_per_second"] = timed(replay, [b for b in batches if len(b[1]) == batch_size], device)
     model.eval()
-    for precision in ("bf16", "fp32"):
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            row[f"inference_{precision}_images_per_second"] = timed_cuda(lambda x, y: model(x), batches)
+    for precision in ("bf16", "fp32") if device == "cuda" else ("fp32",):
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16" and device == "cuda"):
+            row[f"inference_{precision}_images_per_second"] = timed(lambda x, y: model(x), batches, device)
     row["batch_size"], row["images"] = batch_size, sum(len(y) for _, y in batches)
     return row
 
 
-def loader_only(data, preprocessing, batch_size: int, cache: Path) -> float:
-    """Images per second of fit's training loader alone (cached pixels, light augmentation, copy to the GPU)."""
+class TimedLoader:
+    """A training loader that counts the seconds the loop waits for each next batch (the step cannot start without it)."""
+
+    def __init__(self, loader) -> None:
+        self.loader, self.waited = loader, 0.0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str):  # sampler, generator: as the wrapped loader's
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        while True:
+            started = time.perf_counter()
+            batch = next(batches, None)
+            self.waited += time.perf_counter() - started
+            if batch is None:
+                return
+            yield batch
+
+
+def train_items(data, preprocessing, cache: Path) -> list:
+    """The training split's items from the decoded-image cache (decoded on the first call), as fit trains on them."""
     from headstart.caches.images import image_cache
+
+    return image_cache(cache).prepare(data.items("train"), preprocessing, augment="light")[0]
+
+
+def loader_only(data, preprocessing, batch_size: int, cache: Path, augment_on: str, device: str) -> float:
+    """Images per second of fit's training loader alone (cached pixels, light augmentation, on the device), no model."""
     from headstart.data import make_loader
 
-    items, _ = image_cache(cache).prepare(data.items("train"), preprocessing, augment="light")
-    loader = make_loader(items, data.labels("train"), preprocessing, batch_size=batch_size, train=True, augment="light")
+    items = train_items(data, preprocessing, cache)
+    loader = make_loader(items, data.labels("train"), preprocessing, batch_size=batch_size, train=True, augment="light", augment_on=augment_on)
     started = time.perf_counter()
     for x, _ in loader:
-        x.cuda(non_blocking=True)
-    torch.cuda.synchronize()
+        x.to(device, non_blocking=True)
+    synchronize(device)
     return len(items) / (time.perf_counter() - started)
 
 
-def gpu_throughput(data, n: int, batch_size: int, epochs: int, models: list[str]) -> dict:
-    from headstart.caches.embeddings import EmbeddingCache
+def training_epoch(name: str, data, batch_size: int, cache: Path, augment_on: str, device: str, *, pretrained: bool, batchnorm: str,
+                   profile: bool = False) -> dict:  # fmt: skip
+    """One epoch of fit's own training loop (``fit_model``, no validation) over fit's loader: images per second, the share of the
+    epoch spent waiting for the next batch and, with ``profile``, the profiler's summary (a separate epoch, not timed)."""
+    from headstart.data import make_loader
+    from headstart.freezing import set_batchnorm, unfreeze
+    from headstart.model import TransferModel
+    from headstart.training.loop import default_precision, fit_model
+    from headstart.training.state import TrainSettings
+
+    torch.manual_seed(0)
+    model = TransferModel.from_backbone(name, data.classes, pretrained=pretrained).to(device).fast_layout()
+    unfreeze(model)
+    set_batchnorm(model, batchnorm)
+    items = train_items(data, model.preprocessing, cache)
+    settings = TrainSettings(epochs=1, lr=1e-4, patience=None, precision=default_precision(torch.device(device))[0])
+
+    def epoch() -> TimedLoader:
+        loader = TimedLoader(make_loader(items, data.labels("train"), model.preprocessing, batch_size=batch_size, train=True, augment="light",
+                                         augment_on=augment_on))  # fmt: skip
+        fit_model(model, loader, None, settings)
+        synchronize(device)
+        return loader
+
+    epoch()  # warm-up: allocator, kernels, workers
+    started = time.perf_counter()
+    loader = epoch()
+    seconds = time.perf_counter() - started
+    row = {"images_per_second": len(items) / seconds, "input_wait_fraction": loader.waited / seconds, "precision": settings.precision}
+    if profile:
+        row["profile"] = device_profiled(epoch, device)
+    return row
+
+
+def gpu_throughput(data, n: int, batch_size: int, epochs: int, models: list[str], *, device: str = "cuda", variants: tuple[str, ...] = (),
+                   budget: float = 480.0) -> dict:  # fmt: skip
+    """P5, issue 28: per model, the bare AMP ceilings, fit's loader alone, fit's training loop and fit itself with augmentation on
+    the CPU (per image, in loader workers) and on the device, profiles beside them, and the frozen pass from image files.
+
+    Parts are run in order of importance; once ``budget`` seconds have passed, the rest is skipped and the row says so.
+    """
     from headstart.data import loader_workers
 
-    with tempfile.TemporaryDirectory() as tmp:  # 6,000 crops and their caches: gone afterwards
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:  # the crops and their caches: gone afterwards
         root = Path(tmp)
         crops = crop_dataset(data, n, root / "crops")
-        out: dict = {"n": {s: len(crops.items(s)) for s in crops.splits}, "gpu": torch.cuda.get_device_name(), "cpus": os.cpu_count(),
-                     "default_workers": loader_workers(len(crops.items("train")), batch_size)}  # fmt: skip
-        for name, strategy, pretrained, batchnorm in (("efficientnet_lite0", "full", True, "eval"), ("timm:resnet50", "scratch", False, "train")):
-            if name not in models:
-                continue
-            row: dict = {"strategy": strategy, "pretrained": pretrained}
-            try:
-                backbone = create_backbone(name, pretrained=pretrained)
-                row["bare"] = bare_amp(name, crops, batch_size, pretrained, batchnorm)
-                torch.cuda.empty_cache()
-                cache = root / f"cache-{strategy}"
-                for workers in (None, "2"):
-                    key = "default_workers" if workers is None else "workers_2"
-                    if workers:
-                        os.environ["HEADSTART_WORKERS"] = workers
-                    row[f"loader_only_{key}"] = loader_only(crops, backbone.preprocessing, batch_size, cache)
-                    started = time.perf_counter()
-                    run = headstart.fit(crops, backbone=name, strategy=strategy, epochs=epochs, patience=None, precision="bf16", batch_size=batch_size,
-                                        quiet=True, save=False, report=False, cache_dir=cache)  # fmt: skip
-                    seconds = time.perf_counter() - started
-                    os.environ.pop("HEADSTART_WORKERS", None)
-                    last = [r for r in run.history.epochs if r["phase"] == strategy][-1]
-                    row[f"fit_{key}"] = {"train_images_per_second": len(crops.items("train")) / last["train_seconds"], "seconds": seconds,
-                                         "test_accuracy": run.metrics["test"]["accuracy"]}  # fmt: skip
-                items = [*crops.items("train"), *crops.items("val"), *crops.items("test")]
-                torch.cuda.synchronize()
-                started = time.perf_counter()
-                EmbeddingCache(root / f"embed-{strategy}").embed(backbone.cuda(), items, batch_size=256)
-                torch.cuda.synchronize()
-                row["frozen_pass_images_per_second"] = len(items) / (time.perf_counter() - started)
-                row["train_ratio"] = row["fit_default_workers"]["train_images_per_second"] / row["bare"]["train_images_per_second"]
-            except Exception as error:  # one model's failure must not lose the other's figures
-                import traceback
-
-                row["error"] = traceback.format_exc()[-2000:]
-                print(f"{name}: {error!r}", flush=True)
-            out[name] = row
-            print(json.dumps({name: row}), flush=True)
+        out: dict = {"n": {s: len(crops.items(s)) for s in crops.splits}, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                     "cpus": os.cpu_count(), "default_workers": loader_workers(len(crops.items("train")), batch_size), "skipped": []}  # fmt: skip
+        for stage in ("main", *variants):  # every model's main figures before any variant's
+            for name in models:
+                out[name] = model_throughput(name, crops, root, batch_size, epochs, device, stage, out.get(name, {}),
+                                             skip=lambda: time.perf_counter() - began > budget, skipped=out["skipped"])  # fmt: skip
+        out["seconds"] = time.perf_counter() - began
     return out
+
+
+def model_throughput(name: str, crops, root: Path, batch_size: int, epochs: int, device: str, stage: str, row: dict, *, skip, skipped: list) -> dict:
+    """One model's ``stage`` of :func:`gpu_throughput` ("main", "graphs" or "compile") added to its ``row``; each part printed as it
+    ends (a run stopped early keeps what it printed)."""
+    from headstart.caches.embeddings import EmbeddingCache
+
+    pretrained = name.startswith("efficientnet_lite")  # embedded weights; no others can be fetched, and throughput does not depend on them
+    strategy, batchnorm = ("full", "eval") if pretrained else ("scratch", "train")
+    row.update(strategy=strategy, pretrained=pretrained)
+    cache = root / f"cache-{strategy}-{name.replace(':', '_')}"
+    backbone = create_backbone(name, pretrained=pretrained)
+    model = dict(pretrained=pretrained, batchnorm=batchnorm)
+
+    def part(key: str, work) -> None:
+        if skip():
+            skipped.append(f"{name} {key}")
+            return
+        try:
+            row[key] = work()
+        except Exception as error:  # one part's failure must not lose the others' figures
+            import traceback
+
+            row[key] = {"error": traceback.format_exc()[-2000:]}
+            print(f"{name} {key}: {error!r}", flush=True)
+        print(json.dumps({name: {key: row[key]}}), flush=True)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+    def whole_fit(on: str) -> dict:
+        started = time.perf_counter()
+        run = headstart.fit(crops, backbone=name, strategy=strategy, epochs=epochs, patience=None, batch_size=batch_size, augment_on=on,
+                            quiet=True, save=False, report=False, cache_dir=cache)  # fmt: skip
+        last = [r for r in run.history.epochs if r["phase"] == strategy][-1]
+        return {"train_images_per_second": len(crops.items("train")) / last["train_seconds"], "seconds": time.perf_counter() - started,
+                "test_accuracy": run.metrics["test"]["accuracy"]}  # fmt: skip
+
+    def frozen_pass() -> dict:
+        items = [*crops.items("train"), *crops.items("val"), *crops.items("test")]
+        network = backbone.to(device)
+        embed = lambda folder: EmbeddingCache(folder).embed(network, items, batch_size=256)  # noqa: E731
+        synchronize(device)
+        started = time.perf_counter()
+        embed(root / f"embed-{strategy}")
+        synchronize(device)
+        seconds = time.perf_counter() - started
+        return {"images_per_second": len(items) / seconds, "profile": device_profiled(lambda: embed(root / f"embed-profiled-{strategy}"), device)}
+
+    if stage == "main":
+        part("bare", lambda: bare_amp(name, crops, batch_size, pretrained, batchnorm, device))
+        for on in ("device", "cpu"):
+            part(f"loader_only_{on}", lambda on=on: loader_only(crops, backbone.preprocessing, batch_size, cache, on, device))
+            part(f"loop_{on}", lambda on=on: training_epoch(name, crops, batch_size, cache, on, device, profile=True, **model))
+        for on in ("auto", "cpu"):
+            part(f"fit_augment_on_{on}", lambda on=on: whole_fit(on))
+        part("frozen_pass", frozen_pass)
+    else:
+        part(f"bare_{stage}", lambda: bare_amp(name, crops, batch_size, pretrained, batchnorm, device, variants=(stage,)))
+    if stage == "compile":
+        part("loop_device_compiled", lambda: compiled_epoch(name, crops, batch_size, cache, device, **model))
+    bare = row.get("bare", {}).get("train_images_per_second")
+    for key in ("fit_augment_on_auto", "fit_augment_on_cpu", "loop_device", "loop_cpu", "loop_device_compiled"):
+        figure = row.get(key, {})
+        speed = figure.get("train_images_per_second", figure.get("images_per_second"))
+        if bare and speed:
+            row[f"{key}_over_bare"] = speed / bare
+    forward = row.get("bare", {}).get(f"inference_{'bf16' if device == 'cuda' else 'fp32'}_images_per_second")
+    if forward and "images_per_second" in row.get("frozen_pass", {}):
+        row["frozen_pass_over_bare_forward"] = row["frozen_pass"]["images_per_second"] / forward
+    return row
+
+
+def compiled_epoch(name: str, data, batch_size: int, cache: Path, device: str, *, pretrained: bool, batchnorm: str) -> dict:
+    """fit's training loop with ``torch_compile`` (the ``--torch-compile`` option), device augmentation: compile time and images per second."""
+    from headstart.data import make_loader
+    from headstart.freezing import set_batchnorm, unfreeze
+    from headstart.model import TransferModel
+    from headstart.training.loop import default_precision, fit_model
+    from headstart.training.state import TrainSettings
+
+    torch.manual_seed(0)
+    model = TransferModel.from_backbone(name, data.classes, pretrained=pretrained).to(device).fast_layout()
+    unfreeze(model)
+    set_batchnorm(model, batchnorm)
+    items = train_items(data, model.preprocessing, cache)
+    settings = TrainSettings(epochs=1, lr=1e-4, patience=None, precision=default_precision(torch.device(device))[0], torch_compile=True)
+    times = []
+    for _ in range(2):  # the first epoch compiles
+        started = time.perf_counter()
+        fit_model(model, make_loader(items, data.labels("train"), model.preprocessing, batch_size=batch_size, train=True, augment="light", augment_on="device"),
+                  None, settings)  # fmt: skip
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return {"first_epoch_seconds": times[0], "images_per_second": len(items) / times[1]}
 
 
 def main() -> None:
@@ -577,13 +763,20 @@ def main() -> None:
     parser.add_argument("--textbook-epochs", type=int)
     parser.add_argument("--n", type=int, default=6000, help="p5: images made from DATA's training split")
     parser.add_argument("--batch-size", type=int, default=128, help="p5: both sides' batch size")
-    parser.add_argument("--models", default="efficientnet_lite0,timm:resnet50", help="p5: which of the two models")
+    parser.add_argument("--models", default="efficientnet_lite0,timm:resnet50", help="p5: backbones (efficientnet_lite*: fine-tuned from the embedded weights; others: scratch)")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="p5: cpu only checks that the script runs (tiny --n, timm:test_efficientnet)")
+    parser.add_argument("--variants", default="", help="p5: also measure these, comma-separated: compile (torch.compile), graphs (CUDA graphs, bare step)")
+    parser.add_argument("--augment-on", default="auto", choices=["auto", "cpu", "device"], help="p2: where fit augments (issue 28)")
+    parser.add_argument("--data-root", type=Path, default=SHARED, help="folder holding DATA (default ../shared/datasets; on a device machine, a carried copy)")
+    parser.add_argument("--budget", type=float, default=480.0, help="p5: seconds after which the remaining parts are skipped (and listed)")
     parser.add_argument("--profile", action="store_true", help="then run headstart's side once more under the torch profiler: top operators in the row")
     args = parser.parse_args()
+    if args.kind == "p5" and args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("p5 measures GPU throughput and needs a CUDA GPU; this machine has none (--device cpu runs it on the CPU to check the script, not to measure)")
     epochs = args.epochs or {"p1": 30, "p1text": 0, "p2": 2, "p3": 10, "fold": 0, "kernels": 0, "decode": 2, "p5": 2}[args.kind]
     if args.kind == "p1text":
         return finish({"bench": "p1text", "data": args.data, **p1_text(SHARED / args.data / "data.csv")})
-    data = dataset(args.data)
+    data = dataset(args.data, args.data_root)
     row: dict = {"bench": args.kind, "data": args.data, "epochs": epochs, "n": {s: len(data.items(s)) for s in data.splits}}
     if args.kind == "fold":
         row["fold"] = folded_forward(data)
@@ -592,15 +785,15 @@ def main() -> None:
         row["kernels"] = kernels(data)
         return finish(row)
     if args.kind == "p5":
-        if not torch.cuda.is_available():
-            parser.error("p5 measures GPU throughput and needs a CUDA GPU; this machine has none")
-        row["p5"] = gpu_throughput(data, args.n, args.batch_size, epochs, args.models.split(","))
+        row["p5"] = gpu_throughput(data, args.n, args.batch_size, epochs, args.models.split(","), device=args.device,
+                                   variants=tuple(v for v in args.variants.split(",") if v), budget=args.budget)  # fmt: skip
         return finish(row)
     if args.kind == "decode":
         row["decode"] = decode_cache(data, epochs)
         return finish(row)
     if args.kind == "p2":
-        row["headstart"] = full_throughput(data, epochs)
+        row["augment_on"] = args.augment_on
+        row["headstart"] = full_throughput(data, epochs, args.augment_on)
         row["bare"] = bare_loop(data, batches=min(20, len(data.items("train")) // 32))
         row["ratio"] = row["headstart"]["images_per_second"] / row["bare"]["images_per_second"]
         if args.profile:

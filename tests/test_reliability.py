@@ -43,7 +43,9 @@ def _curves(run):
     ("strategy", "phase", "epoch", "settings"),
     [
         ("feature-extraction", "feature-extraction", 4, {"epochs": 8}),
-        ("fine-tune", "fine-tune", 1, {"epochs": 2, "trainable_blocks": 1, "cut": "stage3", "image_size": 64, "batch_size": 8}),
+        # augmented on the device (here the CPU: issue 28), so that its draws and shuffle are shown to resume; the per-image
+        # path's resume is test_finetuning's SIGKILL test
+        ("fine-tune", "fine-tune", 1, {"epochs": 2, "trainable_blocks": 1, "cut": "stage3", "image_size": 64, "batch_size": 8, "augment_on": "device"}),
     ],
 )
 def test_ctrl_c_leaves_a_run_that_resumes_exactly(elpv_folder, tmp_path, capsys, strategy, phase, epoch, settings):
@@ -66,6 +68,8 @@ def test_ctrl_c_leaves_a_run_that_resumes_exactly(elpv_folder, tmp_path, capsys,
         assert resumed.metrics == whole.metrics and _curves(resumed) == _curves(whole)
         assert counter.epochs == [phase] * (settings["epochs"] - epoch)  # finished epochs and phases were not run again
     assert json.loads((out / "history.json").read_text())["epochs"][-1]["val_loss"] == whole.history.epochs[-1]["val_loss"]
+    if settings.get("augment_on") == "device":
+        assert "augmentation: light, of the cached pixels on cpu" in (out / "log.txt").read_text()
     assert not checkpoint_dir(out).exists()  # finished: nothing left to resume
     assert main(["resume", str(out)]) == 2 and "nothing to resume" in capsys.readouterr().err
 

@@ -46,7 +46,7 @@ from headstart.strategies import FitContext, Strategy, make_strategy
 from headstart.training import distributed
 from headstart.training.callbacks import Callback
 from headstart.training.checkpoint import Checkpoint, checkpoint_dir, read_fit_args, settle_failed_fit, write_fit_args
-from headstart.training.loop import seed_everything
+from headstart.training.loop import default_precision, seed_everything
 from headstart.training.regularizers import L2SP, make_penalties
 from headstart.training.state import History
 
@@ -98,6 +98,7 @@ def fit(
     hidden: int | None = None,
     dropout: float = 0.0,
     augment: str | None = None,
+    augment_on: str = "auto",
     image_size: int | None = None,
     max_length: int | None = None,
     long_text: str | None = None,
@@ -161,6 +162,10 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
     config, advice = _with_advice(dataset, config, quiet)
     strategy = config.strategy if isinstance(config.strategy, Strategy) else make_strategy(config.strategy, **config.strategy_options())
     config.validate(strategy.name)
+    precision_line = None
+    if config.precision is None and isinstance(config.strategy, str):  # a Strategy object's settings are the caller's own
+        precision, precision_line = default_precision(distributed.device())
+        strategy.settings = replace(strategy.settings, precision=precision)
 
     def build() -> TransferModel:
         seed_everything(config.seed)
@@ -182,8 +187,10 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
             _log_data(progress, dataset, summary, advice.lines)
             text_lengths = _log_text_lengths(progress, model, dataset)
             ctx = FitContext(progress=progress, cache=EmbeddingCache(config.cache_dir), images=image_cache(config.cache_dir), batch_size=config.batch_size, seed=config.seed,
-                             augment=config.augment, callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks],
+                             augment=config.augment, augment_on=config.augment_on, callbacks=[*([checkpoint] if checkpoint else []), *([tracker] if tracker else []), *callbacks],
                              penalties=make_penalties(model, l2sp=config.l2sp, bss=config.bss))  # fmt: skip
+            if precision_line is not None:
+                progress.log(precision_line)
             if config.resume:
                 progress.log(f"resuming {directory} from its checkpoint")
             history, model = _run_strategy(strategy, model, build, dataset, ctx, checkpoint, directory)

@@ -34,6 +34,8 @@ AUGMENT_PRESETS = ("none", "light", "strong", "dihedral")
 """Augmentation presets. ``dihedral`` is for images with no up, down, left or right (solar cells,
 microscopy, satellite tiles, spectrogram-free textures): ``light`` plus vertical flips and quarter
 turns, the eight symmetries of the square."""
+AUGMENT_ON = ("auto", "cpu", "device")
+"""Where augmentation of cached images runs (``--augment-on``; see ``headstart.data.loaders.augments_on_device``)."""
 MONITORS = ("val_loss", "val_accuracy")
 PRECISIONS = ("fp32", "bf16")
 BATCHNORM_MODES = ("eval", "train")
@@ -148,6 +150,8 @@ class FitConfig:
     hidden: int | None = option(None, "hidden layer width of the new head (default: none, a linear head)", Flag(type=int))
     dropout: float = option(0.0, "dropout of the new head", Flag(type=float))
     augment: str | None = option(None, "image augmentation (default light when fine-tuning; dihedral adds vertical flips and quarter turns for images with no up or down)", Flag(choices=AUGMENT_PRESETS))
+    augment_on: str = option("auto", "where augmentation of cached images runs: device (the batch's crops resized, flipped and normalised as batched tensor ops on the training device), cpu (each image before the batch goes to the device) or auto (device on a GPU, cpu on a CPU)",
+                             Flag(choices=AUGMENT_ON))  # fmt: skip
     image_size: int | None = option(None, "input resolution (of images, or of spectrogram images for audio) instead of the weights' own (saved with the run)", Flag(type=int))
     max_length: int | None = option(None, "text: token window of the encoder instead of its own (256 for minilm), at most its position limit (saved with the run, used at predict)",
                                     Flag(type=int))  # fmt: skip
@@ -198,6 +202,8 @@ class FitConfig:
             raise ValueError(f"max_length={self.max_length!r} must be a whole number of tokens, at least 8")
         if strategy is not None and self.long_text == "chunk" and strategy != "feature-extraction":
             raise ValueError(f"--long-text chunk averages window embeddings of a frozen encoder: use it with --strategy feature-extraction, not {strategy}")
+        if self.augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on={self.augment_on!r}; choose one of {AUGMENT_ON}")
         if self.budget is not None:
             parse_budget(self.budget)
             if self.strategy != "auto" and strategy is None:

@@ -71,16 +71,21 @@ def make_loader(
     workers: int | None = None,
     shard: bool = False,
     weights: Any = None,
+    augment_on: str = "auto",
 ) -> Any:
     """A DataLoader yielding ``(inputs, labels)`` batches ready for a backbone.
 
     ``shard``: under torchrun, this rank's share of the examples (see :func:`_loader`).
     ``weights``: per-example loss weights; batches are then ``(inputs, labels, weights)``, which
     :func:`headstart.training.loop.fit_model` weights its loss with.
+    ``augment_on``: where augmentation of cached pixels runs (see :func:`augments_on_device`).
     """
     from headstart.data.preprocessing import AudioPreprocessing, ImagePreprocessing, SpectrogramPreprocessing
 
-    if isinstance(preprocessing, ImagePreprocessing) and train and augment != "none" and _all_presized(items):
+    augmenting = isinstance(preprocessing, ImagePreprocessing) and train and augment != "none"
+    if augmenting and augments_on_device(augment_on, items):
+        return _device_loader(items, labels, preprocessing, batch_size=batch_size, augment=augment, seed=seed, workers=workers, shard=shard, weights=weights)
+    if augmenting and _all_presized(items):
         # Augmenting cached pixels with torch ops costs ~1 ms an image: on a CPU the training process does it
         # between steps, since loader workers would take cores from the step (BENCHMARKS.md, P2).
         if workers is None:
@@ -104,6 +109,39 @@ def make_loader(
 
     transform = preprocessing.waveform_transform(augment if train else "none") if isinstance(preprocessing, AudioPreprocessing) else None
     return _loader(ExampleDataset(items, labels, transform, weights=weights), batch_size=batch_size, shuffle=train, seed=seed, shard=shard, collate_fn=collate)
+
+
+def augments_on_device(augment_on: str, items: Sequence[Any]) -> bool:
+    """Whether training batches of ``items`` are augmented on the training device (:mod:`headstart.data.device_augment`).
+
+    ``auto``: when the items are the decoded-image cache's and training runs on a GPU (the CPU
+    keeps augmenting in the training process: BENCHMARKS.md, issue 28, measured the device path 3-5x slower
+    there); ``device``: wherever the step runs, CPU included; ``cpu``: never.
+    """
+    from headstart.errors import UserError
+    from headstart.training import distributed
+
+    if augment_on == "cpu":
+        return False
+    presized = _all_presized(items)
+    if augment_on == "device" and not presized:
+        raise UserError("--augment-on device augments the decoded-image cache's pixels, and this run has none (HEADSTART_IMAGE_CACHE=0, "
+                          "not enough disk, or images given in memory): use --augment-on auto or cpu")  # fmt: skip
+    return presized and (augment_on == "device" or distributed.device().type == "cuda")
+
+
+def _device_loader(items: Sequence[Any], labels: Sequence[int] | None, preprocessing: Any, *, batch_size: int, augment: str, seed: int,
+                   workers: int | None, shard: bool, weights: Any = None) -> Any:  # fmt: skip
+    """Crops sliced from the cache by the loader (the same draws as the CPU path), resized, flipped and normalised on the device."""
+    from headstart.data.device_augment import DeviceBatches, PresizedCrop, collate_crops
+    from headstart.training import distributed
+
+    if workers is None:
+        workers = loader_workers(len(items), batch_size, in_process=True)
+    dataset = ExampleDataset(items, labels, PresizedCrop(preprocessing.presized_train_transform(augment)), decode=CachedImage.array, weights=weights)
+    loader = _loader(dataset, batch_size=batch_size, shuffle=True, seed=seed, shard=shard, num_workers=workers, collate_fn=collate_crops,
+                     prefetch_factor=4 if workers else None)  # fmt: skip
+    return DeviceBatches(loader, preprocessing, distributed.device())
 
 
 def _all_presized(items: Sequence[Any]) -> bool:

@@ -144,6 +144,23 @@ class ImagePreprocessing:
 
 
 @dataclass(frozen=True)
+class AugmentDraw:
+    """The random parameters of one example's augmentation, drawn by :meth:`PresizedAugment.draw`.
+
+    ``box``: the crop (top, left, height, width) in the cached pixels; ``jitter``: ColorJitter's
+    order and brightness, contrast and saturation factors (``strong``); ``vflip``/``turns``: the
+    vertical flip and quarter turns of ``dihedral``. Applied on the CPU by :class:`PresizedAugment`,
+    or to a whole batch on the device by :mod:`headstart.data.device_augment`.
+    """
+
+    box: tuple[int, int, int, int]
+    hflip: bool
+    jitter: tuple[tuple[int, ...], float, float, float] | None = None
+    vflip: bool = False
+    turns: int = 0
+
+
+@dataclass(frozen=True)
 class PresizedAugment:
     """Random resized crop, flips (and colour jitter for ``strong``) of a presized ``(h, w, 3)`` uint8 array.
 
@@ -154,24 +171,49 @@ class PresizedAugment:
     preprocessing: ImagePreprocessing
     augment: str
 
-    def __call__(self, array: np.ndarray) -> torch.Tensor:
-        prep, size = self.preprocessing, self.preprocessing.input_size
-        shape = torch.empty(1, 1, 1).expand(3, *array.shape[:2])  # the image's dimensions, for torchvision's sampler
+    def draw(self, height: int, width: int) -> AugmentDraw:
+        """One example's random parameters, in the order (and so with the values) torchvision's transforms draw them."""
+        shape = torch.empty(1, 1, 1).expand(3, height, width)  # the image's dimensions, for torchvision's sampler
         scale = (0.08 if self.augment == "strong" else 0.75, 1.0)
-        top, left, height, width = T.RandomResizedCrop.get_params(shape, scale, (3 / 4, 4 / 3))
-        crop = np.ascontiguousarray(np.asarray(array)[top : top + height, left : left + width].transpose(2, 0, 1))  # copies only the crop
-        x = torch.from_numpy(crop)
-        if x.shape[1:] != (size, size):
-            mode = prep.interpolation  # bicubic, bilinear or nearest: torch's names too
-            x = torch.nn.functional.interpolate(x[None], size=(size, size), mode=mode, antialias=mode != "nearest")[0]
-        if torch.rand(1) < 0.5:
-            x = x.flip(-1)
+        box = tuple(int(v) for v in T.RandomResizedCrop.get_params(shape, scale, (3 / 4, 4 / 3)))
+        hflip = bool(torch.rand(1) < 0.5)
+        jitter = None
         if self.augment == "strong":
-            x = T.ColorJitter(0.3, 0.3, 0.3)(x)
+            order, b, c, s, _ = T.ColorJitter.get_params([0.7, 1.3], [0.7, 1.3], [0.7, 1.3], None)  # ColorJitter(0.3, 0.3, 0.3)'s ranges
+            jitter = (tuple(int(i) for i in order), float(b), float(c), float(s))  # type: ignore[arg-type]
+        vflip, turns = False, 0
         if self.augment == "dihedral":
-            if torch.rand(1) < 0.5:
+            vflip = bool(torch.rand(1) < 0.5)
+            turns = int(torch.randint(0, 4, ()).item())  # RandomQuarterTurn's draw
+        return AugmentDraw(box, hflip, jitter, vflip, turns)  # type: ignore[arg-type]
+
+    def crop(self, array: np.ndarray) -> tuple[np.ndarray, AugmentDraw]:
+        """The crop box's pixels (a view of the cached array, ``(h, w, 3)``) and the draw they came from."""
+        draw = self.draw(*array.shape[:2])
+        top, left, height, width = draw.box
+        return np.asarray(array)[top : top + height, left : left + width], draw
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        from torchvision.transforms import functional as TF
+
+        size = self.preprocessing.input_size
+        pixels, draw = self.crop(array)
+        x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))  # copies only the crop
+        if x.shape[1:] != (size, size):
+            mode = self.preprocessing.interpolation  # bicubic, bilinear or nearest: torch's names too
+            x = torch.nn.functional.interpolate(x[None], size=(size, size), mode=mode, antialias=mode != "nearest")[0]
+        if draw.hflip:
+            x = x.flip(-1)
+        if draw.jitter is not None:  # ColorJitter.forward with the drawn parameters
+            order, *factors = draw.jitter
+            adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+            for op in order:
+                if op < 3:
+                    x = adjust[op](x, factors[op])
+        if self.augment == "dihedral":
+            if draw.vflip:
                 x = x.flip(-2)
-            x = RandomQuarterTurn()(x)
+            x = torch.rot90(x, draw.turns, dims=(-2, -1))
         return x
 
 

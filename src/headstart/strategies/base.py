@@ -14,6 +14,7 @@ from headstart.caches.activations import TopModel, boundary_activations, budget_
 from headstart.caches.embeddings import EmbeddingCache
 from headstart.caches.images import DecodedImageCache
 from headstart.data import Dataset, make_loader, tensor_loader
+from headstart.data.device_augment import DeviceBatches
 from headstart.freezing import freeze, freeze_report
 from headstart.model import TransferModel
 from headstart.outcome import WARMUP
@@ -35,6 +36,7 @@ class FitContext:
     batch_size: int = 32
     seed: int = 0
     augment: str | None = None
+    augment_on: str = "auto"  # where augmentation of cached pixels runs (FitConfig.augment_on)
     log: list[str] = field(default_factory=list)
     callbacks: list[Callback] = field(default_factory=list)
     penalties: list[Penalty] = field(default_factory=list)
@@ -105,8 +107,11 @@ class Strategy:
             train_items, line = ctx.images.prepare(train_items, model.preprocessing, augment=augment, progress=ctx.progress)
             val_items, _ = ctx.images.prepare(val_items, model.preprocessing, progress=ctx.progress)
             ctx.progress.log(line)
-        train = make_loader(train_items, data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed,
-                            shard=True, weights=weights)  # fmt: skip
+        train = make_loader(train_items, data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed, shard=True,
+                            weights=weights, augment_on=ctx.augment_on)  # fmt: skip
+        if isinstance(train, DeviceBatches):
+            ctx.progress.log(f"augmentation: {augment}, of the cached pixels on {train.device.type} (each batch's crops resized, flipped and normalised as batched tensor ops; "
+                             "--augment-on cpu for the per-image path)")  # fmt: skip
         val = make_loader(val_items, data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2, shard=True)
         return fit_model(model, train, val, settings or self.settings, phase=phase or self.name, history=history, progress=ctx.progress,
                          callbacks=ctx.callbacks, penalties=ctx.penalties)  # fmt: skip

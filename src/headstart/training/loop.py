@@ -57,6 +57,19 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast("cuda", dtype=torch.bfloat16)
 
 
+def default_precision(device: torch.device) -> tuple[str, str | None]:
+    """The precision of a run that names none, and the log line that says so (none on a CPU, whose default is unchanged).
+
+    bf16 autocast on a GPU that supports it: the P5 bare loops in BENCHMARKS.md ran so, and
+    bf16 needs no loss scaling; fp32 on older GPUs and on the CPU (see :func:`autocast`).
+    """
+    if device.type != "cuda":
+        return "fp32", None
+    if torch.cuda.is_bf16_supported():
+        return "bf16", "precision: bf16 autocast, the default on a GPU with bfloat16 support (--precision fp32 for full precision)"
+    return "fp32", "precision: fp32 (this GPU has no bfloat16 support)"
+
+
 def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy averaged with per-example ``weights`` (scikit-learn's ``sample_weight``): an example of weight 2 counts as two."""
     losses = nn.functional.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
