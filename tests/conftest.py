@@ -59,15 +59,21 @@ def _fits_write_no_report(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
     monkeypatch.setattr(headstart.api, "interpret_held_out", lambda *args, **kwargs: None)
 
 
+SHARED_FITS = ("fe_run", "text_run")  # session fixtures that train a model: their tests share one worker
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``pytest -n 2 --dist loadgroup`` the tests of a module that share a fixture built for the module
-    (a fit, a browser, a server; or a session fixture the module defines) run on one worker, so it is built once."""
+    """Under ``pytest -n 2 --dist loadgroup`` each fixture that trains or starts something runs once, not once per
+    worker: the tests of ``SHARED_FITS`` share a worker, as do the tests of a module that share a fixture built
+    for the module (a fit, a browser, a server) or a session fixture the module defines."""
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None:
             continue
         shared = [d for defs in info.name2fixturedefs.values() for d in defs[-1:] if d.scope in ("module", "session")]
-        if any(d.scope == "module" or Path(str(d.baseid or ".")).name.startswith("test_") for d in shared):
+        if any(name in info.names_closure for name in SHARED_FITS):
+            item.add_marker(pytest.mark.xdist_group("shared-fits"))
+        elif any(d.scope == "module" or Path(str(d.baseid or ".")).name.startswith("test_") for d in shared):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
