@@ -10,6 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # a hub lookup must fail fast, never retry
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one test per core; two intra-op threads per worker would spin against each other
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # read by torch at import, and by the CLI processes tests start
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # a two_threads test's idle thread sleeps instead of spinning on the other worker's core
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
