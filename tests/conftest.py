@@ -8,6 +8,9 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a hub lookup must fail fast, never retry
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one test per core; two intra-op threads per worker would spin against each other
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # read by torch at import, and by the CLI processes tests start
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # a two_threads test's idle thread sleeps instead of spinning on the other worker's core
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -36,6 +39,55 @@ def shared_dataset(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"../shared/datasets/{name} is absent (it lies beside the repository in CI); this test reads it")
     return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "report: the test reads report.html or interpretation.json of a fit it runs itself")
+
+
+@pytest.fixture(autouse=True)
+def _fits_write_no_report(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fit run in a test's own process skips report.html and interpretation.json unless the test is marked
+    ``report``: the page's matplotlib figures cost ~1.5 s of CPU per fit, more than a small fit itself.
+    Fixtures shared by a module or the session (``fe_run``, ``text_run``, ...) are built before this and keep
+    both, as do fits in subprocesses (the CLI tests); tests/test_report.py and test_interpretation.py test them."""
+    if request.node.get_closest_marker("report"):
+        return
+    import headstart.api
+
+    save_run = headstart.api._save_run
+    monkeypatch.setattr(headstart.api, "_save_run", lambda *args, **kwargs: save_run(*args, **{**kwargs, "report": False}))
+    monkeypatch.setattr(headstart.api, "interpret_held_out", lambda *args, **kwargs: None)
+
+
+SHARED_FITS = ("fe_run", "text_run")  # session fixtures that train a model: their tests share one worker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` each fixture that trains or starts something runs once, not once per
+    worker: the tests of ``SHARED_FITS`` share a worker, as do the tests of a module that share a fixture built
+    for the module (a fit, a browser, a server) or a session fixture the module defines."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        shared = [d for defs in info.name2fixturedefs.values() for d in defs[-1:] if d.scope in ("module", "session")]
+        if any(name in info.names_closure for name in SHARED_FITS):
+            item.add_marker(pytest.mark.xdist_group("shared-fits"))
+        elif any(d.scope == "module" or Path(str(d.baseid or ".")).name.startswith("test_") for d in shared):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+@pytest.fixture
+def two_threads():
+    """Two intra-op threads for a test that compares results across batch sizes: with one thread,
+    oneDNN's 1x1 convolutions round differently by batch size (by ~7e-7), with two they do not."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -346,6 +346,7 @@ def test_broken_csv_quoting_is_a_one_line_error_naming_the_line(tmp_path):
     assert data.classes == ["ham", "spam"] and sum(len(data.items(s)) for s in ("train", "val", "test")) == 12
 
 
+@pytest.mark.report
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
 def test_written_files_follow_the_umask(tmp_path, umask, mode):
     """Run files used to be 0600 whatever the umask (tempfile.mkstemp's mode survived the rename)."""

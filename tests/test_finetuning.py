@@ -400,16 +400,17 @@ def test_templated_examples_label_each_class_name():
         templated_examples(["joy"], template="no slot")
 
 
-def test_fit_contrastive_tunes_the_encoder_and_reloads_it(topics_csv, elpv_folder, tmp_path):
-    """`fit --strategy contrastive`: the encoder moves, class-name examples join train, the saved run predicts the same."""
+def test_fit_contrastive_tunes_the_encoder_and_reloads_it(topics_csv, elpv_folder, tiny_text_backbone, tmp_path):
+    """`fit --strategy contrastive`: the encoder moves, class-name examples join train, the saved run predicts the same.
+    The plumbing, on the tiny BERT; the test above tunes the real MiniLM."""
     from headstart.backbones import create_backbone
     from headstart.strategies import Contrastive, make_strategy
 
     assert make_strategy("contrastive", label_templates=3).templates == 3
     with pytest.raises(ValueError, match="only applies to --strategy contrastive"):
         make_strategy("full", label_templates=3)
-    run = fit(topics_csv, backbone="minilm", strategy=Contrastive(iterations=1, templates=2), out=tmp_path / "run", quiet=True, seed=0, report=False)
-    assert run.model.backbone.fingerprint() != create_backbone("minilm").fingerprint()  # tuned, so no stale cached embedding is reused
+    run = fit(topics_csv, backbone=tiny_text_backbone, strategy=Contrastive(iterations=1, templates=2), out=tmp_path / "run", quiet=True, seed=0, report=False)
+    assert run.model.backbone.fingerprint() != create_backbone(tiny_text_backbone).fingerprint()  # tuned, so no stale cached embedding is reused
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "6 class-name examples added to train" in log and "steps over same/different-class pairs" in log
     texts = ["pizza with cheese", "the match ended in a draw"]

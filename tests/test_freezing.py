@@ -68,7 +68,7 @@ def test_everything_frozen_is_a_clear_error(model):
         param_groups(model, 1e-3, None, 0.0)
 
 
-def test_fold_batchnorm_runs_the_same_network_without_its_batchnorm(lite0, elpv_folder):
+def test_fold_batchnorm_runs_the_same_network_without_its_batchnorm(lite0, elpv_folder, two_threads):
     from headstart.caches.embeddings import compute_embeddings
     from headstart.data import load_dataset, make_loader
     from headstart.freezing import fold_batchnorm

@@ -38,6 +38,7 @@ def test_chunked_embedding_of_a_short_text_is_the_truncated_one_and_long_texts_u
     assert n > 5 and not np.allclose(chunked[2], first[0], atol=1e-3)  # the other windows count too
 
 
+@pytest.mark.report
 def test_truncation_is_counted_and_max_length_saved_and_reused(topics_csv, tiny_text_backbone, tmp_path, capsys):
     import csv
 

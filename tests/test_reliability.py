@@ -142,7 +142,7 @@ def test_same_seed_gives_identical_metrics(fe_run, elpv_folder, tmp_path):
     assert (again.directory / "model.safetensors").read_bytes() == (fe_run.directory / "model.safetensors").read_bytes()
 
 
-def test_a_seeded_run_does_not_depend_on_what_the_cache_holds(elpv_folder, tmp_path):
+def test_a_seeded_run_does_not_depend_on_what_the_cache_holds(elpv_folder, tmp_path, two_threads):
     """CI once failed here: a fine-tune run had put its warm-up features (from the frozen bottom's
     activations, equal only to float rounding) into the embedding cache, and the next seeded
     feature-extraction run read those instead of its own."""

@@ -19,6 +19,8 @@ from headstart.rundir import LR_FIND_NAME, REPORT_NAME
 
 SCREENSHOTS = os.environ.get("HEADSTART_SCREENSHOTS")  # keep the screenshots here (default: the test's tmp dir)
 
+pytestmark = pytest.mark.report  # these tests read the report and interpretation their fits write
+
 
 @pytest.fixture(scope="session")
 def scratch_run(elpv_folder: Path, fe_run, tmp_path_factory: pytest.TempPathFactory):

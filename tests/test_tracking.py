@@ -7,6 +7,8 @@ import pytest
 
 from headstart.cli import main
 
+pytestmark = pytest.mark.report  # what a fit logs includes its report and interpretation
+
 
 def test_tensorboard_event_files(elpv_folder, tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install headstart[tensorboard])")

@@ -173,6 +173,7 @@ class StopAt(Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.report
 def test_resume_from_the_page_finishes_a_stopped_run_and_runs_compare(tmp_path, elpv_folder, fe_run):
     from headstart.api import fit
 

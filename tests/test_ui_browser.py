@@ -27,6 +27,8 @@ from PIL import Image
 
 from headstart.metrics import MIN_EXAMPLES, span
 
+pytestmark = pytest.mark.report  # the page links the report of the runs it trains
+
 pytest.importorskip("fastapi", reason='the web app needs its extra: pip install "headstart[ui]"')
 pytest.importorskip("python_multipart", reason='the web app needs its extra: pip install "headstart[ui]"')
 playwright = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (pip install playwright; never `playwright install`)")
