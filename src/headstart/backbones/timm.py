@@ -1,6 +1,7 @@
 """timm image models as backbones: the block layout of each family, pooling, and building ``timm:ARCH``.
 
-``import timm`` below is absolute (Python 3), so it reaches the timm package, not this module.
+``import timm`` (inside the functions that build models, so text runs never import it) is absolute,
+so it reaches the timm package, not this module.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from headstart._torchvision import import_torchvision
 from headstart.backbones.base import OFFLINE_HINT, Backbone, BackboneSpec
 from headstart.backbones.timm_blocks import generic_blocks, generic_pooling, generic_post_pool_norm
 from headstart.backbones.weights import load_state_dict
@@ -20,9 +20,6 @@ from headstart.blocks import Block, BlockList
 from headstart.data.preprocessing import ImagePreprocessing, Preprocessing, SpectrogramPreprocessing
 from headstart.errors import Unavailable
 from headstart.freezing import fold_batchnorm, is_frozen
-
-import_torchvision()
-import timm  # noqa: E402  (needs the torchvision fix first)
 
 
 class _ViTStem(nn.Module):
@@ -336,6 +333,8 @@ def _timm_preprocessing(model: nn.Module) -> ImagePreprocessing:
 
 
 def _timm_backbone(arch: str, *, pretrained: bool, weights: str | Path | None) -> TimmBackbone:
+    import timm  # on first use: text runs and joblib workers skip timm's import (torchvision, torch._dynamo)
+
     try:
         model = timm.create_model(arch, pretrained=pretrained and weights is None)
     except RuntimeError as error:
@@ -362,6 +361,8 @@ def _timm_backbone(arch: str, *, pretrained: bool, weights: str | Path | None) -
 
 def _timm_from_config(config: dict[str, Any], prep: Preprocessing) -> TimmBackbone:
     """The timm half of :func:`~headstart.backbones.runs.backbone_from_config` (random weights)."""
+    import timm  # on first use: text runs and joblib workers skip timm's import (torchvision, torch._dynamo)
+
     model = timm.create_model(config["architecture"], pretrained=False)
     spec = BackboneSpec(config["name"], "image", "timm", config["architecture"], config.get("description", ""))
     if not isinstance(prep, (ImagePreprocessing, SpectrogramPreprocessing)):

@@ -15,11 +15,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from headstart._torchvision import import_torchvision
-
-import_torchvision()
-from timm.models import group_parameters  # noqa: E402  (needs the torchvision fix first)
-
 # Top-level modules from which on everything belongs to forward_head, not forward_features.
 _HEAD_NAMES = frozenset({"global_pool", "head", "fc", "classifier", "head_drop", "fc_norm", "attn_pool", "head_dist", "flatten", "pre_logits"})
 
@@ -70,6 +65,8 @@ def _grouped(model: nn.Module, units: list[tuple[str, nn.Module]]) -> list[tuple
         matcher = model.group_matcher(coarse=True)
     except (AttributeError, NotImplementedError):
         matcher = None
+    from timm.models import group_parameters
+
     groups = group_parameters(model, matcher, reverse=True) if matcher else {}
     has_stem = isinstance(matcher, dict) and "stem" in matcher
     merged: list[tuple[int | None, list[str], list[nn.Module]]] = []  # (last group, unit names, modules)

@@ -29,7 +29,7 @@ from headstart.caches.paths import default_cache_dir
 from headstart.data.dataset import content_key
 from headstart.data.images import CachedImage, load_image
 from headstart.data.loaders import loader_workers
-from headstart.data.preprocessing import _INTERPOLATION, ImagePreprocessing
+from headstart.data.preprocessing import ImagePreprocessing, interpolation_mode
 from headstart.io import ShardStore
 from headstart.progress import Progress
 from headstart.training import distributed
@@ -48,7 +48,7 @@ def presize(image: Image.Image, side: int, interpolation: str) -> Image.Image:
 
     if min(image.size) <= side:
         return image
-    return F.resize(image, side, interpolation=_INTERPOLATION[interpolation])
+    return F.resize(image, side, interpolation=interpolation_mode(interpolation))
 
 
 class _Decode:

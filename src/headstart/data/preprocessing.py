@@ -18,18 +18,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from headstart._torchvision import import_torchvision
 from headstart.config import AUGMENT_PRESETS, LONG_TEXT_MODES
 from headstart.data.audio import augment_waveform, fix_length, load_audio, log_mel, mask_spectrogram
 
-_tv = import_torchvision()
-from torchvision import transforms as T  # noqa: E402  (needs the import above first)
 
-_INTERPOLATION = {
-    "bicubic": T.InterpolationMode.BICUBIC,
-    "bilinear": T.InterpolationMode.BILINEAR,
-    "nearest": T.InterpolationMode.NEAREST,
-}
+def _transforms() -> Any:
+    """torchvision's transforms, imported on first use: a text or audio run never pays torchvision's import
+    (seconds of CPU, ``torch._dynamo`` included), nor does a fresh joblib worker of a text estimator."""
+    from torchvision import transforms
+
+    return transforms
+
+
+def interpolation_mode(name: str) -> Any:
+    """torchvision's interpolation mode named ``name`` (``bicubic``, ``bilinear``, ``nearest``)."""
+    return _transforms().InterpolationMode[name.upper()]
 
 
 
@@ -75,17 +78,19 @@ class ImagePreprocessing:
     def resize_size(self) -> int:
         return int(round(self.input_size / self.crop_pct))
 
-    def eval_transform(self) -> T.Compose:
+    def eval_transform(self) -> Any:
+        T = _transforms()
         return T.Compose(
             [
-                T.Resize(self.resize_size, interpolation=_INTERPOLATION[self.interpolation]),
+                T.Resize(self.resize_size, interpolation=interpolation_mode(self.interpolation)),
                 T.CenterCrop(self.input_size),
                 T.ToTensor(),
                 T.Normalize(self.mean, self.std),
             ]
         )
 
-    def train_transform(self, augment: str = "light") -> T.Compose:
+    def train_transform(self, augment: str = "light") -> Any:
+        T = _transforms()
         """Training-time transform; ``augment`` is one of :data:`AUGMENT_PRESETS`.
 
         ``light`` crops at least 75% of the image (fastai's usual ``min_scale=0.75``) and flips: a
@@ -96,7 +101,7 @@ class ImagePreprocessing:
         _check_augment(augment)
         if augment == "none":
             return self.eval_transform()
-        interpolation = _INTERPOLATION[self.interpolation]
+        interpolation = interpolation_mode(self.interpolation)
         steps: list[Any] = [
             T.RandomResizedCrop(self.input_size, scale=(0.08 if augment == "strong" else 0.75, 1.0), interpolation=interpolation),
             T.RandomHorizontalFlip(),
@@ -173,6 +178,7 @@ class PresizedAugment:
 
     def draw(self, height: int, width: int) -> AugmentDraw:
         """One example's random parameters, in the order (and so with the values) torchvision's transforms draw them."""
+        T = _transforms()
         shape = torch.empty(1, 1, 1).expand(3, height, width)  # the image's dimensions, for torchvision's sampler
         scale = (0.08 if self.augment == "strong" else 0.75, 1.0)
         box = tuple(int(v) for v in T.RandomResizedCrop.get_params(shape, scale, (3 / 4, 4 / 3)))
