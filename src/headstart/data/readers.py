@@ -30,12 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from headstart.config import LABEL_DELIMITER
 from headstart.data.audio import AUDIO_EXTENSIONS, check_audio
 from headstart.data.dataset import Dataset, content_key, label_name, sort_classes, unify_labels
 from headstart.data.images import IMAGE_EXTENSIONS, check_image
 from headstart.data.splits import _take, stratified_split
 from headstart.data.targets import check_targets, check_task, encode_splits, merged_rows_note, parse_labels, resolve_task, strata
-from headstart.config import LABEL_DELIMITER
 from headstart.errors import DataWarning
 
 TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl", ".json"})
