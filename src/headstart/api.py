@@ -258,6 +258,8 @@ def _with_advice(dataset: Dataset, config: FitConfig, quiet: bool) -> tuple[FitC
     """
     if config.strategy != "auto":
         return config, _Advice()
+    if dataset.task != "classification":
+        raise ValueError(f"--strategy auto measures class separability and does not read a {dataset.task} target yet; pass a strategy (feature-extraction, fine-tune, ...)")
     from headstart.analysis.advisor import advise
 
     started = time.perf_counter()
