@@ -271,4 +271,8 @@ def test_real_multilabel_trec_question_pairs(tmp_path):
     run = fit(path, backbone="minilm", task="multilabel", out=tmp_path / "trec", quiet=True, report=False)
     test = run.metrics["test"]
     assert len(run.model.classes) == 6 and test["n"] >= 60 and test["intervals"]["map"] is not None
-    assert test["map"] > 0.7 and test["micro_f1"] > 0.6 and 0 <= test["subset_accuracy"] <= 1
+    rate = sum(label["support"] for label in test["per_label"].values()) / (test["n"] * 6)  # share of (pair, label) cells that are positive
+    print({k: round(test[k], 3) for k in ("micro_f1", "macro_f1", "map", "subset_accuracy")}, "positive rate", round(rate, 3))
+    assert test["map"] > rate + 0.2  # random scores give an AP near the positive rate
+    assert test["micro_f1"] > 2 * rate / (1 + rate) + 0.1  # predicting every label for every pair
+    assert 0 < test["subset_accuracy"] <= 1
