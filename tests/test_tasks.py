@@ -150,9 +150,15 @@ def test_every_strategy_trains_each_task(tables, tiny_text_backbone, tmp_path, s
 
 
 def test_image_regression_fine_tunes_from_cached_activations(listing, tmp_path):
-    """A frozen bottom runs once (the activation cache) and the top trains on standardised targets; predictions are in target units."""
-    run = fit(listing["numbers"], strategy="fine-tune", trainable_blocks=1, epochs=1, image_size=32, augment="none", out=tmp_path / "run", quiet=True,
-              report=False)  # fmt: skip
+    """A frozen bottom runs once (the activation cache) and the top trains on standardised targets; predictions are in target units.
+    The "pretrained" weights are a seeded random test_efficientnet saved to a file (fine-tuning needs weights; the hub is offline)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    save_file(timm.create_model("test_efficientnet", pretrained=False).state_dict(), str(weights := tmp_path / "w.safetensors"))
+    run = fit(listing["numbers"], backbone="timm:test_efficientnet", weights=weights, strategy="fine-tune", trainable_blocks=1, epochs=1, image_size=48,
+              augment="none", out=tmp_path / "run", quiet=True, report=False)  # fmt: skip
     assert run.model.task.name == "regression" and "are frozen and inputs are fixed, so their output is computed once" in (tmp_path / "run" / "log.txt").read_text()
     values = predict_proba(run.model, load_dataset(listing["numbers"]).items("test"))
     assert values.ndim == 1 and 0 < values.mean() < 1
