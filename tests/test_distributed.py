@@ -43,12 +43,14 @@ def test_ddp_gradient_equals_one_process_gradient_skips_frozen_and_unshared_cach
 
     images = sorted(map(str, elpv_folder.rglob("*.png")))[:6]
     out = torchrun(str(HERE / "ddp_worker.py"), str(tmp_path / "two.pt"), str(tmp_path / "unshared"), *images)
-    one, two = gradients(), torch.load(tmp_path / "two.pt")
-    frozen = [name for name, grad in one.items() if grad is None]
-    assert frozen and all(two[name] is None for name in frozen)  # frozen blocks: no gradient, nothing all-reduced
-    for name, grad in one.items():
-        if grad is not None:
-            torch.testing.assert_close(two[name], grad, rtol=1e-4, atol=1e-6)
+    saved = torch.load(tmp_path / "two.pt")
+    for task in ("classification", "regression"):  # a regression head's MSE averages over ranks as the cross-entropy does
+        one, two = gradients(task), saved[task]
+        frozen = [name for name, grad in one.items() if grad is None]
+        assert frozen and all(two[name] is None for name in frozen)  # frozen blocks: no gradient, nothing all-reduced
+        for name, grad in one.items():
+            if grad is not None:
+                torch.testing.assert_close(two[name], grad, rtol=1e-4, atol=1e-6)
     # Caches on unshared filesystems: every rank raises; a rank still reading the last collective when the
     # other has left may see Gloo's "connection closed" instead, so at least one rank prints the explanation.
     assert "ranks see different cache contents" in out and "filesystem every node mounts" in out

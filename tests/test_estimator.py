@@ -1,4 +1,4 @@
-"""TransferClassifier honours the scikit-learn contract on real data."""
+"""TransferClassifier and TransferRegressor honour the scikit-learn contract on real data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from headstart import TransferClassifier
+from headstart import TransferClassifier, TransferRegressor
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +282,56 @@ def test_class_weight_balanced(small):
     assert not np.allclose(balanced.predict_proba(texts), make().fit(texts, labels).predict_proba(texts), atol=1e-4)  # it weighs in
     with pytest.raises(ValueError, match="class_weight="):
         make(class_weight="heavy").fit(texts, labels)
+
+
+# ------------------------------------------------------------------ TransferRegressor and multi-label y (issue 27)
+@parametrize_with_checks([TransferRegressor("minilm", epochs=3)])
+def test_regressor_check_estimator(estimator, check):
+    """What ``check_estimator`` runs for the regressor's truthful tags (the numeric-table checks are skipped, as for the classifier)."""
+    check(estimator)
+
+
+@pytest.mark.parametrize("check", API_CHECKS)
+def test_regressor_sklearn_api_checks(check):
+    import sklearn.utils.estimator_checks as checks
+
+    getattr(checks, check)("TransferRegressor", TransferRegressor())
+
+
+def test_regressor_contract_on_texts(small):
+    """scikit-learn's regressor checks ported to texts: predictions shape, R² score, bad targets, clone and pickle."""
+    import pickle
+
+    from sklearn.metrics import r2_score
+
+    make, texts, labels, _ = small
+    y = np.array([{"computers": 3.0, "food": -1.0, "sports": 0.5}[x] for x in labels]) + np.linspace(0, 0.3, len(labels))
+    reg = TransferRegressor(make().backbone, epochs=5)
+    assert reg.get_params()["loss"] is None and not hasattr(reg, "model_")
+    fitted = clone(reg).fit(texts, y)
+    predictions = fitted.predict(texts)
+    assert predictions.shape == (len(texts),) and predictions.dtype == np.float64
+    assert fitted.score(texts, y) == pytest.approx(r2_score(y, predictions))
+    assert fitted.__sklearn_tags__().estimator_type == "regressor" and fitted.__sklearn_tags__().input_tags.string
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(fitted)).predict(texts), predictions)
+    np.testing.assert_allclose(clone(reg).fit(texts, y * 100 + 7).predict(texts), predictions * 100 + 7, rtol=1e-2, atol=1.0)  # standardised targets (to float32 rounding)
+    with pytest.raises(ValueError, match="numeric targets"):
+        clone(reg).fit(texts, labels)
+    with pytest.raises(ValueError, match="NaN"):
+        clone(reg).fit(texts, np.where(np.arange(len(y)) % 2, y, np.nan))
+    with pytest.raises(ValueError, match="requires y"):
+        clone(reg).fit(texts, None)
+    with pytest.raises(ValueError, match="loss='l1'"):
+        TransferRegressor(loss="l1").fit(texts, y)
+
+
+def test_multilabel_indicator_y(small):
+    """A 0/1 matrix y trains a multi-label model, as scikit-learn's multi-label classifiers: predict is a 0/1 matrix."""
+    make, texts, labels, _ = small
+    y = np.stack([labels == "food", labels != "sports", np.arange(len(labels)) % 2 == 0], axis=1).astype(int)
+    clf = make().fit(texts, y)
+    proba, predicted = clf.predict_proba(texts), clf.predict(texts)
+    assert proba.shape == predicted.shape == y.shape and set(np.unique(predicted)) <= {0, 1} and list(clf.classes_) == [0, 1, 2]
+    assert clf.model_.task.name == "multilabel" and 0 <= clf.score(texts, y) <= 1  # subset accuracy
+    with pytest.raises(ValueError, match="class_weight"):
+        make(class_weight="balanced").fit(texts, y)

@@ -43,6 +43,7 @@ from headstart.report.interpret import interpret_held_out
 from headstart.report.tracking import Tracker, make_tracker
 from headstart.rundir import check_new_run_dir, default_run_dir, write_run_files
 from headstart.strategies import FitContext, Strategy, make_strategy
+from headstart.tasks import get_task
 from headstart.training import distributed
 from headstart.training.callbacks import Callback
 from headstart.training.checkpoint import Checkpoint, checkpoint_dir, read_fit_args, settle_failed_fit, write_fit_args
@@ -111,6 +112,9 @@ def fit(
     cache_dir: str | Path | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    task: str = "auto",
+    label_delimiter: str = "|",
+    loss: str | None = None,
     callbacks: Sequence[Callback] = (),
     resume: bool = False,
     report: bool = True,
@@ -158,7 +162,12 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
          started: float, main: bool, quiet: bool, callbacks: Sequence[Callback]) -> Run:  # fmt: skip
     """The body of :func:`fit_config` once the run directory is checked."""
     checkpoint = Checkpoint(directory, resume=config.resume, write=main) if directory is not None else None
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=config.text_column, label_column=config.label_column, seed=config.seed)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=config.text_column, label_column=config.label_column, seed=config.seed,
+                                                                                       task=config.task, label_delimiter=config.label_delimiter)  # fmt: skip
+    if config.loss is not None and dataset.task != "regression":
+        raise ValueError(f"--loss {config.loss} applies to a regression target; {dataset.source} is read as {dataset.task} (pass --task regression if its labels are numbers)")
+    task = get_task(dataset.task, loss=config.loss)
+    target = task.fit_encoding(dataset.labels("train"))  # regression: the training targets' mean and std, saved with the run
     config, advice = _with_advice(dataset, config, quiet)
     strategy = config.strategy if isinstance(config.strategy, Strategy) else make_strategy(config.strategy, **config.strategy_options())
     config.validate(strategy.name)
@@ -169,7 +178,8 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
 
     def build() -> TransferModel:
         seed_everything(config.seed)
-        model = TransferModel.from_backbone(config.backbone, dataset.classes, cut=config.cut, hidden=config.hidden, dropout=config.dropout, pretrained=strategy.pretrained, weights=config.weights)
+        model = TransferModel.from_backbone(config.backbone, dataset.classes, cut=config.cut, hidden=config.hidden, dropout=config.dropout, pretrained=strategy.pretrained,
+                                            weights=config.weights, task=task, target=target)  # fmt: skip
         match_data(model.backbone, dataset, image_size=config.image_size, tta=config.tta, max_length=config.max_length, long_text=config.long_text)
         return model.to(distributed.device()).fast_layout()
 
@@ -200,13 +210,15 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
             metrics, predictions, scored = _held_out(model, dataset, ctx)
             if text_lengths is not None:
                 metrics["text_lengths"] = text_lengths
-            interpretation = interpret_held_out(model, dataset, scored, ctx.progress, cache=ctx.cache, batch_size=ctx.batch_size) if main and (directory is not None or tracker is not None) else None
+            explain = main and (directory is not None or tracker is not None) and task.name == "classification"  # heat maps and projection read class probabilities
+            interpretation = interpret_held_out(model, dataset, scored, ctx.progress, cache=ctx.cache, batch_size=ctx.batch_size) if explain else None
             seconds = time.perf_counter() - started
             kept = history.kept()
             if kept is not None:
                 progress.log(f"kept: {kept['sentence']}")
             if "test" in metrics:
-                progress.log(f"{headline(metrics['test'])}; balanced accuracy {describe(metrics['test'], 'balanced_accuracy')}; {seconds:.0f}s")
+                extra = f"; balanced accuracy {describe(metrics['test'], 'balanced_accuracy')}" if task.name == "classification" else ""
+                progress.log(f"{headline(metrics['test'])}{extra}; {seconds:.0f}s")
         model.train()  # the modes training used: frozen blocks' BatchNorm in eval (as `headstart summary` shows)
         blocks = freeze_report(model).to_rows()
         run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice.record, interpretation.data if interpretation else None)
@@ -253,6 +265,8 @@ def _with_advice(dataset: Dataset, config: FitConfig, quiet: bool) -> tuple[FitC
     """
     if config.strategy != "auto":
         return config, _Advice()
+    if dataset.task != "classification":
+        raise ValueError(f"--strategy auto measures class separability and does not read a {dataset.task} target yet; pass a strategy (feature-extraction, fine-tune, ...)")
     from headstart.analysis.advisor import advise
 
     started = time.perf_counter()
@@ -271,7 +285,8 @@ def _with_advice(dataset: Dataset, config: FitConfig, quiet: bool) -> tuple[FitC
 
 def _log_data(progress: Progress, dataset: Dataset, summary: dict[str, Any], advice_lines: list[str]) -> None:
     """The run log's opening: the data read, what was assumed or skipped, and the advice."""
-    progress.log(f"data: {dataset.source}: {', '.join(f'{s} {sum(c.values())}' for s, c in summary['counts'].items())}; classes {dataset.classes}")
+    what = {"regression": "regression target", "multilabel": "labels (multilabel)"}.get(dataset.task, "classes")
+    progress.log(f"data: {dataset.source}: {', '.join(f'{s} {len(dataset.items(s))}' for s in summary['counts'])}; {what} {dataset.classes}")
     for note in dataset.notes:
         progress.log(f"data: {note}")
     for line in advice_lines:
@@ -298,13 +313,17 @@ def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[
 
     Images come from the decoded-image cache the training filled (val is there already), not from the files again.
     """
-    metrics, predictions, scored = {}, {}, None
+    metrics: dict[str, Any] = {"task": model.task.name}
+    predictions, scored = {}, None
     for split in ("val", "test"):
-        if dataset.items(split):
-            metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache, images=ctx.images)
-            predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)
+        if dataset.items(split):  # validation first: a multi-label model takes its thresholds there (choose), test is scored with them
+            metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache, images=ctx.images, choose=split == "val")
+            predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality, task=model.task.name,
+                                             thresholds=model.thresholds)  # fmt: skip
             scored = (split, labels, probs)
-    if dataset.modality == "text":  # what the pretrained encoder bought over surface words (seconds)
+    if model.target is not None:
+        metrics["target"] = {"name": model.classes[0], **model.target}
+    if dataset.modality == "text" and model.task.name == "classification":  # what the pretrained encoder bought over surface words (seconds)
         from headstart.analysis.baseline import compare_with_bag_of_words
 
         compare_with_bag_of_words(dataset, metrics, ctx.progress)
@@ -413,6 +432,7 @@ def resume(
     """
     directory = Path(directory)
     arguments = read_fit_args(directory)
+    arguments.setdefault("task", "classification")  # recorded before issue 27: every label was a class
     for name, given in (("data", data), ("strategy", strategy)):
         if given is not None:
             arguments[name] = given

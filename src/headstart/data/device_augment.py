@@ -79,7 +79,7 @@ def collate_crops(batch: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
     jitter = None
     if draws[0].jitter is not None:
         jitter = torch.tensor([[*d.jitter[0], *d.jitter[1:]] for d in draws], dtype=torch.float64)  # type: ignore[index]
-    return (CropBatch(torch.from_numpy(out), sizes, flags, jitter), torch.as_tensor(labels), *(torch.as_tensor(np.asarray(w)) for w in weights))
+    return (CropBatch(torch.from_numpy(out), sizes, flags, jitter), torch.as_tensor(np.asarray(labels)), *(torch.as_tensor(np.asarray(w)) for w in weights))
 
 
 def resize_weights(lengths: torch.Tensor, padded: int, size: int, mode: str, flip: torch.Tensor | None = None) -> torch.Tensor:

@@ -33,7 +33,11 @@ class ExampleDataset:
             item = self.decode(item)
         if self.transform is not None:
             item = self.transform(item)
-        label = -1 if self.labels is None else int(self.labels[index])
+        if self.labels is None:
+            label: Any = -1
+        else:
+            label = self.labels[index]
+            label = label if isinstance(label, (np.ndarray, np.floating, float)) else int(label)  # a number (regression) or a 0/1 row (multilabel) as it is
         return (item, label) if self.weights is None else (item, label, self.weights[index])
 
 
@@ -105,7 +109,7 @@ def make_loader(
 
     def collate(batch: list[tuple[Any, ...]]) -> tuple[Any, ...]:
         inputs, ys, *ws = zip(*batch)
-        return (preprocessing(list(inputs)), torch.as_tensor(ys), *(torch.as_tensor(np.asarray(w)) for w in ws))
+        return (preprocessing(list(inputs)), torch.as_tensor(np.asarray(ys)), *(torch.as_tensor(np.asarray(w)) for w in ws))
 
     transform = preprocessing.waveform_transform(augment if train else "none") if isinstance(preprocessing, AudioPreprocessing) else None
     return _loader(ExampleDataset(items, labels, transform, weights=weights), batch_size=batch_size, shuffle=train, seed=seed, shard=shard, collate_fn=collate)

@@ -104,6 +104,8 @@ def _sections(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any]:
     epochs = run.history.get("epochs", [])
     test = run.test
     kept = kept_weights(epochs, run.history.get("kept_epoch"))  # from the records: runs saved before "kept" existed get it too
+    if run.metrics.get("task", "classification") != "classification":  # regression and multi-label runs: the sections below read class probabilities
+        test = None
     return {
         "headline": _headline(run, kept),
         "kept": kept,
@@ -114,15 +116,15 @@ def _sections(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any]:
         if epochs
         else None,
         "results": _results_section(test) if test else None,
-        "mistakes": _mistakes_section(run.predictions) if run.predictions.get("examples") else None,
+        "mistakes": _mistakes_section(run.predictions) if run.predictions.get("examples") and test else None,
         "confused": confused_section(test) if test else None,
-        "top_losses": top_losses_section(run),
-        "pr_roc": pr_roc_section(run),
-        "embedding": embedding_section(run),
+        "top_losses": top_losses_section(run) if test else None,
+        "pr_roc": pr_roc_section(run) if test else None,
+        "embedding": embedding_section(run) if test else None,
         "profile": _profile_section(run.profile or (run.training.get("advice") or {}).get("profile")),
-        "compare": _compare_section(run, others) if others else None,
+        "compare": _compare_section(run, others) if others and test else None,
         "compare_title": "Transfer vs scratch" if _scratch_and_transfer([run, *others]) else "Runs compared",
-        "costs": _costs_section(run, others),
+        "costs": _costs_section(run, others) if test else None,
         "log": run.log.strip() or None,
     }
 
@@ -131,7 +133,12 @@ def _headline(run: SavedRun, kept: dict[str, Any] | None) -> list[tuple[str, str
     """(label, value, hint) cards at the top of the page; each score's hint gives its 95% interval (:mod:`headstart.metrics`)."""
     test = run.test or {}
     cards = []
-    if test:
+    if test and test.get("task", "classification") != "classification":
+        keys = {"regression": (("MAE", "mae"), ("RMSE", "rmse"), ("R²", "r2")), "multilabel": (("micro F1", "micro_f1"), ("mAP", "map"), ("subset accuracy", "subset_accuracy"))}
+        split = test.get("split", "test")
+        cards += [(f"{split} {label}", "–" if test.get(key) is None else f"{test[key]:.3f}", f"{span(test, key, percent=False)} · n = {test['n']}")
+                  for label, key in keys.get(test["task"], ())]  # fmt: skip
+    elif test:
         split = test.get("split", "test")
         few = f"n = {test['n']}: too few examples to tell" if too_few(test) else f"n = {test['n']}"
         cards += [
