@@ -105,7 +105,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return
     console = Console()
     console.print(metrics_table(f"{args.run} on {args.data} ({metrics['split']})", metrics))
-    console.print(confusion_table(metrics))
+    if "confusion_matrix" in metrics:  # classes only
+        console.print(confusion_table(metrics))
 
 
 def _predict_inputs(model_modality: str, values: list[str]) -> list[Any]:

@@ -10,6 +10,25 @@ from headstart.metrics import describe, headline
 
 
 def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    """Per-class precision/recall/F1; a regression run's scores with their intervals; a multi-label run's per-label F1, AP, threshold and support."""
+    from headstart.report.targets import SCORES, summary_line, task_of
+
+    task = task_of(metrics)
+    if task != "classification":
+        table = Table(title=title)
+        if task == "regression":
+            for col in ("score", "value", "95% interval"):
+                table.add_column(col, justify="left" if col == "score" else "right")
+            for key, label, _ in SCORES[task]:
+                interval = (metrics.get("intervals") or {}).get(key)
+                table.add_row(label, f"{metrics[key]:.4g}" if metrics.get(key) is not None else "-", f"{interval[0]:.4g} – {interval[1]:.4g}" if interval else "-")
+        else:
+            for col in ("label", "F1", "AP", "threshold", "support"):
+                table.add_column(col, justify="right" if col != "label" else "left")
+            for name, row in (metrics.get("per_label") or {}).items():
+                table.add_row(name, f"{row['f1']:.3f}", "-" if row.get("ap") is None else f"{row['ap']:.3f}", f"{row['threshold']:.3f}", str(row["support"]))
+        table.caption = summary_line(metrics)
+        return table
     table = Table(title=title)
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="right" if col != "class" else "left")
@@ -33,7 +52,7 @@ def profile_table(result: Any, *, folds: int | None = None) -> Table:
     """Per-block probe accuracy, LogME and shift from the source's statistics, the plateau marked (for `profile` and `advise`)."""
     table = Table(title=f"{result.backbone} on {result.data}: {result.n_examples} examples" + (f", {folds}-fold linear probe" if folds else ""))
     shifts = result.mean_shift is not None
-    for col in ("#", "block", "dim", "probe accuracy", "LogME", *(["shift"] if shifts else [])):
+    for col in ("#", "block", "dim", f"probe {result.metric}", "LogME", *(["shift"] if shifts else [])):
         table.add_column(col, justify="left" if col == "block" else "right")
     for r in result.rows:
         mark = " ← plateau" if r.block == result.plateau else ""
