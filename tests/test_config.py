@@ -132,7 +132,7 @@ def test_checkpoint_arguments_keep_their_keys_and_old_runs_still_resume():
                 "head_warmup", "layer_decay", "block_lrs", "l2sp", "bss", "unfreeze_blocks", "lora_rank", "label_templates", "accumulate", "grad_clip",
                 "precision", "torch_compile", "cut", "hidden", "dropout", "augment", "image_size", "tta", "batch_size", "seed", "save", "cache_dir",
                 "text_column", "label_column", "log_to", "log_uri"]  # fmt: skip
-    added = ["max_length", "long_text"]  # issue 25; an older record without them resumes with their defaults (below)
+    added = ["max_length", "long_text", "task", "label_delimiter", "loss"]  # issues 25, 27; an older record without them resumes with their defaults (below)
     assert [k for k in saved if k not in added] == old_keys and set(added) <= set(saved) and saved["out"] == "runs/x" and saved["cache_dir"] == "c"
     reread = json.loads(json.dumps({"data": "/d", **saved}))  # what write_fit_args / read_fit_args round-trip
     assert FitConfig.from_arguments(reread) == FitConfig(out="runs/x", cache_dir="c", block_lrs=[1e-5, 1e-3])

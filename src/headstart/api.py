@@ -110,6 +110,9 @@ def fit(
     cache_dir: str | Path | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    task: str = "auto",
+    label_delimiter: str = "|",
+    loss: str | None = None,
     callbacks: Sequence[Callback] = (),
     resume: bool = False,
     report: bool = True,
@@ -157,7 +160,8 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
          started: float, main: bool, quiet: bool, callbacks: Sequence[Callback]) -> Run:  # fmt: skip
     """The body of :func:`fit_config` once the run directory is checked."""
     checkpoint = Checkpoint(directory, resume=config.resume, write=main) if directory is not None else None
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=config.text_column, label_column=config.label_column, seed=config.seed)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=config.text_column, label_column=config.label_column, seed=config.seed,
+                                                                                       task=config.task, label_delimiter=config.label_delimiter)  # fmt: skip
     config, advice = _with_advice(dataset, config, quiet)
     strategy = config.strategy if isinstance(config.strategy, Strategy) else make_strategy(config.strategy, **config.strategy_options())
     config.validate(strategy.name)
@@ -406,6 +410,7 @@ def resume(
     """
     directory = Path(directory)
     arguments = read_fit_args(directory)
+    arguments.setdefault("task", "classification")  # recorded before issue 27: every label was a class
     for name, given in (("data", data), ("strategy", strategy)):
         if given is not None:
             arguments[name] = given

@@ -39,6 +39,13 @@ PRECISIONS = ("fp32", "bf16")
 BATCHNORM_MODES = ("eval", "train")
 TTA_MODES = ("none", "flip", "dihedral")
 LOG_TO = ("tensorboard", "mlflow")
+TASK_NAMES = ("auto", "classification", "regression", "multilabel")
+"""What a label is (headstart.tasks registers the last three): ``auto`` reads a table's label column of
+numbers as a regression target when they are not all whole or take more than
+:data:`REGRESSION_DISTINCT` values, and as classes otherwise; folders are always classification."""
+REGRESSION_DISTINCT = 20
+REGRESSION_LOSSES = ("mse", "huber")
+LABEL_DELIMITER = "|"
 
 
 FIT_DEFAULT: Any = type("FitDefault", (), {"__repr__": lambda self: "FIT_DEFAULT"})()  # a Flag's default: the same as fit's
@@ -162,6 +169,12 @@ class FitConfig:
     cache_dir: str | Path | None = option(None, "embedding cache (default ~/.cache/headstart or $HEADSTART_CACHE)")
     text_column: str | None = option(None, "column of the texts in a CSV/TSV/JSONL table")
     label_column: str | None = option(None, "column of the labels in a CSV/TSV/JSONL table")
+    task: str = option("auto", "what a label is: classification (one class per example), regression (a number), multilabel (several labels per example: "
+                       "|-separated in one cell (see --label-delimiter), or one row per label in a listing); auto: a table's label column of numbers that are not "
+                       "all whole, or of more than 20 distinct values, is a regression target, anything else classification (folders: one class per folder)",
+                       Flag(choices=TASK_NAMES))  # fmt: skip
+    label_delimiter: str = option(LABEL_DELIMITER, "multilabel: what separates several labels in one label cell (default |)")
+    loss: str | None = option(None, "regression loss: mse (default) or huber (less swayed by outlying targets)", Flag(choices=REGRESSION_LOSSES))
     resume: bool = option(False, "continue the interrupted run in out from its checkpoint; use headstart.resume, which repeats the run's own arguments", None, saved=False)
     report: bool = option(True, "write report.html into the run directory (see headstart.report.write_report)", None, saved=False)
     log_to: str | None = option(None, "also log per-epoch metrics and the report there (optional extras)", Flag(choices=LOG_TO))
@@ -241,7 +254,8 @@ def check_strategy_options(name: str, options: Mapping[str, Any]) -> None:
 # `pretrain`: fit with the scratch strategy and a source model's longer training.
 PRETRAIN_ARCH = "resnet18"
 PRETRAIN_ARCH_HELP = "timm architecture (resnet18, resnet10t, test_resnet ...), timm:ARCH, hf:CONFIG_DIR or an embedded name (default resnet18)"
-PRETRAIN_OPTIONS = ("out", "epochs", "lr", "patience", "image_size", "augment", "batch_size", "seed", "overwrite", "save", "quiet", "cache_dir", "text_column", "label_column")
+PRETRAIN_OPTIONS = ("out", "epochs", "lr", "patience", "image_size", "augment", "batch_size", "seed", "overwrite", "save", "quiet", "cache_dir", "text_column", "label_column",
+                    "task", "label_delimiter", "loss")  # fmt: skip
 PRETRAIN_DEFAULTS = replace(DEFAULTS, strategy="scratch", epochs=30, lr=1e-3, patience=10)
 PRETRAIN_HELP = {  # where pretrain's meaning is narrower than fit's
     "out": "run directory, later passed as --backbone (default runs/<data>-pretrain-<arch>-<time>)",

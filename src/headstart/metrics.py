@@ -1,4 +1,4 @@
-"""Held-out metrics for a classifier, and how sure they are: the numbers a run reports and ``evaluate`` prints.
+"""Held-out metrics for a classifier (and regression and multi-label targets, at the end), and how sure they are: the numbers a run reports and ``evaluate`` prints.
 
 Every interval headstart shows comes from here, so the CLI, the report, the web app and
 ``metrics.json`` agree:
@@ -166,6 +166,10 @@ def span(metrics: dict[str, Any], key: str, *, percent: bool = True) -> str:
 
 def headline(metrics: dict[str, Any]) -> str:
     """The one line a run's held-out result is told in: accuracy and macro F1 with their intervals, n, and the small-n warning."""
+    if metrics.get("task") == "regression":
+        return regression_headline(metrics)
+    if metrics.get("task") == "multilabel":
+        return multilabel_headline(metrics)
     split = metrics.get("split", "test")
     line = f"{split} accuracy {describe(metrics, 'accuracy')}, macro F1 {describe(metrics, 'macro_f1', percent=False)}, n={metrics['n']}"
     if too_few(metrics):
@@ -182,3 +186,136 @@ def rise_exceeds_noise(rise: float, standard_error: float | None) -> bool:
     if not math.isfinite(standard_error):
         return False
     return rise > NOISE_SE * standard_error
+
+
+# Regression and multi-label targets (headstart.tasks): their scores, each with a seeded bootstrap interval over the examples.
+REGRESSION_KEYS = ("mae", "rmse", "r2")
+MULTILABEL_KEYS = ("micro_f1", "macro_f1", "map", "subset_accuracy")
+_CHUNK = 250  # bootstrap resamples drawn at once (rounds x examples counts in memory)
+
+
+def _resample_counts(n: int, rounds: int = BOOTSTRAP_ROUNDS, seed: int = BOOTSTRAP_SEED) -> Any:
+    """Chunks of ``(rounds, n)`` multinomial counts: how often each example is drawn in each bootstrap resample (seeded)."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, rounds, _CHUNK):
+        yield rng.multinomial(n, np.full(n, 1.0 / n), size=min(_CHUNK, rounds - start)).astype(np.float64)
+
+
+def _interval_block(n: int, samples: dict[str, np.ndarray] | None, keys: Sequence[str]) -> dict[str, Any]:
+    """The ``intervals`` entry in the shape classification metrics carry: ``key -> [low, high]`` or None below :data:`MIN_EXAMPLES`."""
+    result: dict[str, Any] = {"confidence": CONFIDENCE, "n": n, "too_few": n < MIN_EXAMPLES, "min_examples": MIN_EXAMPLES, "method": {}}
+    tail = 100 * (1 - CONFIDENCE) / 2
+    for key in keys:
+        if samples is None:
+            result[key] = None
+            continue
+        values = samples[key][np.isfinite(samples[key])]
+        result[key] = [float(v) for v in np.percentile(values, [tail, 100 - tail])] if len(values) else None
+        result["method"][key] = f"bootstrap ({BOOTSTRAP_ROUNDS} resamples, seed {BOOTSTRAP_SEED})"
+    return result
+
+
+def _regression_scores(w: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
+    """MAE, RMSE and R² of examples weighted by ``w`` (one row of counts per resample; rows sum to n)."""
+    n = w.sum(-1)
+    error = p - y
+    sse = w @ (error * error)
+    sst = w @ (y * y) - (w @ y) ** 2 / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(sst > 0, 1 - sse / np.where(sst > 0, sst, 1), np.nan)
+    return {"mae": w @ np.abs(error) / n, "rmse": np.sqrt(sse / n), "r2": r2}
+
+
+def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict[str, Any]:
+    """MAE, RMSE and R² (in target units) with 95% bootstrap intervals; R² is NaN when the targets do not vary."""
+    y, p = np.asarray(y_true, dtype=np.float64).reshape(-1), np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    n = len(y)
+    point = {k: float(v[0]) for k, v in _regression_scores(np.ones((1, n)), y, p).items()} if n else dict.fromkeys(REGRESSION_KEYS, float("nan"))
+    samples = None
+    if n >= MIN_EXAMPLES:
+        parts = [_regression_scores(w, y, p) for w in _resample_counts(n)]
+        samples = {k: np.concatenate([part[k] for part in parts]) for k in REGRESSION_KEYS}
+    return {"task": "regression", "n": n, **point, "intervals": _interval_block(n, samples, REGRESSION_KEYS)}
+
+
+def _average_precision(w: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Average precision of one label (scikit-learn's definition, ties grouped) for each row of example weights ``w``."""
+    order = np.argsort(-s, kind="stable")
+    s, y, w = s[order], y[order], w[:, order]
+    ends = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # the last position of each group of tied scores
+    tp = np.cumsum(w * y, axis=-1)[:, ends]
+    seen = np.cumsum(w, axis=-1)[:, ends]
+    positives = tp[:, -1]
+    gained = np.diff(np.concatenate([np.zeros((len(w), 1)), tp], axis=1), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(seen > 0, tp / np.where(seen > 0, seen, 1), 0.0)
+        return np.where(positives > 0, (gained * precision).sum(-1) / np.where(positives > 0, positives, 1), np.nan)
+
+
+def _multilabel_scores(w: np.ndarray, y: np.ndarray, pred: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """Micro/macro F1, mAP, subset accuracy and per-label F1/AP for each row of example weights ``w``."""
+    tp, fp, fn = w @ (y * pred), w @ ((1 - y) * pred), w @ (y * (1 - pred))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.where(2 * tp + fp + fn > 0, 2 * tp + fp + fn, 1), 0.0)
+        micro = np.where(2 * tp.sum(-1) + fp.sum(-1) + fn.sum(-1) > 0, 2 * tp.sum(-1) / np.maximum(2 * tp.sum(-1) + fp.sum(-1) + fn.sum(-1), 1e-300), 0.0)
+    ap = np.stack([_average_precision(w, y[:, k], scores[:, k]) for k in range(y.shape[1])], axis=-1)
+    present = ~np.isnan(ap)
+    mean_ap = np.where(present.any(-1), np.where(present, ap, 0).sum(-1) / np.maximum(present.sum(-1), 1), np.nan)
+    exact = (pred == y).all(1).astype(np.float64)
+    return {"micro_f1": micro, "macro_f1": f1.mean(-1), "map": mean_ap, "subset_accuracy": w @ exact / w.sum(-1), "f1": f1, "ap": ap}
+
+
+def multilabel_metrics(y_true: np.ndarray, scores: np.ndarray, thresholds: Sequence[float], names: Sequence[str]) -> dict[str, Any]:
+    """Micro and macro F1, mean average precision (over labels with a positive example), subset accuracy (every label
+    right) and per-label F1/AP/threshold/support, with 95% bootstrap intervals; predictions are ``scores >= thresholds``."""
+    y, s = np.asarray(y_true, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    n, k = y.shape
+    pred = (s >= np.asarray(thresholds, dtype=np.float64)[None, :]).astype(np.float64)
+    point = _multilabel_scores(np.ones((1, n)), y, pred, s) if n else None
+    samples = None
+    if n >= MIN_EXAMPLES:
+        parts = [_multilabel_scores(w, y, pred, s) for w in _resample_counts(n)]
+        samples = {key: np.concatenate([part[key] for part in parts]) for key in MULTILABEL_KEYS}
+    per_label = {
+        str(name): {"f1": float(point["f1"][0, j]) if point else 0.0, "ap": None if point is None or np.isnan(point["ap"][0, j]) else float(point["ap"][0, j]),
+                    "threshold": float(thresholds[j]), "support": int(y[:, j].sum())}
+        for j, name in enumerate(names)
+    }  # fmt: skip
+    headline_scores = {key: (float(point[key][0]) if point is not None and np.isfinite(point[key][0]) else None) for key in MULTILABEL_KEYS}
+    return {"task": "multilabel", "n": n, **headline_scores, "per_label": per_label, "labels": [str(x) for x in names],
+            "intervals": _interval_block(n, samples, MULTILABEL_KEYS)}  # fmt: skip
+
+
+def choose_thresholds(y_val: np.ndarray, scores_val: np.ndarray) -> list[float]:
+    """Per label, the threshold on validation scores that maximises that label's F1 (halfway to the next lower score,
+    so that a slightly lower test score still counts); 0.5 for a label without a positive validation example."""
+    y, s = np.asarray(y_val, dtype=np.float64), np.asarray(scores_val, dtype=np.float64)
+    chosen = []
+    for k in range(y.shape[1]):
+        positives = y[:, k].sum()
+        if positives == 0:
+            chosen.append(0.5)
+            continue
+        order = np.argsort(-s[:, k], kind="stable")
+        ranked, truth = s[order, k], y[order, k]
+        ends = np.r_[np.flatnonzero(np.diff(ranked) != 0), len(ranked) - 1]
+        tp = np.cumsum(truth)[ends]
+        f1 = 2 * tp / (positives + ends + 1)
+        best = int(np.argmax(f1))
+        lower = ranked[ends[best] + 1] if ends[best] + 1 < len(ranked) else 0.0
+        chosen.append(float((ranked[ends[best]] + lower) / 2))
+    return chosen
+
+
+def regression_headline(metrics: dict[str, Any]) -> str:
+    """``test MAE 0.12 (95% CI ...), RMSE ..., R² ..., n=...``: a regression run's held-out result in one line."""
+    line = f"{metrics.get('split', 'test')} MAE {describe(metrics, 'mae', percent=False)}, RMSE {describe(metrics, 'rmse', percent=False)}, R² {describe(metrics, 'r2', percent=False)}, n={metrics['n']}"
+    return line + (f": too few examples to tell (fewer than {MIN_EXAMPLES})" if too_few(metrics) else "")
+
+
+def multilabel_headline(metrics: dict[str, Any]) -> str:
+    """A multi-label run's held-out result in one line: micro F1, mAP and subset accuracy."""
+    parts = [f"{label} {describe(metrics, key, percent=False) if metrics.get(key) is not None else 'n/a'}" for key, label in
+             (("micro_f1", "micro F1"), ("macro_f1", "macro F1"), ("map", "mAP"), ("subset_accuracy", "subset accuracy"))]  # fmt: skip
+    line = f"{metrics.get('split', 'test')} {', '.join(parts)}, n={metrics['n']}"
+    return line + (f": too few examples to tell (fewer than {MIN_EXAMPLES})" if too_few(metrics) else "")

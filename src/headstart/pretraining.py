@@ -65,6 +65,9 @@ def pretrain(
     cache_dir: str | Path | None = PRETRAIN_DEFAULTS.cache_dir,
     text_column: str | None = PRETRAIN_DEFAULTS.text_column,
     label_column: str | None = PRETRAIN_DEFAULTS.label_column,
+    task: str = PRETRAIN_DEFAULTS.task,
+    label_delimiter: str = PRETRAIN_DEFAULTS.label_delimiter,
+    loss: str | None = PRETRAIN_DEFAULTS.loss,
     callbacks: Sequence[Callback] = (),
 ) -> Run:
     """Train ``arch`` from random weights on ``data`` and save it as a source backbone.
@@ -74,7 +77,9 @@ def pretrain(
     data : path or Dataset
         The source dataset: an image or audio folder (or listing), or a CSV/TSV/JSONL text table, as
         for :func:`fit`. An image architecture given audio reads log-mel spectrograms; their settings
-        are saved with the source and reused by every later ``fit`` on it.
+        are saved with the source and reused by every later ``fit`` on it. Its labels may be classes, numbers
+        (``task="regression"``, or detected) or label sets (``task="multilabel"``): the body learned on any of
+        them transfers, since ``fit`` replaces the head.
     arch : str, default="resnet18"
         See :func:`source_architecture`. Small timm models (``test_resnet``, ``resnet10t``) train in
         minutes on a CPU at a small ``image_size``.

@@ -39,6 +39,11 @@ class Dataset:
     weights : dict or None
         ``split name -> per-example weights`` of the training loss (scikit-learn's ``sample_weight``,
         set by :func:`headstart.data.from_examples`); ``None``: every example counts once.
+    task : {"classification", "regression", "multilabel"}
+        What a label is (:mod:`headstart.tasks`). ``classes`` then holds the class names, the target
+        column's name (one), or the label names; ``splits`` holds class indices, numbers, or tuples
+        of label indices, and :meth:`labels` returns them as int64 ``(n,)``, float32 ``(n,)`` or a
+        float32 0/1 matrix ``(n, len(classes))``.
     """
 
     modality: str
@@ -50,20 +55,40 @@ class Dataset:
     warnings: list[str] = field(default_factory=list)
     duplicates: int = 0
     weights: dict[str, np.ndarray] | None = None
+    task: str = "classification"
 
     def items(self, split: str) -> list[Any]:
         return self.splits[split][0]
 
     def labels(self, split: str) -> np.ndarray:
+        if self.task == "regression":
+            return np.asarray(self.splits[split][1], dtype=np.float32)
+        if self.task == "multilabel":
+            matrix = np.zeros((len(self.splits[split][1]), len(self.classes)), dtype=np.float32)
+            for row, codes in enumerate(self.splits[split][1]):
+                matrix[row, list(codes)] = 1.0
+            return matrix
         return np.asarray(self.splits[split][1], dtype=np.int64)
 
+    def _counts(self, labels: list[Any]) -> dict[str, int]:
+        """Examples per class; per label (multilabel: an example counts once under each of its labels); all of them (regression)."""
+        if self.task == "regression":
+            return {self.classes[0]: len(labels)}
+        if self.task == "multilabel":
+            return {self.classes[k]: int(v) for k, v in sorted(Counter(k for codes in labels for k in codes).items())}
+        return {self.classes[k]: int(v) for k, v in sorted(Counter(labels).items())}
+
     def summary(self) -> dict[str, Any]:
-        counts = {
-            split: {self.classes[k]: int(v) for k, v in sorted(Counter(labels).items())}
-            for split, (_, labels) in self.splits.items()
-        }
+        counts = {split: self._counts(labels) for split, (_, labels) in self.splits.items()}
         reasons = Counter(reason for _, reason in self.skipped)
+        extra: dict[str, Any] = {"task": self.task}
+        if self.task == "regression":
+            extra["target"] = {split: {"n": len(v), "mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+                               for split, (_, v) in self.splits.items() if len(v)}  # fmt: skip
+        if self.task == "multilabel":
+            extra["examples"] = {split: len(items) for split, (items, _) in self.splits.items()}
         return {
+            **extra,
             "source": self.source,
             "modality": self.modality,
             "classes": self.classes,

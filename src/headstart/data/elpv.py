@@ -15,7 +15,7 @@ def load_elpv(*, task: str = "binary", test_fraction: float = 0.25, val_fraction
     """The ELPV solar-cell set (``pip install elpv-dataset``; CC BY-NC-SA 4.0, never redistribute).
 
     ``task="binary"``: defective when the defect probability is >= 0.5; ``task="4class"``: the four
-    probabilities {0, 1/3, 2/3, 1}. The test split is stratified by probability *and* cell type, as
+    probabilities {0, 1/3, 2/3, 1}; ``task="probability"``: the probability itself, a regression target. The test split is stratified by probability *and* cell type, as
     in Deitsch et al. (2019); ``limit`` keeps a stratified subset (for demos and tests).
     """
     try:
@@ -31,8 +31,10 @@ def load_elpv(*, task: str = "binary", test_fraction: float = 0.25, val_fraction
         names = ["defective" if p >= 0.5 else "functional" for p in probability]
     elif task == "4class":
         names = [f"p={round(p * 3)}/3" for p in probability]
+    elif task == "probability":  # the defect probability as a regression target
+        names = [float(p) for p in probability]
     else:
-        raise ValueError(f"task={task!r}; use 'binary' or '4class'")
+        raise ValueError(f"task={task!r}; use 'binary', '4class' or 'probability'")
     strata = [f"{p:.2f}-{k}" for p, k in zip(probability, kind)]
     if limit is not None and limit < len(paths):
         _, taken = stratified_split(strata, limit / len(paths), seed + 7)
@@ -40,4 +42,5 @@ def load_elpv(*, task: str = "binary", test_fraction: float = 0.25, val_fraction
     train_index, test_index = stratified_split(strata, test_fraction, seed)
     raw = {"train": ([paths[i] for i in train_index], [names[i] for i in train_index]), "test": ([paths[i] for i in test_index], [names[i] for i in test_index])}
     notes = [f"elpv {task}: stratified {1 - test_fraction:.0%}/{test_fraction:.0%} split by defect probability and cell type (seed {seed})"]
-    return _finish(root, "image", raw, [], notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    return _finish(root, "image", raw, [], notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                   **({"task": "regression", "target": "defect_probability"} if task == "probability" else {}))  # fmt: skip

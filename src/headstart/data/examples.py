@@ -20,10 +20,12 @@ from headstart.data.readers import FILE_KINDS, _finish, check_file
 
 
 def from_examples(items: Sequence[Any], labels: Sequence[Any], *, val_fraction: float = 0.15, seed: int = 0, source: str = "<in memory>",
-                  weights: Sequence[float] | None = None) -> Dataset:  # fmt: skip
+                  weights: Sequence[float] | None = None, task: str = "classification", names: Sequence[str] | None = None) -> Dataset:  # fmt: skip
     """A training :class:`Dataset` from in-memory examples (image or audio paths, PIL images or texts).
 
     ``weights``: one per example, weighting its training loss (kept in ``Dataset.weights``, split as the examples are).
+    ``task``: ``labels`` are class labels, numbers (``regression``; ``names``: the target's one name) or a 0/1
+    matrix ``(n, len(names))`` (``multilabel``; ``names``: its columns, default ``"0"``, ``"1"`` ...).
     """
     if len(items) != len(labels) or (weights is not None and len(weights) != len(items)):
         raise ValueError(f"{len(items)} examples but {len(labels)} labels" + (f" and {len(weights)} weights" if weights is not None else ""))
@@ -31,8 +33,17 @@ def from_examples(items: Sequence[Any], labels: Sequence[Any], *, val_fraction: 
     items = as_items(items, modality)
     check_items(items, modality)
     # Split the examples' positions with the readers' rules, then put the examples (and their weights) back in.
-    raw: dict[str, tuple[list[Any], list[str]]] = {"train": (list(range(len(items))), [label_name(y) for y in labels])}
-    data = _finish(Path(source), modality, raw, [], [], val_fraction=val_fraction, test_fraction=0.0, seed=seed)
+    if task == "regression":
+        codes: list[Any] = [float(y) for y in labels]
+    elif task == "multilabel":
+        matrix = np.asarray(labels)
+        names = [str(j) for j in range(matrix.shape[1])] if names is None else [str(n) for n in names]
+        codes = [tuple(names[j] for j in np.flatnonzero(row)) for row in matrix]
+    else:
+        codes = [label_name(y) for y in labels]
+    raw: dict[str, tuple[list[Any], list[Any]]] = {"train": (list(range(len(items))), codes)}
+    data = _finish(Path(source), modality, raw, [], [], val_fraction=val_fraction, test_fraction=0.0, seed=seed, task=task,
+                   target=str(names[0]) if task == "regression" and names else "target", names=names if task == "multilabel" else None)  # fmt: skip
     positions = {split: list(data.splits[split][0]) for split in data.splits}
     data.splits = {split: ([items[i] for i in positions[split]], codes) for split, (_, codes) in data.splits.items()}
     if weights is not None:

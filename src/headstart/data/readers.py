@@ -11,7 +11,11 @@
 
 Files that cannot be used are never a traceback: they are skipped and listed with the reason in
 :attr:`Dataset.skipped`. Problems only the user can fix (a class with one example, no label column)
-raise ``ValueError`` with one line naming the file and the fix.
+raise ``ValueError`` with one line naming the file and the fix. A table's label column is read
+as classes, numbers or label sets by the task (:mod:`headstart.data.targets`).
+
+Why this module is long: every reader keeps the row each example came from, for errors that name
+it, and the CSV checks (encoding, quoting that swallows rows) are the file format's, kept with it.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from headstart.config import LABEL_DELIMITER
 from headstart.data.audio import AUDIO_EXTENSIONS, check_audio
 from headstart.data.dataset import Dataset, content_key, label_name, sort_classes, unify_labels
 from headstart.data.images import IMAGE_EXTENSIONS, check_image
 from headstart.data.splits import _take, stratified_split
+from headstart.data.targets import check_targets, check_task, encode_splits, merged_rows_note, parse_labels, resolve_task, strata
 from headstart.errors import DataWarning
 
 TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl", ".json"})
@@ -197,20 +203,20 @@ def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequenc
     raise ValueError(f"{path}: cannot tell which column holds the {what} (columns: {list(columns)}); pass {flag} NAME")
 
 
-def _load_table(path: Path, *, text_column: str | None, label_column: str | None, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+def _load_table(path: Path, *, text_column: str | None, label_column: str | None, val_fraction: float, test_fraction: float, seed: int, task: str, delimiter: str) -> Dataset:
     rows = _read_rows(path)
     if not rows:
         raise ValueError(f"{path}: no rows; the file needs a header and at least one row per class")
     columns = [c for c in rows[0] if isinstance(c, str)]  # a CSV row longer than its header adds a None key
     path_col = _listing_column(columns) if text_column is None else None
     if path_col is not None:
-        return _load_listing(path, rows, columns, path_col, label_column, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        return _load_listing(path, rows, columns, path_col, label_column, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, task=task, delimiter=delimiter)
     text_col = _pick_column(columns, text_column, TEXT_COLUMNS, "text", path, "--text-column")
     label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
     notes = _guessed_columns(columns, text=(text_col, text_column), labels=(label_col, label_column))
     split_col = next((c for c in columns if c.lower() == "split"), None)
     skipped: list[tuple[str, str]] = []
-    raw: dict[str, tuple[list[str], list[str]]] = {}
+    raw: dict[str, tuple[list[str], list[str], list[str]]] = {}
     for number, row in enumerate(rows, start=2 if path.suffix.lower() in (".csv", ".tsv") else 1):
         text, label = row.get(text_col), row.get(label_col)
         where = f"{path.name}:{number}"
@@ -224,10 +230,20 @@ def _load_table(path: Path, *, text_column: str | None, label_column: str | None
         if not split:
             skipped.append((where, f"unknown split {row.get(split_col)!r}"))
             continue
-        items, labels = raw.setdefault(split, ([], []))
+        items, labels, wheres = raw.setdefault(split, ([], [], []))
         items.append(str(text))
         labels.append(label_name(label))
-    return _finish(path, "text", raw, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        wheres.append(where)
+    return _finish_table(path, "text", raw, skipped, notes, label_col, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, task=task, delimiter=delimiter)
+
+
+def _finish_table(source: Path, modality: str, raw: dict[str, tuple[list[Any], list[str], list[str]]], skipped: list[tuple[str, str]], notes: list[str], column: str,
+                  *, val_fraction: float, test_fraction: float, seed: int, task: str, delimiter: str) -> Dataset:  # fmt: skip
+    """The rows of a table or listing read as ``task`` (``auto`` decided from the label cells), then split."""
+    task, task_notes = resolve_task(task, [n for _, names, _ in raw.values() for n in names], source, column, delimiter)
+    parsed = parse_labels(task, raw, source, delimiter)
+    notes.extend(task_notes + (merged_rows_note(raw, parsed) if task == "multilabel" else []))
+    return _finish(source, modality, parsed, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, task=task, target=column)
 
 
 def _guessed_columns(columns: Sequence[str], **picked: tuple[str, str | None]) -> list[str]:
@@ -254,35 +270,37 @@ def _row_split(row: dict[str, Any], split_col: str | None) -> str:
 
 
 def _load_listing(
-    path: Path, rows: list[dict[str, Any]], columns: list[str], path_col: str, label_column: str | None, *, val_fraction: float, test_fraction: float, seed: int
+    path: Path, rows: list[dict[str, Any]], columns: list[str], path_col: str, label_column: str | None, *, val_fraction: float, test_fraction: float, seed: int,
+    task: str, delimiter: str,
 ) -> Dataset:
     """A table of ``path,label[,split]`` rows naming image or audio files relative to the table."""
     label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "labels", path, "--label-column")
     notes = [f"files listed in {path.name}", *_guessed_columns(columns, labels=(label_col, label_column))]
     split_col = next((c for c in columns if c.lower() == "split"), None)
     skipped: list[tuple[str, str]] = []
-    entries: list[tuple[str, Path, str]] = []
+    entries: list[tuple[str, Path, str, str]] = []
     for number, row in enumerate(rows, start=2 if path.suffix.lower() in (".csv", ".tsv") else 1):
         where, file, label, split = f"{path.name}:{number}", str(row.get(path_col) or "").strip(), row.get(label_col), _row_split(row, split_col)
         if not file or label is None or str(label).strip() == "" or not split:
             skipped.append((where, "missing path" if not file else "missing label" if split else f"unknown split {row.get(split_col)!r}"))
             continue
-        entries.append((split, (path.parent / file).resolve() if not Path(file).is_absolute() else Path(file), label_name(label)))
-    kinds = Counter("audio" if f.suffix.lower() in AUDIO_EXTENSIONS else "image" for _, f, _ in entries if f.suffix.lower() in AUDIO_EXTENSIONS | IMAGE_EXTENSIONS)
+        entries.append((split, (path.parent / file).resolve() if not Path(file).is_absolute() else Path(file), label_name(label), where))
+    kinds = Counter("audio" if f.suffix.lower() in AUDIO_EXTENSIONS else "image" for _, f, _, _ in entries if f.suffix.lower() in AUDIO_EXTENSIONS | IMAGE_EXTENSIONS)
     if not kinds:
         raise ValueError(f"{path}: column {path_col!r} names no image or audio files; list files such as clip.wav or photo.jpg")
     modality = kinds.most_common(1)[0][0]
     usable = [e for e in entries if e[1].suffix.lower() in FILE_KINDS[modality][0]]
-    skipped.extend((str(f), f"not an {modality} file ({f.suffix or 'no extension'})") for _, f, _ in entries if f.suffix.lower() not in FILE_KINDS[modality][0])
-    raw: dict[str, tuple[list[Path], list[str]]] = {}
-    for (split, file, label), problem in zip(usable, check_files([f for _, f, _ in usable], modality)):
+    skipped.extend((str(f), f"not an {modality} file ({f.suffix or 'no extension'})") for _, f, _, _ in entries if f.suffix.lower() not in FILE_KINDS[modality][0])
+    raw: dict[str, tuple[list[Path], list[str], list[str]]] = {}
+    for (split, file, label, where), problem in zip(usable, check_files([f for _, f, _, _ in usable], modality)):
         if problem is not None:
             skipped.append((str(file), problem))
             continue
-        items, labels = raw.setdefault(split, ([], []))
+        items, labels, wheres = raw.setdefault(split, ([], [], []))
         items.append(file)
         labels.append(label)
-    return _finish(path, modality, raw, skipped, notes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        wheres.append(where)
+    return _finish_table(path, modality, raw, skipped, notes, label_col, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, task=task, delimiter=delimiter)
 
 
 def _finish(
@@ -295,37 +313,45 @@ def _finish(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    task: str = "classification",
+    target: str = "target",
+    names: Sequence[str] | None = None,
 ) -> Dataset:
-    rename, label_notes = unify_labels(name for _, names in raw.values() for name in names)
-    raw = {split: (items, [rename.get(n, n) for n in names]) for split, (items, names) in raw.items()}
-    notes.extend(label_notes)
+    """Split and encode ``raw`` (split or ``"all"`` -> items and labels: class names, numbers for regression, tuples of names for multilabel)."""
+    if task == "classification":
+        rename, label_notes = unify_labels(name for _, names in raw.values() for name in names)
+        raw = {split: (items, [rename.get(n, n) for n in names]) for split, (items, names) in raw.items()}
+        notes.extend(label_notes)
     if "train" in raw and "test" not in raw and "val" in raw:
         raw["test"] = raw.pop("val")
         notes.append("the given validation split is the held-out evaluation split; validation was carved from train")
     if "all" in raw:
         pool = raw.pop("all")
-        _check_classes(source, pool[1])
-        rest, test = stratified_split(pool[1], test_fraction, seed)
+        _check_classes(source, pool[1], task)
+        rest, test = stratified_split(strata(task, pool[1]), test_fraction, seed)
         raw["test"] = _take(pool, test)
         raw["train"] = _take(pool, rest)
         notes.append(f"no split given: stratified {1 - test_fraction:.0%}/{test_fraction:.0%} train/test split (seed {seed})")
     if "train" not in raw:
         raise ValueError(f"{source}: no training examples found; add a train/ folder or a 'train' split")
-    _check_classes(source, raw["train"][1])
+    _check_classes(source, raw["train"][1], task)
     if "val" not in raw:
-        keep, val = stratified_split(raw["train"][1], val_fraction, seed + 1)
+        keep, val = stratified_split(strata(task, raw["train"][1]), val_fraction, seed + 1)
         raw["val"] = _take(raw["train"], val)
         raw["train"] = _take(raw["train"], keep)
         notes.append(f"validation: stratified {val_fraction:.0%} of train (seed {seed + 1})")
-    classes = sort_classes(raw["train"][1])
-    index = {name: i for i, name in enumerate(classes)}
-    splits: dict[str, tuple[list[Any], list[int]]] = {}
-    for split in ("train", "val", "test"):
-        items, names = raw.get(split, ([], []))
-        unknown = sorted(set(names) - set(index))
-        if unknown:
-            raise ValueError(f"{source}: labels {unknown[:5]} appear in {split} but not in train; add training examples for them or remove them")
-        splits[split] = (items, [index[n] for n in names])
+    if task == "classification":
+        classes = sort_classes(raw["train"][1])
+        index = {name: i for i, name in enumerate(classes)}
+        splits: dict[str, tuple[list[Any], list[Any]]] = {}
+        for split in ("train", "val", "test"):
+            items, names = raw.get(split, ([], []))
+            unknown = sorted(set(names) - set(index))
+            if unknown:
+                raise ValueError(f"{source}: labels {unknown[:5]} appear in {split} but not in train; add training examples for them or remove them")
+            splits[split] = (items, [index[n] for n in names])
+    else:
+        classes, splits = encode_splits(task, raw, source, target, names)
     duplicates, found = _duplicates(splits)
     alerts = []
     if duplicates:
@@ -334,7 +360,7 @@ def _finish(
             f"validation examples (e.g. {' '.join(str(found).split())[:120]}); held-out metrics will be optimistic; remove the duplicates"
         )
         warnings.warn(f"{source}: {alerts[-1]}", DataWarning, stacklevel=3)
-    return Dataset(modality, classes, splits, str(source), skipped, notes, alerts, duplicates)
+    return Dataset(modality, classes, splits, str(source), skipped, notes, alerts, duplicates, task=task)
 
 
 def _duplicates(splits: dict[str, tuple[list[Any], list[int]]]) -> tuple[int, Any]:
@@ -344,7 +370,10 @@ def _duplicates(splits: dict[str, tuple[list[Any], list[int]]]) -> tuple[int, An
     return len(hits), (hits[0] if hits else None)
 
 
-def _check_classes(source: Path, labels: Sequence[str]) -> None:
+def _check_classes(source: Path, labels: Sequence[Any], task: str = "classification") -> None:
+    if task != "classification":
+        check_targets(source, task, labels)
+        return
     counts = Counter(labels)
     if len(counts) < 2:
         found = f"only the class {next(iter(counts))!r}" if counts else "no usable examples"
@@ -362,15 +391,24 @@ def load_dataset(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
     seed: int = 0,
+    task: str = "auto",
+    label_delimiter: str = LABEL_DELIMITER,
 ) -> Dataset:
-    """Read an image or audio folder, a text table or a file listing into a split :class:`Dataset` (see module docstring)."""
+    """Read an image or audio folder, a text table or a file listing into a split :class:`Dataset` (see module docstring).
+
+    ``task``: what a label is (see :mod:`headstart.data.targets`); ``auto`` decides from a table's label cells.
+    """
     path = Path(path)
+    check_task(task)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder; pass an image or audio folder or a CSV/TSV/JSONL file")
     if path.is_dir() and (path / INDEX_NAME).is_file():
         path = path / INDEX_NAME
     if path.is_dir():
+        if task not in ("auto", "classification"):
+            raise ValueError(f"{path}: a folder of class sub-folders holds one label per file (its folder): it is classification; for --task {task} pass a CSV/TSV/JSONL listing (path,label)")
         return _load_folder(path, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     if path.suffix.lower() in TABLE_EXTENSIONS:
-        return _load_table(path, text_column=text_column, label_column=label_column, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        return _load_table(path, text_column=text_column, label_column=label_column, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                           task=task, delimiter=label_delimiter)  # fmt: skip
     raise ValueError(f"{path}: unsupported dataset; pass a folder of class sub-folders or a .csv/.tsv/.jsonl file (text or a path column)")
