@@ -18,14 +18,16 @@ __all__ = ["probe_accuracy", "strata"]
 
 
 def strata(labels: np.ndarray) -> np.ndarray:
-    """Integer groups a subset is stratified over: the classes, a numeric target's deciles, or one group for multi-label rows."""
+    """Integer groups a subset of ``labels`` (a :class:`~headstart.data.Dataset`'s array) is stratified over, as the
+    data splits are (:func:`headstart.data.targets.strata`): the class, a numeric target's quintile, an example's rarest label."""
+    from headstart.data.targets import strata as split_strata
+
     kind = target_kind(labels)
     if kind == "classification":
         return labels
-    if kind == "regression":
-        edges = np.unique(np.quantile(labels, np.linspace(0, 1, 11)[1:-1]))
-        return np.searchsorted(edges, labels, side="right")
-    return np.zeros(len(labels), dtype=np.int64)
+    values = [tuple(np.flatnonzero(row).tolist()) for row in labels] if kind == "multilabel" else labels
+    _, codes = np.unique(np.asarray([str(v) for v in split_strata(kind, values)]), return_inverse=True)
+    return codes.reshape(-1)
 
 
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0) -> tuple[float, float]:
