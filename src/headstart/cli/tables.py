@@ -11,7 +11,7 @@ from headstart.metrics import describe, headline
 
 def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
     """Per-class precision/recall/F1; a regression run's scores with their intervals; a multi-label run's per-label F1, AP, threshold and support."""
-    from headstart.report.targets import SCORES, summary_line, task_of
+    from headstart.report.targets import SCORES, task_of
 
     task = task_of(metrics)
     if task != "classification":
@@ -27,7 +27,7 @@ def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
                 table.add_column(col, justify="right" if col != "label" else "left")
             for name, row in (metrics.get("per_label") or {}).items():
                 table.add_row(name, f"{row['f1']:.3f}", "-" if row.get("ap") is None else f"{row['ap']:.3f}", f"{row['threshold']:.3f}", str(row["support"]))
-        table.caption = summary_line(metrics)
+        table.caption = headline(metrics)
         return table
     table = Table(title=title)
     for col in ("class", "precision", "recall", "F1", "support"):

@@ -75,7 +75,7 @@ def _png(fig: Any) -> str:
 
 
 @_styled
-def _curves_figure(history: dict[str, Any], score: str = "accuracy") -> Any:
+def _curves_figure(history: dict[str, Any], score: str = "accuracy", percent: bool = True) -> Any:
     """Loss and accuracy per epoch; one column per phase, so a 4-epoch fine-tune is not squeezed beside a 100-epoch head fit.
 
     ``score``: what the records' ``*_accuracy`` hold for the run's task (:data:`headstart.report.targets.EPOCH_SCORE`).
@@ -120,7 +120,7 @@ def _curves_figure(history: dict[str, Any], score: str = "accuracy") -> Any:
                 ax.set_xlabel(f"{phase['name']} epoch")
             if column == 0 and len(phases) > 1:
                 ax.set_ylabel(name)
-            if key == "accuracy":
+            if key == "accuracy" and percent:
                 ax.yaxis.set_major_formatter(_percent_formatter())
     handles: dict[str, Any] = {}
     for ax in axes.flat:

@@ -112,7 +112,7 @@ def _sections(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any]:
         "data": _data_section(run.dataset),
         "strategy": _strategy_section(run),
         "lr_find": _lr_find_section(run.lr_find) if run.lr_find else None,
-        "curves": {"image": _png(_curves_figure(run.history, EPOCH_SCORE[task])), "overfitting": overfitting(epochs, run.history.get("kept_epoch")), "kept": kept,
+        "curves": {"image": _png(_curves_figure(run.history, EPOCH_SCORE[task], percent=task != "regression")), "overfitting": overfitting(epochs, run.history.get("kept_epoch")), "kept": kept,
                    "phases": _phases(epochs), "score": EPOCH_SCORE[task]} if epochs else None,  # fmt: skip
         "results": (_results_section(test) if classes else results_section(test, run.predictions)) if test else None,
         "mistakes": _mistakes_section(run.predictions, task) if run.predictions.get("examples") else None,

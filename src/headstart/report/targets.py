@@ -53,15 +53,6 @@ def headline_cards(test: dict[str, Any]) -> list[tuple[str, str, str]]:
     return cards
 
 
-def summary_line(metrics: dict[str, Any]) -> str:
-    """``test R² 0.712 (95% CI ...), MAE ..., n=...``: every score of the task with its interval, on one line (CLI, compare view)."""
-    task = task_of(metrics)
-    order = SCORES[task] if task != "regression" else (SCORES[task][2], SCORES[task][0], SCORES[task][1])
-    parts = [f"{label} {describe(metrics, key, percent=percent) if metrics.get(key) is not None else '–'}" for key, label, percent in order]
-    line = f"{metrics.get('split', 'test')} " + ", ".join(parts) + f", n={metrics['n']}"
-    return line + (f": too few examples to tell (fewer than {MIN_EXAMPLES})" if too_few(metrics) else "")
-
-
 def regression_errors(predictions: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """True and predicted values of the held-out examples a regression run saved."""
     examples = predictions.get("examples") or []
@@ -85,8 +76,10 @@ def worst_examples(predictions: dict[str, Any], task: str) -> tuple[list[dict[st
         for e in examples:
             true, predicted = set(e["true"]), set(e["predicted"])
             if true != predicted:
-                cards.append({**e, "missed": sorted(true - predicted), "extra": sorted(predicted - true), "wrong_labels": len(true ^ predicted)})
-        return sorted(cards, key=lambda c: -c["wrong_labels"]), len(cards)
+                scores = e.get("scores") or {}
+                sure = max([scores.get(n, 0.5) for n in predicted - true] + [1 - scores.get(n, 0.5) for n in true - predicted])  # the surest wrong decision
+                cards.append({**e, "missed": sorted(true - predicted), "extra": sorted(predicted - true), "wrong_labels": len(true ^ predicted), "sure": sure})
+        return sorted(cards, key=lambda c: (-c["wrong_labels"], -c["sure"])), len(cards)
     wrong = sorted((e for e in examples if e["true"] != e["predicted"]), key=lambda e: -e["confidence"])
     return wrong, len(wrong)
 
@@ -102,7 +95,7 @@ def results_section(metrics: dict[str, Any], predictions: dict[str, Any]) -> dic
     }  # fmt: skip
     if task == "regression":
         true, predicted = regression_errors(predictions)
-        target = (metrics.get("classes") or ["target"])[0]
+        target = metrics.get("target") if isinstance(metrics.get("target"), str) else "target"  # the target column's name
         section["target"] = target
         section["image"] = _png(_scatter_figure(true, predicted, target)) if len(true) else None
         section["bias"] = float((predicted - true).mean()) if len(true) else None

@@ -424,7 +424,7 @@ def _predictions(model: TransferModel, text: str, files: list[UploadFile]) -> li
                 names.append(name)
         results = predict(model, items)
     rows = []
-    for name, result in zip(names, results):
+    for name, result in zip(names, results):  # regression: the value alone (no probabilities); multilabel: the chosen labels, each label's probability
         top = sorted(result.probabilities.items(), key=lambda kv: kv[1], reverse=True)[:TOP_K]
         rows.append({"item": name, "label": result.label, "probability": result.probability, "top": [{"class": c, "probability": p} for c, p in top]})
     return rows
