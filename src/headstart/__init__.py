@@ -38,6 +38,7 @@ _PUBLIC = {
     "predict": "headstart.inference",
     "predict_proba": "headstart.inference",
     "TransferClassifier": "headstart.estimator",
+    "TransferRegressor": "headstart.estimator",
     "TransferModel": "headstart.model",
     "advise": "headstart.analysis.advisor",
     "profile": "headstart.analysis.probes",
@@ -53,6 +54,7 @@ _PUBLIC = {
 __all__ = [
     "Run",
     "TransferClassifier",
+    "TransferRegressor",
     "TransferModel",
     "advise",
     "create_backbone",
@@ -79,7 +81,7 @@ if TYPE_CHECKING:
     from headstart.api import Run, fit, resume
     from headstart.backbones.registry import create_backbone, list_backbones
     from headstart.data.readers import load_dataset
-    from headstart.estimator import TransferClassifier
+    from headstart.estimator import TransferClassifier, TransferRegressor
     from headstart.freezing import freeze, freeze_report, unfreeze
     from headstart.inference import evaluate, from_pretrained, predict, predict_proba
     from headstart.model import TransferModel

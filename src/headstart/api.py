@@ -43,6 +43,7 @@ from headstart.report.interpret import interpret_held_out
 from headstart.report.tracking import Tracker, make_tracker
 from headstart.rundir import check_new_run_dir, default_run_dir, write_run_files
 from headstart.strategies import FitContext, Strategy, make_strategy
+from headstart.tasks import get_task
 from headstart.training import distributed
 from headstart.training.callbacks import Callback
 from headstart.training.checkpoint import Checkpoint, checkpoint_dir, read_fit_args, settle_failed_fit, write_fit_args
@@ -162,13 +163,18 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
     checkpoint = Checkpoint(directory, resume=config.resume, write=main) if directory is not None else None
     dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=config.text_column, label_column=config.label_column, seed=config.seed,
                                                                                        task=config.task, label_delimiter=config.label_delimiter)  # fmt: skip
+    if config.loss is not None and dataset.task != "regression":
+        raise ValueError(f"--loss {config.loss} applies to a regression target; {dataset.source} is read as {dataset.task} (pass --task regression if its labels are numbers)")
+    task = get_task(dataset.task, loss=config.loss)
+    target = task.fit_encoding(dataset.labels("train"))  # regression: the training targets' mean and std, saved with the run
     config, advice = _with_advice(dataset, config, quiet)
     strategy = config.strategy if isinstance(config.strategy, Strategy) else make_strategy(config.strategy, **config.strategy_options())
     config.validate(strategy.name)
 
     def build() -> TransferModel:
         seed_everything(config.seed)
-        model = TransferModel.from_backbone(config.backbone, dataset.classes, cut=config.cut, hidden=config.hidden, dropout=config.dropout, pretrained=strategy.pretrained, weights=config.weights)
+        model = TransferModel.from_backbone(config.backbone, dataset.classes, cut=config.cut, hidden=config.hidden, dropout=config.dropout, pretrained=strategy.pretrained,
+                                            weights=config.weights, task=task, target=target)  # fmt: skip
         match_data(model.backbone, dataset, image_size=config.image_size, tta=config.tta, max_length=config.max_length, long_text=config.long_text)
         return model.to(distributed.device()).fast_layout()
 
@@ -197,13 +203,15 @@ def _fit(data: str | Path | Dataset, config: FitConfig, arguments: dict[str, Any
             metrics, predictions, scored = _held_out(model, dataset, ctx)
             if text_lengths is not None:
                 metrics["text_lengths"] = text_lengths
-            interpretation = interpret_held_out(model, dataset, scored, ctx.progress, cache=ctx.cache, batch_size=ctx.batch_size) if main and (directory is not None or tracker is not None) else None
+            explain = main and (directory is not None or tracker is not None) and task.name == "classification"  # heat maps and projection read class probabilities
+            interpretation = interpret_held_out(model, dataset, scored, ctx.progress, cache=ctx.cache, batch_size=ctx.batch_size) if explain else None
             seconds = time.perf_counter() - started
             kept = history.kept()
             if kept is not None:
                 progress.log(f"kept: {kept['sentence']}")
             if "test" in metrics:
-                progress.log(f"{headline(metrics['test'])}; balanced accuracy {describe(metrics['test'], 'balanced_accuracy')}; {seconds:.0f}s")
+                extra = f"; balanced accuracy {describe(metrics['test'], 'balanced_accuracy')}" if task.name == "classification" else ""
+                progress.log(f"{headline(metrics['test'])}{extra}; {seconds:.0f}s")
         model.train()  # the modes training used: frozen blocks' BatchNorm in eval (as `headstart summary` shows)
         blocks = freeze_report(model).to_rows()
         run = Run(model.eval(), history, metrics, directory, summary, seconds, predictions, advice.record, interpretation.data if interpretation else None)
@@ -268,7 +276,8 @@ def _with_advice(dataset: Dataset, config: FitConfig, quiet: bool) -> tuple[FitC
 
 def _log_data(progress: Progress, dataset: Dataset, summary: dict[str, Any], advice_lines: list[str]) -> None:
     """The run log's opening: the data read, what was assumed or skipped, and the advice."""
-    progress.log(f"data: {dataset.source}: {', '.join(f'{s} {sum(c.values())}' for s, c in summary['counts'].items())}; classes {dataset.classes}")
+    what = {"regression": "regression target", "multilabel": "labels (multilabel)"}.get(dataset.task, "classes")
+    progress.log(f"data: {dataset.source}: {', '.join(f'{s} {len(dataset.items(s))}' for s in summary['counts'])}; {what} {dataset.classes}")
     for note in dataset.notes:
         progress.log(f"data: {note}")
     for line in advice_lines:
@@ -295,13 +304,17 @@ def _held_out(model: TransferModel, dataset: Dataset, ctx: FitContext) -> tuple[
 
     Images come from the decoded-image cache the training filled (val is there already), not from the files again.
     """
-    metrics, predictions, scored = {}, {}, None
+    metrics: dict[str, Any] = {"task": model.task.name}
+    predictions, scored = {}, None
     for split in ("val", "test"):
-        if dataset.items(split):
-            metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache, images=ctx.images)
-            predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality)
+        if dataset.items(split):  # validation first: a multi-label model takes its thresholds there (choose), test is scored with them
+            metrics[split], labels, probs = score_split(model, dataset, split, batch_size=ctx.batch_size, cache=ctx.cache, images=ctx.images, choose=split == "val")
+            predictions = prediction_records(dataset.items(split), labels, probs, model.classes, split=split, modality=dataset.modality, task=model.task.name,
+                                             thresholds=model.thresholds)  # fmt: skip
             scored = (split, labels, probs)
-    if dataset.modality == "text":  # what the pretrained encoder bought over surface words (seconds)
+    if model.target is not None:
+        metrics["target"] = {"name": model.classes[0], **model.target}
+    if dataset.modality == "text" and model.task.name == "classification":  # what the pretrained encoder bought over surface words (seconds)
         from headstart.analysis.baseline import compare_with_bag_of_words
 
         compare_with_bag_of_words(dataset, metrics, ctx.progress)

@@ -1,4 +1,9 @@
-"""``TransferClassifier``: a scikit-learn estimator over image paths, PIL images or texts.
+"""``TransferClassifier`` and ``TransferRegressor``: scikit-learn estimators over image paths, PIL images or texts.
+
+``TransferClassifier`` also takes a 2-D 0/1 ``y`` (scikit-learn's multi-label indicator matrix, as
+``MLPClassifier`` and ``KNeighborsClassifier`` do): it then trains a multi-label model (:mod:`headstart.tasks`),
+``predict`` returns a 0/1 matrix and ``predict_proba`` the per-label probabilities. One class, as in
+scikit-learn, because the kind of ``y`` says which: a user's pipeline need not change estimator.
 
 The constructor only stores parameters; ``fit`` validates them and learns (attributes ending in
 ``_``), so ``clone``, ``get_params``/``set_params``, pipelines and ``cross_val_score`` work.
@@ -14,9 +19,9 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
 from headstart import api
@@ -25,6 +30,7 @@ from headstart.data import as_items, from_examples
 from headstart.errors import WrongType
 from headstart.inference import predict_proba
 from headstart.strategies import STRATEGIES
+from headstart.tasks import get_task
 
 
 def check_examples(X: Any) -> list[Any]:
@@ -152,31 +158,24 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.cache_dir = cache_dir
 
     def _validate(self) -> None:
-        if self.strategy not in (*STRATEGIES, "auto"):
-            raise ValueError(f"strategy={self.strategy!r}; choose one of {[*STRATEGIES, 'auto']}")
-        if not isinstance(self.backbone, str):
-            raise TypeError(f"backbone must be a name (str), got {type(self.backbone).__name__}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction={self.val_fraction} must be between 0 and 1")
+        _validate_common(self)
         if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
             raise ValueError(f"class_weight={self.class_weight!r}; use None, 'balanced' or a dict class -> weight")
-        self._config().validate()
 
     def __sklearn_tags__(self) -> Any:
         """What the input is: a 1-D sequence of texts or paths, never a numeric 2-D table."""
-        tags = super().__sklearn_tags__()
-        tags.input_tags.one_d_array, tags.input_tags.two_d_array, tags.input_tags.string = True, False, True
-        return tags
+        return _input_tags(super().__sklearn_tags__())
 
     def _config(self) -> FitConfig:
-        """fit's options: the parameters that are FitConfig fields (all but val_fraction), never saved, never printing."""
-        return replace(FitConfig.from_arguments(self.get_params(deep=False)), save=False, quiet=True)
+        return _config(self)
 
     def fit(self, X: Sequence[Any], y: Sequence[Any], sample_weight: Sequence[float] | None = None) -> TransferClassifier:
         """Train on examples ``X`` (image paths, PIL images or texts) with labels ``y``; ``sample_weight`` weights each example's loss."""
         self._validate()
         if y is None:
             raise ValueError("TransferClassifier requires y to be passed, but the target y is None")
+        if np.ndim(y) == 2 and np.shape(y)[1] > 1 and type_of_target(y) == "multilabel-indicator":
+            return self._fit_multilabel(check_examples(X), np.asarray(y), sample_weight)
         X, y = check_examples(X), column_or_1d(y, warn=True)  # a column vector y is accepted with scikit-learn's warning
         if not len(X):
             raise ValueError("TransferClassifier needs training examples: X has 0 samples")
@@ -194,6 +193,20 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.model_ = run.model
         self.history_ = run.history
         self._columns = np.array([self.model_.classes.index(str(c)) for c in self.classes_])
+        return self
+
+    def _fit_multilabel(self, X: list[Any], y: np.ndarray, sample_weight: Sequence[float] | None) -> TransferClassifier:
+        """A 0/1 indicator matrix ``y`` (n, labels): a multi-label model; ``classes_`` numbers the columns."""
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} examples but y has {len(y)} rows; pass one row of labels per example")
+        if self.class_weight is not None:
+            raise ValueError("class_weight weights classes of a single-label y; for a multi-label y pass sample_weight")
+        weights = None if sample_weight is None else _check_sample_weight(sample_weight, np.empty((len(X), 0)), dtype=np.float64, ensure_non_negative=True)
+        self.classes_ = np.arange(y.shape[1])
+        data = from_examples(X, y, val_fraction=self.val_fraction, seed=self.seed, weights=weights, task="multilabel", names=[str(c) for c in self.classes_])
+        run = api.fit_config(data, self._config())
+        self.model_, self.history_ = run.model, run.history
+        self._columns = np.arange(y.shape[1])
         return self
 
     def _weights(self, X: list[Any], y: np.ndarray, sample_weight: Sequence[float] | None) -> np.ndarray | None:
@@ -218,5 +231,116 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return predict_proba(self.model_, as_items(check_examples(X), self.model_.modality))[:, self._columns]
 
     def predict(self, X: Sequence[Any]) -> np.ndarray:
+        """Class labels; for a multi-label fit, the 0/1 matrix of labels at or above their validation-chosen thresholds."""
         proba = self.predict_proba(X)
+        if self.model_.task.name == "multilabel":
+            return (proba >= np.asarray(self.model_.thresholds if self.model_.thresholds is not None else 0.5)).astype(np.int64)
         return self.classes_[proba.argmax(axis=1)]
+
+
+def _validate_common(estimator: BaseEstimator) -> None:
+    if estimator.strategy not in (*STRATEGIES, "auto"):
+        raise ValueError(f"strategy={estimator.strategy!r}; choose one of {[*STRATEGIES, 'auto']}")
+    if not isinstance(estimator.backbone, str):
+        raise TypeError(f"backbone must be a name (str), got {type(estimator.backbone).__name__}")
+    if not 0.0 < estimator.val_fraction < 1.0:
+        raise ValueError(f"val_fraction={estimator.val_fraction} must be between 0 and 1")
+    _config(estimator).validate()
+
+
+def _input_tags(tags: Any) -> Any:
+    tags.input_tags.one_d_array, tags.input_tags.two_d_array, tags.input_tags.string = True, False, True
+    return tags
+
+
+def _config(estimator: BaseEstimator) -> FitConfig:
+    """fit's options: the parameters that are FitConfig fields (all but val_fraction), never saved, never printing."""
+    return replace(FitConfig.from_arguments(estimator.get_params(deep=False)), save=False, quiet=True)
+
+
+class TransferRegressor(RegressorMixin, BaseEstimator):
+    """Regressor built on a pretrained backbone by transfer learning: one number per text, image path or PIL image.
+
+    The parameters are :class:`TransferClassifier`'s (without ``class_weight``), plus ``loss``
+    (``"mse"`` or ``"huber"``). Targets are standardised with the training mean and standard
+    deviation (``model_.target``) and predictions de-standardised; ``score`` is R² (``RegressorMixin``).
+    ``sample_weight`` weights each example's loss where the head trains on cached features
+    (``strategy="feature-extraction"``).
+
+    Examples
+    --------
+    >>> reg = TransferRegressor("minilm").fit(texts, scores)   # doctest: +SKIP
+    >>> reg.predict(["a fine film"])                           # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULTS.backbone,
+        *,
+        strategy: str = DEFAULTS.strategy,
+        budget: str | float | None = DEFAULTS.budget,
+        epochs: int | None = DEFAULTS.epochs,
+        lr: float | None = DEFAULTS.lr,
+        trainable_blocks: int | None = DEFAULTS.trainable_blocks,
+        freeze: float | None = DEFAULTS.freeze,
+        hidden: int | None = DEFAULTS.hidden,
+        dropout: float = DEFAULTS.dropout,
+        loss: str | None = DEFAULTS.loss,
+        batch_size: int = DEFAULTS.batch_size,
+        val_fraction: float = 0.15,
+        seed: int = DEFAULTS.seed,
+        cache_dir: str | None = DEFAULTS.cache_dir,
+    ) -> None:
+        self.backbone = backbone
+        self.strategy = strategy
+        self.budget = budget
+        self.epochs = epochs
+        self.lr = lr
+        self.trainable_blocks = trainable_blocks
+        self.freeze = freeze
+        self.hidden = hidden
+        self.dropout = dropout
+        self.loss = loss
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.cache_dir = cache_dir
+
+    def __sklearn_tags__(self) -> Any:
+        """What the input is: a 1-D sequence of texts or paths, never a numeric 2-D table."""
+        return _input_tags(super().__sklearn_tags__())
+
+    def fit(self, X: Sequence[Any], y: Sequence[float], sample_weight: Sequence[float] | None = None) -> TransferRegressor:
+        """Train on examples ``X`` with numeric targets ``y``; ``sample_weight`` weights each example's loss."""
+        _validate_common(self)
+        get_task("regression", loss=self.loss)  # refuses an unknown loss
+        if y is None:
+            raise ValueError("TransferRegressor requires y to be passed, but the target y is None")
+        X = check_examples(X)
+        y = column_or_1d(y, warn=True)
+        if not len(X):
+            raise ValueError("TransferRegressor needs training examples: X has 0 samples")
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} examples but y has {len(y)} targets; pass one number per example")
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("TransferRegressor needs numeric targets y; for class labels use TransferClassifier") from None
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinity; give every example a finite target")
+        weights = None
+        if sample_weight is not None:
+            weights = _check_sample_weight(sample_weight, np.empty((len(X), 0)), dtype=np.float64, ensure_non_negative=True)
+            if not weights.sum() > 0:
+                raise ValueError("sample_weight: the weights sum to zero; at least one example must have a positive weight")
+            if self.strategy != "feature-extraction" and not np.all(weights == weights[0]):
+                raise ValueError(f"sample_weight weights the head trained on cached features (strategy='feature-extraction'); strategy={self.strategy!r} trains backbone batches without weights")
+        data = from_examples(X, y, val_fraction=self.val_fraction, seed=self.seed, weights=weights, task="regression", names=["target"])
+        run = api.fit_config(data, _config(self))
+        self.model_, self.history_ = run.model, run.history
+        return self
+
+    def predict(self, X: Sequence[Any]) -> np.ndarray:
+        """Predicted values, in the units of the training targets."""
+        check_is_fitted(self, "model_")
+        return predict_proba(self.model_, as_items(check_examples(X), self.model_.modality))

@@ -15,7 +15,9 @@ reproduce exactly what :func:`headstart.predict` does:
   ``token_type_ids`` when the tokenizer makes them), int64 of shape ``(batch, length)``. The
   tokenizer stays outside the graph: ONNX has no standard operator for WordPiece/BPE.
 
-Softmax is left to the caller (``logits`` out), as in ``transformers``' ONNX exports.
+Softmax is left to the caller (``logits`` out), as in ``transformers``' ONNX exports. A regression model's graph
+returns ``value`` in target units (the de-standardisation is in the graph); a multi-label one returns
+``probabilities`` (sigmoid in the graph), with the per-label thresholds in ``preprocessing.json``.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class _ImageLogits(nn.Module):
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values)
+        return self.model.task.export_output(self.model(pixel_values), self.model.target)
 
 
 class _TextLogits(nn.Module):
@@ -76,7 +78,7 @@ class _TextLogits(nn.Module):
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             batch["token_type_ids"] = token_type_ids
-        return self.model(batch)
+        return self.model.task.export_output(self.model(batch), self.model.target)
 
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -127,7 +129,7 @@ def export_model(run: str | Path, *, format: str = "onnx", out: str | Path | Non
     with atomic_path(target) as tmp, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if format == "onnx":
-            _to_onnx(wrapper, args, names, tmp)
+            _to_onnx(wrapper, args, names, tmp, model.task.export_name)
         else:
             with torch.no_grad():
                 traced = torch.jit.trace(wrapper, args, check_trace=False)
@@ -139,19 +141,26 @@ def export_model(run: str | Path, *, format: str = "onnx", out: str | Path | Non
     return Export(format, target, directory / PREPROCESSING_NAME, names)
 
 
-def _to_onnx(wrapper: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], path: Path) -> None:
+def _to_onnx(wrapper: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], path: Path, output: str = "logits") -> None:
     batch = torch.export.Dim("batch", min=1)
     length = torch.export.Dim("length", min=2, max=4096)
     shapes = {name: {0: batch} if name == "pixel_values" else {0: batch, 1: length} for name in names}
     program = torch.onnx.export(
-        wrapper, args, input_names=names, output_names=["logits"], dynamic_shapes=shapes, opset_version=ONNX_OPSET, dynamo=True, verbose=False
+        wrapper, args, input_names=names, output_names=[output], dynamic_shapes=shapes, opset_version=ONNX_OPSET, dynamo=True, verbose=False
     )
     program.save(str(path))
 
 
 def preprocessing_spec(model: TransferModel, inputs: list[str]) -> dict[str, Any]:
     """What turns raw inputs into the graph's tensors, as data (see the module docstring)."""
-    spec: dict[str, Any] = {"modality": model.modality, "classes": model.classes, "inputs": inputs, "outputs": ["logits"], "softmax": "not applied: logits out"}
+    spec: dict[str, Any] = {"modality": model.modality, "classes": model.classes, "inputs": inputs, "outputs": [model.task.export_name], "task": model.task.name}
+    if model.task.name == "regression":
+        spec["value"] = f"in target units ({model.classes[0]}): the head's output times the training std ({model.target['std']:.6g}) plus its mean ({model.target['mean']:.6g}), inside the graph"
+    elif model.task.name == "multilabel":
+        spec["sigmoid"] = "applied inside the graph: one probability per label"
+        spec["thresholds"] = model.thresholds if model.thresholds is not None else [0.5] * len(model.classes)
+    else:
+        spec["softmax"] = "not applied: logits out"
     preprocessing = model.preprocessing
     if isinstance(preprocessing, ImagePreprocessing):
         spec["image"] = {

@@ -1,4 +1,4 @@
-"""New classification heads that replace a backbone's source head."""
+"""New heads that replace a backbone's source head (classification, regression or multi-label: :mod:`headstart.tasks`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ class ClassifierHead(nn.Module):
     in_features : int
         Size of the backbone's pooled features.
     num_classes : int
-        Number of target classes (2 for a binary task: softmax over two logits).
+        Number of outputs: target classes (2 for a binary task: softmax over two logits), labels
+        (multilabel), or 1 (regression); see :meth:`headstart.tasks.Task.head_width`.
     hidden : int or None, default=None
         Width of an optional hidden layer (ReLU).
     dropout : float, default=0.0
@@ -24,8 +25,8 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, *, hidden: int | None = None, dropout: float = 0.0) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"A classifier needs at least 2 classes, got {num_classes}")
+        if num_classes < 1:
+            raise ValueError(f"A head needs at least 1 output, got {num_classes}")
         self.in_features, self.num_classes, self.hidden, self.dropout = in_features, num_classes, hidden, dropout
         layers: list[nn.Module] = []
         width = in_features

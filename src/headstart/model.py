@@ -28,6 +28,7 @@ from headstart.freezing import FreezableMixin
 from headstart.heads import ClassifierHead
 from headstart.io import atomic_path, atomic_write_text
 from headstart.rundir import ASSETS_DIR, CONFIG_NAME, WEIGHTS_NAME
+from headstart.tasks import Task, get_task
 
 
 class TransferModel(FreezableMixin, nn.Module):
@@ -37,13 +38,23 @@ class TransferModel(FreezableMixin, nn.Module):
     ``freeze(model, model.blocks[:-3])`` leaves the last two backbone blocks and the head trainable.
     """
 
-    def __init__(self, backbone: Backbone, head: ClassifierHead, classes: Sequence[str]) -> None:
+    def __init__(self, backbone: Backbone, head: ClassifierHead, classes: Sequence[str], *, task: str | Task | None = None,
+                 target: dict[str, Any] | None = None, thresholds: Sequence[float] | None = None) -> None:  # fmt: skip
         super().__init__()
-        if len(classes) != head.num_classes:
+        self.task = get_task(task, loss=(target or {}).get("loss"))
+        if self.task.name == "classification" and len(classes) < 2:
+            raise ValueError(f"A classifier needs at least 2 classes, got {len(classes)}")
+        if self.task.head_width(classes) != head.num_classes:
             raise ValueError(f"{len(classes)} class names for a head with {head.num_classes} outputs")
         self.backbone = backbone
         self.head = head
         self.classes = [str(c) for c in classes]
+        self.target = target  # regression: the training targets' mean and std (and the loss), what predictions are de-standardised with
+        self.thresholds = list(thresholds) if thresholds is not None else None  # multilabel: per-label thresholds chosen on validation
+
+    def encoded_labels(self, labels: Any) -> Any:
+        """``labels`` (a split's :meth:`Dataset.labels`) as the targets the loss compares the head with (:meth:`Task.encode`)."""
+        return self.task.encode(labels, self.target)
 
     @classmethod
     def from_backbone(
@@ -56,13 +67,19 @@ class TransferModel(FreezableMixin, nn.Module):
         dropout: float = 0.0,
         pretrained: bool = True,
         weights: str | Path | None = None,
+        task: str | Task | None = None,
+        target: dict[str, Any] | None = None,
     ) -> TransferModel:
-        """Replace the source head of ``backbone`` (cut at block ``cut``) with a new one for ``classes``."""
+        """Replace the source head of ``backbone`` (cut at block ``cut``) with a new one for ``classes`` (its width: ``task``'s)."""
+        task = get_task(task, loss=(target or {}).get("loss"))
+        if task.name == "classification" and len(classes) < 2:
+            raise ValueError(f"A classifier needs at least 2 classes, got {len(classes)}")
         if isinstance(backbone, str):
             backbone = create_backbone(backbone, pretrained=pretrained, weights=weights)
         if cut is not None:
             backbone = backbone.cut(cut)
-        return cls(backbone, ClassifierHead(backbone.feature_dim, len(classes), hidden=hidden, dropout=dropout), classes).fast_layout()
+        head = ClassifierHead(backbone.feature_dim, task.head_width(classes), hidden=hidden, dropout=dropout)
+        return cls(backbone, head, classes, task=task, target=target).fast_layout()
 
     @property
     def blocks(self) -> BlockList:
@@ -108,6 +125,9 @@ class TransferModel(FreezableMixin, nn.Module):
             "preprocessing": self.preprocessing.to_dict(),
             "head": self.head.config(),
             "classes": self.classes,
+            "task": self.task.name,
+            **({"target": self.target} if self.target is not None else {}),
+            **({"thresholds": self.thresholds} if self.thresholds is not None else {}),
             **({"adapter": self.backbone.adapter} if self.backbone.adapter else {}),
         }
 
@@ -127,4 +147,4 @@ class TransferModel(FreezableMixin, nn.Module):
     def from_pretrained(cls, directory: str | Path) -> TransferModel:
         """Load a model written by :meth:`save_pretrained`, with its preprocessing (:func:`headstart.backbones.runs.load_run`)."""
         config, backbone, head = load_run(directory)
-        return cls(backbone, head, config["classes"]).fast_layout().eval()
+        return cls(backbone, head, config["classes"], task=config.get("task"), target=config.get("target"), thresholds=config.get("thresholds")).fast_layout().eval()

@@ -77,6 +77,10 @@ class Task:
         """Sum over a training batch of the per-example score (the records' ``train_accuracy``)."""
         raise NotImplementedError
 
+    def mean_score(self, logits: torch.Tensor, y: torch.Tensor) -> float:
+        """The mean of :meth:`batch_score` over a full batch (the cached-feature head's ``train_accuracy``)."""
+        return self.batch_score(logits, y) / max(len(y), 1)
+
     def decode(self, outputs: np.ndarray, target: dict[str, float] | None) -> np.ndarray:
         """Predictions in the user's terms from :meth:`outputs`: probabilities, or values in target units."""
         return outputs
@@ -110,6 +114,9 @@ class Classification(Task):
 
     def batch_score(self, logits: torch.Tensor, y: torch.Tensor) -> float:
         return int((logits.argmax(-1) == y).sum())
+
+    def mean_score(self, logits: torch.Tensor, y: torch.Tensor) -> float:
+        return float((logits.argmax(-1) == y).float().mean())
 
 
 class Regression(Task):

@@ -57,7 +57,20 @@ def check_run_config(config: dict[str, Any], source: Path) -> None:
     if not isinstance(head, dict) or not isinstance(prep, dict) or not isinstance(config.get("backbone"), dict):
         fail("head/preprocessing/backbone", None, "sections of settings")
     number("head.in_features", head.get("in_features"), 1, MAX_WIDTH, whole=True)
-    number("head.num_classes", head.get("num_classes"), 2, MAX_CLASSES, whole=True)
+    task = config.get("task", "classification")
+    if task not in ("classification", "regression", "multilabel"):
+        fail("task", task, "classification, regression or multilabel")
+    number("head.num_classes", head.get("num_classes"), 2 if task == "classification" else 1, 1 if task == "regression" else MAX_CLASSES, whole=True)
+    if task == "regression":
+        target = config.get("target")
+        if not isinstance(target, dict):
+            fail("target", target, "the training targets' mean and std")
+        number("target.mean", target.get("mean"), -float("inf"), float("inf"), low_open=True, high_open=True)
+        number("target.std", target.get("std"), 0, float("inf"), low_open=True, high_open=True)
+    if task == "multilabel" and config.get("thresholds") is not None:
+        thresholds = config["thresholds"]
+        if not isinstance(thresholds, list) or len(thresholds) != head["num_classes"] or not all(isinstance(t, numbers.Real) for t in thresholds):
+            fail("thresholds", thresholds, f"{head['num_classes']} numbers (one per label)")
     if head.get("hidden") is not None:
         number("head.hidden", head["hidden"], 1, MAX_WIDTH, whole=True)
     number("head.dropout", head.get("dropout", 0.0), 0, 1, high_open=True)

@@ -2,6 +2,9 @@
 
 Heavy libraries (torch, timm, transformers, sklearn) are imported inside the commands, never here,
 so that ``--help`` and option errors stay fast.
+
+Why this module is long: one short function per command (fifteen of them), and ``predict`` prints
+three kinds of result (classes, values, label sets); splitting them would scatter one table of commands.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from headstart.cli.tables import confusion_table, metrics_table, prediction_table, profile_table
+from headstart.cli.tables import confusion_table, metrics_table, prediction_table, profile_table, value_table
 from headstart.config import FitConfig
 
 
@@ -105,7 +108,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return
     console = Console()
     console.print(metrics_table(f"{args.run} on {args.data} ({metrics['split']})", metrics))
-    if "confusion_matrix" in metrics:  # classes only
+    if "confusion_matrix" in metrics:
         console.print(confusion_table(metrics))
 
 
@@ -144,6 +147,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if missing:
             raise FileNotFoundError(f"{missing[0]}: no such {model.modality} file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     results = predict(model, items, batch_size=args.batch_size)
+    if model.task.name != "classification":
+        _print_values(model, results, args, output)
+        return
     rows = [{"input": r.item, "rank": rank, "label": label, "probability": p}
             for r in results for rank, (label, p) in enumerate(top_labels(r.probabilities, args.top_k), start=1)]  # fmt: skip
     records = [{**r.__dict__, "top": [{"label": label, "probability": p} for label, p in top_labels(r.probabilities, args.top_k)]} for r in results]
@@ -156,22 +162,42 @@ def cmd_predict(args: argparse.Namespace) -> None:
         Console().print(prediction_table(rows, top_k=args.top_k, files=model.modality in ("image", "audio")))
 
 
+def _print_values(model: Any, results: list[Any], args: argparse.Namespace, output: Path | None) -> None:
+    """``predict`` of a regression model (one value per input, in target units) or a multi-label one (the predicted
+    labels, and the ``--top-k`` highest label probabilities)."""
+    if model.task.name == "regression":
+        columns = ["input", model.classes[0]]
+        rows = [{"input": r.item, model.classes[0]: f"{r.value:.6g}"} for r in results]
+        records = [{"item": r.item, "value": r.value} for r in results]
+    else:
+        columns = ["input", "labels", "scores"]
+        rows = [{"input": r.item, "labels": r.label, "scores": ", ".join(f"{label} {p:.3f}" for label, p in top_labels(r.probabilities, args.top_k))} for r in results]
+        records = [{"item": r.item, "labels": r.labels, "probabilities": r.probabilities} for r in results]
+    if output is not None:
+        _write_predictions(output, rows, records, columns)
+        print(f"wrote {len(results)} predictions to {output}")
+    elif args.json:
+        _print_json(records)
+    else:
+        Console().print(value_table(rows, columns, files=model.modality in ("image", "audio")))
+
+
 def top_labels(probabilities: dict[str, float], k: int) -> list[tuple[str, float]]:
     """The ``k`` most probable labels, most probable first (ties in the run's class order)."""
     return sorted(probabilities.items(), key=lambda pair: -pair[1])[:k]
 
 
-def _write_predictions(output: Path, rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
-    """CSV: one row per input and rank; JSON: as ``--json`` prints (written atomically)."""
+def _write_predictions(output: Path, rows: list[dict[str, Any]], records: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """CSV: one row per input and rank (``columns``: one per input, for regression and multi-label); JSON: as ``--json`` prints (written atomically)."""
     import csv
 
     from headstart.io import atomic_path
 
     with atomic_path(output) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         if output.suffix.lower() == ".csv":
-            writer = csv.DictWriter(handle, fieldnames=["input", "rank", "label", "probability"])
+            writer = csv.DictWriter(handle, fieldnames=columns or ["input", "rank", "label", "probability"])
             writer.writeheader()
-            writer.writerows({**row, "probability": f"{row['probability']:.6f}"} for row in rows)
+            writer.writerows(rows if columns else ({**row, "probability": f"{row['probability']:.6f}"} for row in rows))
         else:
             json.dump(records, handle, indent=2)
 

@@ -1,4 +1,4 @@
-"""The rich tables the commands print: per-class metrics, confusion matrix, layer-wise profile."""
+"""The rich tables the commands print: per-class (per-label, regression) metrics, confusion matrix, layer-wise profile."""
 
 from __future__ import annotations
 
@@ -6,30 +6,26 @@ from typing import Any
 
 from rich.table import Table
 
-from headstart.metrics import describe, headline
+from headstart.metrics import describe, headline, span
 
 
 def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
-    """Per-class precision/recall/F1; a regression run's scores with their intervals; a multi-label run's per-label F1, AP, threshold and support."""
-    from headstart.report.targets import SCORES, task_of
-
-    task = task_of(metrics)
-    if task != "classification":
-        table = Table(title=title)
-        if task == "regression":
-            for col in ("score", "value", "95% interval"):
-                table.add_column(col, justify="left" if col == "score" else "right")
-            for key, label, _ in SCORES[task]:
-                interval = (metrics.get("intervals") or {}).get(key)
-                table.add_row(label, f"{metrics[key]:.4g}" if metrics.get(key) is not None else "-", f"{interval[0]:.4g} – {interval[1]:.4g}" if interval else "-")
-        else:
-            for col in ("label", "F1", "AP", "threshold", "support"):
-                table.add_column(col, justify="right" if col != "label" else "left")
-            for name, row in (metrics.get("per_label") or {}).items():
-                table.add_row(name, f"{row['f1']:.3f}", "-" if row.get("ap") is None else f"{row['ap']:.3f}", f"{row['threshold']:.3f}", str(row["support"]))
+    """Per-class precision/recall/F1; per-label F1, AP and threshold (multilabel); MAE, RMSE and R² (regression)."""
+    table = Table(title=title)
+    if metrics.get("task") == "regression":
+        for col in ("metric", "value", "95% interval"):
+            table.add_column(col, justify="right" if col != "metric" else "left")
+        for key, name in (("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²")):
+            table.add_row(name, f"{metrics[key]:.4g}", span(metrics, key, percent=False) or "-")
         table.caption = headline(metrics)
         return table
-    table = Table(title=title)
+    if metrics.get("task") == "multilabel":
+        for col in ("label", "F1", "AP", "threshold", "support"):
+            table.add_column(col, justify="right" if col != "label" else "left")
+        for name, row in metrics["per_label"].items():
+            table.add_row(name, f"{row['f1']:.3f}", "-" if row["ap"] is None else f"{row['ap']:.3f}", f"{row['threshold']:.3f}", str(row["support"]))
+        table.caption = headline(metrics)
+        return table
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="right" if col != "class" else "left")
     for name, row in metrics["per_class"].items():
@@ -65,14 +61,7 @@ def profile_table(result: Any, *, folds: int | None = None) -> Table:
 def prediction_table(rows: list[dict[str, Any]], *, top_k: int, files: bool) -> Table:
     """One row per input (and rank when ``top_k`` > 1); files are shown relative to their common folder, named in the title,
     and long inputs wrap instead of being cut at the terminal's width."""
-    import os
-
-    names = [str(r["input"]) for r in rows]
-    title = None
-    if files and names:
-        common = os.path.commonpath([os.path.dirname(n) or "." for n in names])
-        if common not in ("", "."):
-            title, names = f"files in {common}", [os.path.relpath(n, common) for n in names]
+    title, names = _inputs(rows, files)
     table = Table(title=title)
     table.add_column("input", overflow="fold", ratio=1)
     if top_k > 1:
@@ -84,3 +73,27 @@ def prediction_table(rows: list[dict[str, Any]], *, top_k: int, files: bool) -> 
         cells = [name if first else "", *([str(row["rank"])] if top_k > 1 else []), str(row["label"]), f"{row['probability']:.3f}"]
         table.add_row(*cells)
     return table
+
+
+def value_table(rows: list[dict[str, Any]], columns: list[str], *, files: bool) -> Table:
+    """Predictions of a regression or multi-label model: one row per input, files relative to their common folder (as :func:`prediction_table`)."""
+    title, names = _inputs(rows, files)
+    table = Table(title=title)
+    table.add_column("input", overflow="fold", ratio=1)
+    for column in columns[1:]:
+        table.add_column(column, overflow="fold", justify="right" if len(columns) == 2 else "left")
+    for name, row in zip(names, rows):
+        table.add_row(name, *(str(row[c]) for c in columns[1:]))
+    return table
+
+
+def _inputs(rows: list[dict[str, Any]], files: bool) -> tuple[str | None, list[str]]:
+    """The table's title and its inputs: files relative to their common folder, which the title names."""
+    import os
+
+    names = [str(r["input"]) for r in rows]
+    if files and names:
+        common = os.path.commonpath([os.path.dirname(n) or "." for n in names])
+        if common not in ("", "."):
+            return f"files in {common}", [os.path.relpath(n, common) for n in names]
+    return None, names

@@ -26,7 +26,10 @@ class ExampleDataset:
             item = self.decode(item)
         if self.transform is not None:
             item = self.transform(item)
-        return item, (-1 if self.labels is None else int(self.labels[index]))
+        if self.labels is None:
+            return item, -1
+        label = self.labels[index]
+        return item, (label if isinstance(label, (np.ndarray, np.floating, float)) else int(label))  # a number (regression) or a 0/1 row (multilabel) as it is
 
 
 def loader_workers(examples: int, batch_size: int, *, in_process: bool = False) -> int:
@@ -89,7 +92,7 @@ def make_loader(
 
     def collate(batch: list[tuple[Any, int]]) -> tuple[dict[str, Any], Any]:
         inputs, ys = zip(*batch)
-        return preprocessing(list(inputs)), torch.as_tensor(ys)
+        return preprocessing(list(inputs)), torch.as_tensor(np.asarray(ys))
 
     transform = preprocessing.waveform_transform(augment if train else "none") if isinstance(preprocessing, AudioPreprocessing) else None
     return _loader(ExampleDataset(items, labels, transform), batch_size=batch_size, shuffle=train, seed=seed, shard=shard, collate_fn=collate)

@@ -121,9 +121,9 @@ def _sections(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any]:
         "pr_roc": pr_roc_section(run) if classes else None,
         "embedding": embedding_section(run) if classes else None,
         "profile": _profile_section(run.profile or (run.training.get("advice") or {}).get("profile")),
-        "compare": _compare_section(run, others) if others else None,
+        "compare": _compare_section(run, others) if others and test else None,
         "compare_title": "Transfer vs scratch" if _scratch_and_transfer([run, *others]) else "Runs compared",
-        "costs": _costs_section(run, others),
+        "costs": _costs_section(run, others) if test else None,
         "log": run.log.strip() or None,
     }
 

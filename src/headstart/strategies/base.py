@@ -94,20 +94,21 @@ class Strategy:
             train_x, val_x = (ctx.boundary.pop((plan.start, s), None) for s in ("train", "val"))
             if train_x is None or val_x is None:
                 train_x, val_x = (boundary_activations(model, data.items(s), plan.start, progress=ctx.progress) for s in ("train", "val"))
-            train = tensor_loader(train_x, data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed, shard=True)
-            val = tensor_loader(val_x, data.labels("val"), batch_size=ctx.batch_size * 2, shuffle=False, seed=ctx.seed, shard=True)
+            train = tensor_loader(train_x, model.encoded_labels(data.labels("train")), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed, shard=True)
+            val = tensor_loader(val_x, model.encoded_labels(data.labels("val")), batch_size=ctx.batch_size * 2, shuffle=False, seed=ctx.seed, shard=True)
             top = TopModel(model, plan.start)
             return fit_model(top, train, val, settings or self.settings, phase=phase or self.name, history=history, progress=ctx.progress,
-                             callbacks=ctx.callbacks, penalties=ctx.penalties)  # fmt: skip
+                             callbacks=ctx.callbacks, penalties=ctx.penalties, task=model.task)  # fmt: skip
         train_items, val_items = data.items("train"), data.items("val")
         if ctx.images is not None and model.modality == "image":  # decode and resize once, not every epoch
             train_items, line = ctx.images.prepare(train_items, model.preprocessing, augment=augment, progress=ctx.progress)
             val_items, _ = ctx.images.prepare(val_items, model.preprocessing, progress=ctx.progress)
             ctx.progress.log(line)
-        train = make_loader(train_items, data.labels("train"), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment, seed=ctx.seed, shard=True)
-        val = make_loader(val_items, data.labels("val"), model.preprocessing, batch_size=ctx.batch_size * 2, shard=True)
+        train = make_loader(train_items, model.encoded_labels(data.labels("train")), model.preprocessing, batch_size=ctx.batch_size, train=True, augment=augment,
+                            seed=ctx.seed, shard=True)  # fmt: skip
+        val = make_loader(val_items, model.encoded_labels(data.labels("val")), model.preprocessing, batch_size=ctx.batch_size * 2, shard=True)
         return fit_model(model, train, val, settings or self.settings, phase=phase or self.name, history=history, progress=ctx.progress,
-                         callbacks=ctx.callbacks, penalties=ctx.penalties)  # fmt: skip
+                         callbacks=ctx.callbacks, penalties=ctx.penalties, task=model.task)  # fmt: skip
 
 
 
@@ -161,13 +162,13 @@ def train_head(model: TransferModel, data: Dataset, ctx: FitContext, settings: T
     model.head.train()
     weights = data.weights["train"] if data.weights is not None else None  # the training loss's per-example weights (sample_weight)
     if full_batch_trainable(model.head):  # a small model on an in-memory tensor: full-batch L-BFGS, no DataLoader
-        as_tensors = {s: (torch.from_numpy(features[s]), torch.from_numpy(np.asarray(data.labels(s)))) for s in ("train", "val")}
+        as_tensors = {s: (torch.from_numpy(features[s]), torch.from_numpy(np.asarray(model.encoded_labels(data.labels(s))))) for s in ("train", "val")}
         history = fit_head(model.head, as_tensors["train"], as_tensors["val"], settings, phase=phase, progress=ctx.progress, callbacks=ctx.callbacks,
-                           weights=None if weights is None else torch.from_numpy(weights))  # fmt: skip
+                           weights=None if weights is None else torch.from_numpy(weights), task=model.task)  # fmt: skip
     else:  # dropout makes every full-batch evaluation a different function: mini-batches
-        train = tensor_loader(features["train"], data.labels("train"), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed, weights=weights)
-        val = tensor_loader(features["val"], data.labels("val"), batch_size=1024)
-        history = fit_model(model.head, train, val, settings, phase=phase, progress=ctx.progress, callbacks=ctx.callbacks)
+        train = tensor_loader(features["train"], model.encoded_labels(data.labels("train")), batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed, weights=weights)
+        val = tensor_loader(features["val"], model.encoded_labels(data.labels("val")), batch_size=1024)
+        history = fit_model(model.head, train, val, settings, phase=phase, progress=ctx.progress, callbacks=ctx.callbacks, task=model.task)
     distributed.broadcast_module(model.head)  # under torchrun every rank trained the same head; rank 0's is the one saved
     return history
 

@@ -227,6 +227,8 @@ class Contrastive(Strategy):
     def run(self, model: TransferModel, data: Dataset, ctx: FitContext) -> History:
         from headstart.strategies.fewshot import contrastive_tune, templated_examples
 
+        if data.task != "classification":
+            raise ValueError(f"--strategy contrastive pairs examples of the same class; {data.source or 'this data'} has a {data.task} target: use feature-extraction or fine-tune")
         if data.modality != "text":
             raise ValueError(f"--strategy contrastive tunes a sentence encoder; {data.source or 'this data'} is {data.modality}: use fine-tune or full")
         if self.templates:

@@ -49,7 +49,7 @@ class KeepBest(Callback):
     def on_fit_start(self, state: TrainState) -> None:
         if state.history.epochs and state.val_loader is not None:
             device = next(state.model.parameters()).device
-            record = validate(state.model, state.val_loader, device)
+            record = validate(state.model, state.val_loader, device, state.task)
             # The earlier phase ended holding its own best epoch's weights (not always its last epoch's): that is the one named.
             start = state.history.kept_epoch if state.history.kept_epoch is not None else state.history.epochs[-1]["epoch"]
             state.best = Best(record, copy.deepcopy(state.model.state_dict()), start, 0)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import headstart.training.distributed as distributed
+from headstart.tasks import CLASSIFICATION, Task
 
 
 def to_device(inputs: Any, device: torch.device) -> Any:
@@ -31,38 +32,43 @@ def to_device(inputs: Any, device: torch.device) -> Any:
 
 @torch.inference_mode()
 def evaluate_loader(
-    model: nn.Module, loader: Iterable[Any], device: torch.device | None = None, views: Sequence[Any] | None = None
+    model: nn.Module, loader: Iterable[Any], device: torch.device | None = None, views: Sequence[Any] | None = None, task: Task = CLASSIFICATION
 ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean cross-entropy loss, class probabilities and labels over ``loader``.
+    """Mean loss, outputs and labels over ``loader``: for classification the cross-entropy and class probabilities;
+    for other tasks their :meth:`~headstart.tasks.Task.outputs` and validation loss (:mod:`headstart.tasks`).
 
     ``views`` (test-time augmentation, see :data:`headstart.data.preprocessing.TTA_VIEWS`): functions of
-    the input batch whose class probabilities are averaged.
+    the input batch whose outputs are averaged.
     """
     model.eval()
     device = device or next(model.parameters()).device
     losses, probs, labels = [], [], []
+    classify = task.name == "classification"
     for inputs, y in loader:
         inputs = to_device(inputs, device)
-        p = torch.stack([model(view(inputs)).float().softmax(-1) for view in views]).mean(0) if views and len(views) > 1 else model(inputs).float().softmax(-1)
+        p = torch.stack([task.outputs(model(view(inputs)).float()) for view in views]).mean(0) if views and len(views) > 1 else task.outputs(model(inputs).float())
         y = y.to(device)
-        if (y >= 0).all():
+        if classify and (y >= 0).all():
             losses.append(nn.functional.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum").item())
         probs.append(p.cpu().numpy())
         labels.append(y.cpu().numpy())
     if not labels:  # this rank's share of a tiny set can be empty
         return float("nan"), np.empty((0, 0), dtype=np.float32), np.empty(0, dtype=np.int64)
     n = sum(len(x) for x in labels)
-    return (sum(losses) / n if losses and n else float("nan")), np.concatenate(probs), np.concatenate(labels)
+    outputs, targets = np.concatenate(probs), np.concatenate(labels)
+    if not classify:  # unlabelled batches (prediction) carry -1: their loss is meaningless and unused
+        losses = [float(task.output_losses(outputs, targets).sum())] if targets.shape[:1] == outputs.shape[:1] and targets.ndim == outputs.ndim - (task.name == "regression") else []
+    return (sum(losses) / n if losses and n else float("nan")), outputs, targets
 
 
-def validate(model: nn.Module, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
-    """``val_loss`` and ``val_accuracy`` over ``loader``, with ``val_n`` and ``val_loss_se``, the standard error of
-    the mean per-example loss (the noise the overfitting flag weighs a rise against); under torchrun each rank
-    holds a share and the sums are reduced."""
-    loss, probs, labels = evaluate_loader(model, loader, device)
+def validate(model: nn.Module, loader: Iterable[Any], device: torch.device, task: Task = CLASSIFICATION) -> dict[str, float]:
+    """``val_loss`` and ``val_accuracy`` (the task's score, :mod:`headstart.tasks`) over ``loader``, with ``val_n`` and
+    ``val_loss_se``, the standard error of the mean per-example loss (the noise the overfitting flag weighs a rise
+    against); under torchrun each rank holds a share and the sums are reduced."""
+    loss, probs, labels = evaluate_loader(model, loader, device, task=task)
     n = len(labels)
-    each = -np.log(np.clip(probs[np.arange(n), labels].astype(np.float64), 1e-12, None)) if n else np.zeros(0)
-    loss_sum, correct, squares, plain, n = distributed.sum_over_ranks(loss * n if n else 0.0, float((probs.argmax(1) == labels).sum()) if n else 0.0,
+    each = task.output_losses(probs, labels) if n else np.zeros(0)
+    loss_sum, correct, squares, plain, n = distributed.sum_over_ranks(loss * n if n else 0.0, float(task.output_scores(probs, labels).sum()) if n else 0.0,
                                                                       float((each**2).sum()), float(each.sum()), n)  # fmt: skip
     variance = (squares - plain * plain / n) / (n - 1) if n > 1 else float("nan")
     return {"val_loss": loss_sum / n if n else float("nan"), "val_accuracy": correct / n if n else float("nan"),

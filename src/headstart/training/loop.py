@@ -24,6 +24,7 @@ from torch import nn
 import headstart.training.distributed as distributed
 from headstart.freezing import audit_freeze, frozen_parameter_names
 from headstart.progress import Progress
+from headstart.tasks import CLASSIFICATION, Task
 from headstart.training.callbacks import Callback, EarlyStopping, KeepBest
 from headstart.training.evaluation import to_device, validate
 from headstart.training.optim import make_scheduler, param_groups
@@ -57,15 +58,6 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast("cuda", dtype=torch.bfloat16)
 
 
-def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy averaged with per-example ``weights`` (scikit-learn's ``sample_weight``): an example of weight 2 counts as two."""
-    losses = nn.functional.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
-    return (losses * weights).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
-
-
-def weighted_loss(weights: torch.Tensor, label_smoothing: float = 0.0) -> Any:
-    """``loss(logits, y)`` over all the examples ``weights`` belongs to (the head's full batch)."""
-    return lambda logits, y: weighted_cross_entropy(logits, y, weights, label_smoothing)
 
 
 def fit_model(
@@ -79,6 +71,7 @@ def fit_model(
     progress: Progress | None = None,
     callbacks: Sequence[Callback] = (),
     penalties: Sequence[Penalty] = (),
+    task: Task = CLASSIFICATION,
 ) -> History:
     """Train the parameters of ``model`` that require gradients; restore the best validation weights.
 
@@ -88,7 +81,7 @@ def fit_model(
     ``penalties`` (see :mod:`headstart.training.regularizers`) are added to the loss. ``callbacks``
     run between :class:`~headstart.training.callbacks.KeepBest` and
     :class:`~headstart.training.callbacks.EarlyStopping`, all sharing one
-    :class:`~headstart.training.state.TrainState`.
+    :class:`~headstart.training.state.TrainState`. ``task`` (:mod:`headstart.tasks`) gives the loss and the score.
     """
     history = history or History()
     device = next(model.parameters()).device
@@ -99,11 +92,10 @@ def fit_model(
     batches_per_epoch = max(1, len(train_loader))  # type: ignore[arg-type]
     steps_per_epoch = math.ceil(batches_per_epoch / settings.accumulate)
     scheduler = make_scheduler(optimizer, settings.epochs * steps_per_epoch, settings.warmup)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     split_forward = any(p.needs_features for p in penalties)
     state = TrainState(model=model, phase=phase, settings=settings, history=history, optimizer=optimizer, scheduler=scheduler,
-                       train_loader=train_loader, val_loader=val_loader, progress=progress)  # fmt: skip
+                       train_loader=train_loader, val_loader=val_loader, progress=progress, task=task)  # fmt: skip
     # KeepBest first: a resuming callback (headstart.training.checkpoint) then replaces the best it set;
     # EarlyStopping last: it sees the stop requests of every other callback.
     hooks = [KeepBest(), *callbacks, EarlyStopping()]
@@ -130,15 +122,15 @@ def fit_model(
             progress.log(f"{phase}: BatchNorm folded into the convolutions of the frozen blocks {', '.join(folded)} (their statistics never move)")
     with folding:
         # One bar of steps for the whole phase (as the HF Trainer's): its ETA holds across epochs and moves inside a long one.
-        task = progress.task(f"{phase} epoch {done + 1}/{settings.epochs}", total=(settings.epochs - done) * batches_per_epoch) if progress else None
+        bar = progress.task(f"{phase} epoch {done + 1}/{settings.epochs}", total=(settings.epochs - done) * batches_per_epoch) if progress else None
         for epoch in range(first_epoch, first_epoch + settings.epochs - done):
             started = time.perf_counter()
             model.train()
             if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
                 train_loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]  # a new shuffle per epoch, the same on every rank
             total_loss, correct, seen = 0.0, 0, 0
-            if task is not None:
-                task.update(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}")
+            if bar is not None:
+                bar.update(f"{phase} epoch {epoch - first_epoch + 1 + done}/{settings.epochs}")
             optimizer.zero_grad(set_to_none=True)
             for batch, (inputs, y, *weight) in enumerate(train_loader, start=1):  # a third tensor: per-example loss weights (tensor_loader)
                 inputs, y = to_device(inputs, device), y.to(device)
@@ -147,7 +139,7 @@ def fit_model(
                 with autocast(device, settings.precision), (contextlib.nullcontext() if stepping or net is model else net.no_sync()):  # type: ignore[operator]
                     features, logits = net(inputs, return_features=True) if split_forward else (None, net(inputs))
                     logits = logits.float()
-                    loss = weighted_cross_entropy(logits, y, weight[0].to(device), settings.label_smoothing) if weight else loss_fn(logits, y)
+                    loss = task.loss(logits, y, weight[0].to(device) if weight else None, settings.label_smoothing)
                     penalty = sum((p(model, features) for p in penalties), torch.zeros((), device=device))
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
@@ -161,10 +153,10 @@ def fit_model(
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 total_loss += loss.item() * len(y)
-                correct += int((logits.argmax(-1) == y).sum())
+                correct += task.batch_score(logits, y)
                 seen += len(y)
-                if task is not None:
-                    task.advance()
+                if bar is not None:
+                    bar.advance()
             total_loss, correct, seen = distributed.sum_over_ranks(total_loss, correct, seen)
             record: dict[str, Any] = {
                 "epoch": epoch,
@@ -175,14 +167,14 @@ def fit_model(
                 "train_seconds": time.perf_counter() - started,  # the training steps alone, without validation
             }
             if val_loader is not None:
-                record.update(validate(model, val_loader, device))
+                record.update(validate(model, val_loader, device, task))
             else:
                 record.update(val_loss=record["train_loss"], val_accuracy=record["train_accuracy"])
             record["seconds"] = time.perf_counter() - started
             if end_epoch(state, hooks, record, first_epoch=first_epoch):
                 break
-        if task is not None:
-            task.done()
+        if bar is not None:
+            bar.done()
     for hook in hooks:
         hook.on_fit_end(state)
     return history

@@ -17,6 +17,7 @@ from torch import nn
 
 from headstart.outcome import kept_weights, overfitting
 from headstart.progress import Progress
+from headstart.tasks import CLASSIFICATION, Task
 
 MONITORS = ("val_loss", "val_accuracy")
 PRECISIONS = ("fp32", "bf16")
@@ -154,6 +155,7 @@ class TrainState:
     * ``progress``: where log lines go (None: nowhere).
     * ``epoch``: the last finished epoch, numbered across phases (0 before the first).
     * ``record``: that epoch's metrics (empty before the first ``on_epoch_end``).
+    * ``task``: what a label is (:mod:`headstart.tasks`): the loss and the score validation uses.
 
     Set by callbacks:
 
@@ -181,3 +183,4 @@ class TrainState:
     epochs_done: int = 0
     resumed: bool = False
     stop: bool = False
+    task: Task = CLASSIFICATION
