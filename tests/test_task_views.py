@@ -35,7 +35,7 @@ def regression_run(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("elpv-probability")
     with (root / "cells.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "defect_probability"])
+        writer.writerow(["path", "target"])  # the defect probability; "target" is a label column name headstart recognises
         for split in data.splits:
             for path, label in zip(data.items(split), data.labels(split)):
                 shutil.copy(path, root / path.name)
@@ -68,11 +68,12 @@ def test_a_regression_report_shows_its_errors_not_a_confusion_matrix(regression_
     assert not {"confused", "top_losses", "pr_roc", "embedding"} & _sections(page)
     assert f"{test['mae']:.3f}" in page and f"{test['r2']:.3f}" in page and "RMSE" in page
     assert "Predicted against true" in page and "Confusion matrix" not in page and "Largest errors" in page
-    errors = sorted((abs(e["predicted"] - e["true"]) for e in regression_run.predictions["examples"]), reverse=True)
-    shown = min(12, len(errors))
-    assert page.count('<div class="thumb"><img src="data:image/jpeg;base64,') == shown  # every card with its cell
-    assert f"(error {regression_run.predictions['examples'][0]['error']:+.3g})" in page or shown < len(errors)
-    assert "defect_probability" in page and "1 − MSE (standardised)" in page
+    examples = regression_run.predictions["examples"]
+    assert page.count('<div class="thumb"><img src="data:image/jpeg;base64,') == min(12, len(examples))  # every card with its cell
+    worst = max(examples, key=lambda e: abs(e["error"]))
+    first_card = page.split('<section id="mistakes">')[1].split('<div class="example">')[1]
+    assert f"(error {worst['error']:+.3g})" in first_card  # the largest error first
+    assert "with a numeric target, <b>target</b>" in page and "1 − MSE (standardised)" in page
 
 
 def test_a_multilabel_report_has_its_scores_and_a_per_label_table(multilabel_run):
@@ -119,12 +120,13 @@ def test_the_web_app_shows_each_tasks_scores_and_offers_the_task(regression_run,
     pytest.importorskip("fastapi", reason='the web app needs its extra: pip install "headstart[ui]"')
     testclient = pytest.importorskip("fastapi.testclient", exc_type=ImportError)
     from headstart.config import TASK_NAMES
+    from headstart.metrics import span
     from headstart.ui import create_app
     from headstart.ui.app import run_info
 
     row = run_info(regression_run.directory)
     assert row["task"] == "regression" and row["score_label"] == "R²" and row["score"] == regression_run.metrics["test"]["r2"]
-    assert [s["label"] for s in row["scores"]] == ["MAE", "RMSE", "R²"] and row["scores"][0]["interval"].startswith("95% CI")
+    assert [s["label"] for s in row["scores"]] == ["MAE", "RMSE", "R²"] and row["scores"][0]["interval"] == span(regression_run.metrics["test"], "mae", percent=False)
     row = run_info(multilabel_run.directory)
     assert [s["label"] for s in row["scores"]] == ["micro F1", "macro F1", "mAP", "subset accuracy"] and row["accuracy"] is None
 
@@ -133,6 +135,6 @@ def test_the_web_app_shows_each_tasks_scores_and_offers_the_task(regression_run,
     page = client.get("/").text
     assert all(f'<option value="{name}"' in page for name in TASK_NAMES) and '<option value="auto" selected>' in page
     summary = client.post("/api/dataset", json={"path": str(Path(regression_run.dataset["source"]))}).json()
-    assert summary["task"] == "regression" and summary["classes"] == ["defect_probability"]
+    assert summary["task"] == "regression" and summary["classes"] == ["target"]
     refused = client.post("/api/train", json={"path": str(Path(regression_run.dataset["source"])), "backbone": "efficientnet_lite0", "task": "ranking"})
     assert refused.status_code == 400 and "unknown task 'ranking'" in refused.json()["error"]
