@@ -93,3 +93,41 @@ def test_a_profile_keeps_its_task_through_json():
     assert again.task == "regression" and again.metric == "R²" and "probe R²" in again.to_markdown()
     saved_before = {key: value for key, value in result.to_dict().items() if key != "task"}  # profile.json written before issue 27
     assert Profile.from_dict(saved_before).task == "classification"
+
+
+def test_profile_rank_and_advise_read_a_numeric_and_a_multilabel_table(topics_csv, tiny_text_backbone, tmp_path):
+    """End to end on real texts with a tiny BERT: the target is each utterance's length in characters (regression) and
+    the union of two utterances' topics (multi-label); only the plumbing is asserted, not the scores."""
+    import csv
+
+    from headstart.analysis.advisor import advise
+    from headstart.analysis.probes import profile
+    from headstart.analysis.ranking import rank
+    from headstart.backbones import create_backbone
+
+    with topics_csv.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    with (tmp_path / "lengths.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows([r["text"], f"{len(r['text']) / 10:.1f}"] for r in rows)  # not all whole: read as regression
+    with (tmp_path / "pairs.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows([f"{a['text']} {b['text']}", "|".join(sorted({a["label"], b["label"]}))] for a, b in zip(rows[0::2], rows[1::2][::-1]))
+    backbone = create_backbone(tiny_text_backbone)
+    numeric = profile(tmp_path / "lengths.csv", backbone=backbone, quiet=True)
+    assert numeric.task == "regression" and numeric.metric == "R²" and numeric.chance == 0.0 and numeric.source_leep is None
+    ranked = rank(tmp_path / "lengths.csv", backbones=[backbone], quiet=True)
+    assert np.isfinite(ranked.candidates[0].score)
+    with pytest.raises(ValueError, match="for regression targets use logme"):
+        rank(tmp_path / "lengths.csv", backbones=[backbone], score_name="hscore", quiet=True)
+    from headstart.data import load_dataset
+
+    data = load_dataset(tmp_path / "lengths.csv")
+    advice = advise(data, backbone=backbone, quiet=True)
+    learned = len(data.items("train")) + len(data.items("val"))
+    assert f"size: {learned} examples (a numeric target has no classes: every example counts), below 1000: small" in str(advice)
+
+    labelled = profile(load_dataset(tmp_path / "pairs.csv", task="multilabel"), backbone=backbone, quiet=True)
+    assert labelled.task == "multilabel" and labelled.metric == "mAP" and len(labelled.class_counts) == 3 and 0 < labelled.chance < 1
