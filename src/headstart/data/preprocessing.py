@@ -130,7 +130,7 @@ class ImagePreprocessing:
         x = torch.empty(pixels.shape, dtype=torch.float32, memory_format=torch.channels_last).copy_(pixels)
         scale = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1) * 255
         x.sub_(torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1) * 255).div_(scale)
-        return x, torch.as_tensor(labels)
+        return x, torch.as_tensor(np.asarray(labels))  # class indices, numbers or 0/1 rows (multilabel)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "image", **asdict(self)}
