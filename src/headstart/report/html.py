@@ -245,6 +245,7 @@ def _results_section(metrics: dict[str, Any]) -> dict[str, Any]:
     numbered = not drawable(metrics["classes"])
     f1_spans = interval_of(metrics, "per_class_f1") or {}
     return {
+        "task": "classification",
         "split": metrics.get("split", "test"),
         "n": metrics["n"],
         "shown": {key: describe(metrics, key, percent=key != "macro_f1") for key in ("accuracy", "balanced_accuracy", "macro_f1")},
