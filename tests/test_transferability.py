@@ -130,7 +130,11 @@ def test_float32_features_give_the_float64_score() -> None:
 def test_bad_inputs_raise_clear_errors() -> None:
     x, y = _synthetic(50, 4, 2, 0.0)
     with pytest.raises(ValueError, match="at least 2 classes"):
+        logme(x, np.zeros(50, dtype=np.int64))
+    with pytest.raises(ValueError, match="constant"):  # floats are a numeric target (the data contract), and a constant one says nothing
         logme(x, np.zeros(50))
+    with pytest.raises(ValueError, match="for regression targets use logme"):
+        score("hscore", np.linspace(0, 1, 50), features=x)
     with pytest.raises(ValueError, match="one label per example"):
         logme(x, y[:10])
     with pytest.raises(ValueError, match="NaN"):
@@ -151,3 +155,30 @@ def test_logme_stays_finite_when_features_interpolate_the_labels() -> None:
     x = np.abs(rng.normal(size=(200, 1280))) + np.eye(17)[y] @ rng.normal(size=(17, 1280))
     assert np.isfinite(logme(x, y))
     assert logme(x, y) > logme(x, rng.permutation(y))
+
+
+def test_logme_regression_ranks_features_that_predict_the_target_above_noise() -> None:
+    rng = np.random.default_rng(0)
+    signal, noise = rng.normal(size=(200, 8)), rng.normal(size=(200, 8))
+    y = (signal @ rng.normal(size=8) + 0.3 * rng.normal(size=200)).astype(np.float32)  # float32: the contract's numeric target
+    assert logme(signal, y) > logme(noise, y) + 0.5
+    assert logme(signal, 1000 * y + 7) == pytest.approx(logme(signal, y), rel=1e-6)  # the target's unit and offset do not matter
+    partial = y[:, None] + 1.5 * y.std() * rng.normal(size=(200, 1))  # R^2 about 0.3
+    assert logme(signal, y) > logme(np.hstack([partial, noise]), y) > logme(noise, y)  # partial information scores in between
+
+
+def test_logme_regression_is_the_evidence_of_the_standardised_target() -> None:
+    x, labels = _synthetic(80, 5, 2, 0.0)
+    y = x[:, 0] * 2 + labels
+    t = (y - y.mean()) / y.std()
+    u, s = _thin_svd(x)
+    assert logme(x, y.astype(np.float32)) == pytest.approx(logme_evidence(s, u.T @ t[:, None], np.array([t @ t]), 80, 5)[0][0], rel=1e-5)
+
+
+def test_logme_multilabel_averages_the_label_columns() -> None:
+    x, y = _synthetic(120, 6, 3, 0.0)
+    indicators = np.stack([y == 0, y != 2], axis=1).astype(np.float32)  # two overlapping labels
+    u, s = _thin_svd(x)
+    columns = [logme_evidence(s, u.T @ c[:, None].astype(float), np.array([c.sum()], float), 120, 6)[0][0] for c in indicators.T]
+    assert logme(x, indicators) == pytest.approx(np.mean(columns), rel=1e-6)
+    assert logme(x, indicators) > logme(np.random.default_rng(1).normal(size=x.shape), indicators)

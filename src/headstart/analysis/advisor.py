@@ -6,7 +6,12 @@ settings for :func:`headstart.fit`, with the numbers behind the choice:
 * **size** - the median number of labelled examples per class (train + val). Below
   ``SMALL_PER_CLASS`` (100) training many pretrained parameters overfits more than it adapts;
   the threshold is a rule of thumb (Yosinski et al. 2014 and the CS231n notes use "small" for a few
-  hundred images per class or less), not a measured boundary.
+  hundred images per class or less), not a measured boundary. A numeric target has no classes:
+  every example counts, against ``SMALL_EXAMPLES`` (1000, the per-class rule for ten classes; a rule
+  of thumb the benchmark grid has not checked). A multi-label target counts the median number of
+  positive examples per label (each label is a yes/no problem whose positives are the scarce side)
+  against ``SMALL_PER_CLASS``. The probe is the task's (accuracy, ridge R², per-label mAP; see
+  :func:`headstart.analysis.probe_scores.probe_accuracy`) and is read against its own chance floor.
 * **similarity** - read from the layer-wise :func:`headstart.analysis.probes.profile`, two ways, and
   *similar* needs both:
 
@@ -57,11 +62,13 @@ from headstart.analysis.costs import (
     measure_step,
 )
 from headstart.analysis.probes import Profile, labelled_examples, profile
+from headstart.analysis.transferability import target_kind
 from headstart.backbones import Backbone, create_backbone
 from headstart.data import Dataset, load_dataset
 from headstart.data.preprocessing import TextPreprocessing, text_length_note
 
 SMALL_PER_CLASS = 100  # median examples per class below which the target counts as "small"
+SMALL_EXAMPLES = 1000  # examples below which a numeric target counts as "small" (SMALL_PER_CLASS for ten classes)
 STRONG_FEATURES = 0.85  # chance-corrected best probe accuracy from which frozen features "already solve" the target
 FAR_SHIFT = 0.2  # mean BatchNorm-statistics shift (KL) from which the target is "far" from the source
 CUT_MARGIN = 0.02  # feature extraction cuts below the last block only when that block's probe is this much (or a fold std) worse
@@ -104,7 +111,21 @@ def seconds_text(candidate: Candidate) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def _similarity_words(strong: bool, near: bool, strength: float, shift: float | None) -> tuple[str, str]:
+# How the size, the probe and the plain sentence are said for each task (what is counted, what the probe's floor is)
+WORDS = {
+    "classification": {"size": "median {n:.0f} examples per class", "few": "examples per class", "floor": "the majority class",
+                       "solved": "they already separate the classes", "gap": "{gap:.1%} of the examples still misclassified",
+                       "apart": "tell your classes apart", "mixed": "leave part of your classes mixed up"},
+    "regression": {"size": "{n:.0f} examples (a numeric target has no classes: every example counts)", "few": "examples", "floor": "predicting the mean",
+                   "solved": "they already predict the target", "gap": "{gap:.1%} of the target's variance unexplained",
+                   "apart": "predict your target", "mixed": "leave much of your target unexplained"},
+    "multilabel": {"size": "median {n:.0f} positive examples per label", "few": "positive examples per label", "floor": "a random ranking (the labels' mean share of positives)",
+                   "solved": "they already rank each label's examples", "gap": "mAP {gap:.3f} short of perfect",
+                   "apart": "tell your labels apart", "mixed": "leave part of your labels mixed up"},
+}  # fmt: skip
+
+
+def _similarity_words(strong: bool, near: bool, strength: float, shift: float | None, words: dict[str, str] = WORDS["classification"]) -> tuple[str, str]:
     """The reason for "similar"/"different" (one template per combination) and its plain-words twin, from the same tests."""
     features = f"the frozen features {'reach' if strong else 'fall short of'} {STRONG_FEATURES} ({strength:.2f})"
     if shift is None:
@@ -113,11 +134,11 @@ def _similarity_words(strong: bool, near: bool, strength: float, shift: float | 
         statistics = f"the data sit {'near' if near else 'far from'} the source ({shift:.2f} {'<' if near else '>='} {FAR_SHIFT})"
         plain_far = "" if near else " and your examples look unlike what it learned from"
     if strong and near:
-        return f"similar: {features} and {statistics}", "the network's features already tell your classes apart" + ("" if shift is None else ", and your examples look like what it learned from")
+        return f"similar: {features} and {statistics}", f"the network's features already {words['apart']}" + ("" if shift is None else ", and your examples look like what it learned from")
     if strong:
-        return f"different: {statistics}, although {features}", "the network's features tell your classes apart, but your examples look unlike what it learned from, where frozen features generalise least"
+        return f"different: {statistics}, although {features}", f"the network's features {words['apart']}, but your examples look unlike what it learned from, where frozen features generalise least"
     link = "and" if not near else ("although" if shift is not None else ";")
-    return f"different: {features}, {link} {statistics}".replace(", ; ", "; "), f"the network's features alone leave part of your classes mixed up{plain_far}"
+    return f"different: {features}, {link} {statistics}".replace(", ; ", "; "), f"the network's features alone {words['mixed']}{plain_far}"
 
 
 def _candidates(per_class: float, result: Profile, similar_case: tuple[bool, bool], cost: StepCost | None, sizes: dict[str, int], bag: tuple[float, float, float] | None) -> tuple[list[Candidate], str]:
@@ -163,6 +184,9 @@ def _candidates(per_class: float, result: Profile, similar_case: tuple[bool, boo
 def decide(per_class: float, result: Profile, *, cost: StepCost | None = None, sizes: dict[str, int] | None = None, bag: tuple[float, float, float] | None = None) -> Advice:
     """The four-case table and the cost-aware pick applied to measured size and profile (pure: no data or model needed).
 
+    ``per_class``: the size as the task counts it (median examples per class; examples for a numeric
+    target; median positives per label for multi-label; the task is ``result.task``).
+
     ``cost``: the per-block step times of :func:`headstart.analysis.costs.measure_step` (without it
     the candidates are ordered as if every block cost the same and no seconds are quoted);
     ``sizes``: examples per split; ``bag``: the bag-of-words baseline's (accuracy, std, seconds).
@@ -170,19 +194,21 @@ def decide(per_class: float, result: Profile, *, cost: StepCost | None = None, s
     depth = max(r.index for r in result.rows)
     rows = {r.block: r for r in result.rows}
     best, plateau, first, last = rows[result.best], rows[result.plateau], result.rows[0], result.rows[-1]
-    small = per_class < SMALL_PER_CLASS
+    words, metric = WORDS[result.task], result.metric
+    small_at = SMALL_EXAMPLES if result.task == "regression" else SMALL_PER_CLASS
+    small = per_class < small_at
     strong = result.strength >= STRONG_FEATURES
     shift = result.mean_shift
     near = shift is None or shift < FAR_SHIFT
     similar = strong and near
     case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
-    reason, plain_reason = _similarity_words(strong, near, result.strength, shift)
+    reason, plain_reason = _similarity_words(strong, near, result.strength, shift, words)
     strength_spread = best.probe_std / (1 - result.chance) if result.chance < 1 else 0.0
     rationale = [
-        f"size: median {per_class:.0f} examples per class, {'below' if small else 'at or above'} {SMALL_PER_CLASS}: {'small' if small else 'large'}",
-        f"frozen features: best probe accuracy {best.probe_accuracy:.3f} ± {best.probe_std:.3f} at {best.block} against {result.chance:.3f} for the majority class, "
+        f"size: {words['size'].format(n=per_class)}, {'below' if small else 'at or above'} {small_at}: {'small' if small else 'large'}",
+        f"frozen features: best probe {metric} {best.probe_accuracy:.3f} ± {best.probe_std:.3f} at {best.block} against {result.chance:.3f} for {words['floor']}, "
         f"{result.strength:.2f} of the way to perfect ({'>=' if strong else '<'} {STRONG_FEATURES}: "
-        + ("they already separate the classes)" if strong else f"{1 - best.probe_accuracy:.1%} of the examples still misclassified, room for fine-tuning)"),
+        + (f"{words['solved']})" if strong else f"{words['gap'].format(gap=1 - best.probe_accuracy)}, room for fine-tuning)"),
     ]
     if shift is None:
         rationale.append("source statistics: this backbone keeps none (no BatchNorm), so similarity rests on the features alone")
@@ -195,18 +221,18 @@ def decide(per_class: float, result: Profile, *, cost: StepCost | None = None, s
             f"(KL; " + ", ".join(f"{r.block} {r.shift:.2f}" + (" (peak)" if r is peak else "") for r in ends) + "; "
             f"{'<' if near else '>='} {FAR_SHIFT}: {'near' if near else 'far from'} the source domain)"
         )
-    evidence = f"depth: probe accuracy {first.probe_accuracy:.3f} at {first.block} -> {last.probe_accuracy:.3f} at {last.block}, "
+    evidence = f"depth: probe {metric} {first.probe_accuracy:.3f} at {first.block} -> {last.probe_accuracy:.3f} at {last.block}, "
     evidence += f"within {points(result.tolerance)} of the best from {plateau.block} ({plateau.index / depth if depth else 1.0:.0%} of the depth)"
     if result.leep_gain is not None:
         evidence += f"; the source head's classes explain {result.leep_gain:.0%} of the label entropy (LEEP {result.source_leep:.3f})"
     rationale.append(evidence)
     rationale.append(f"case: {case}; {reason}")
-    candidates, where = _candidates(per_class, result, (small, similar), cost, sizes or {"train": result.n_examples}, bag)
+    candidates, where = _candidates(per_class * SMALL_PER_CLASS / small_at, result, (small, similar), cost, sizes or {"train": result.n_examples}, bag)
     if small and similar:
         rationale.append(f"the table says: a new head on frozen features from {where}; moving pretrained weights has little to add and much to overfit")
     elif small:
         rationale.append(f"the table says: keep {first.block}, the most general features, frozen and fine-tune the {depth} blocks above it (head first, body LR 1e-4); "
-                         f"with {per_class:.0f} examples per class fine-tuning can overfit, so the head is fitted first and the epoch with the best validation accuracy is kept")  # fmt: skip
+                         f"with {per_class:.0f} {words['few']} fine-tuning can overfit, so the head is fitted first and the epoch with the best validation score is kept")  # fmt: skip
     else:
         rationale.append("the table says: fine-tune the whole network from the pretrained weights (head first, body LR 1e-4): "
                          + ("the features are close already, and enough examples adapt every block" if similar else "enough examples to move every block toward the target"))  # fmt: skip
@@ -216,7 +242,7 @@ def decide(per_class: float, result: Profile, *, cost: StepCost | None = None, s
                          f"probed at that size, {fe_row.block} scores {fe_row.probe_at_train:.3f} ± {fe_row.probe_at_train_std:.3f} "
                          f"(against {fe_row.probe_accuracy:.3f} on train + val), the feature extraction expected below")  # fmt: skip
     pick, rival, margin = cheapest_within(candidates)
-    rationale.append("expected test accuracy and time on this machine: " + "; ".join(
+    rationale.append(f"expected test {metric} and time on this machine: " + "; ".join(
         f"{c.name} {c.accuracy:.3f} ± {c.spread:.3f}, {seconds_text(c)}" for c in candidates))  # fmt: skip
     if rival is None:
         rationale.append(f"pick: {pick.name}, the cheapest candidate and expected within {points(TOLERANCE)} of the best")
@@ -239,7 +265,7 @@ def decide(per_class: float, result: Profile, *, cost: StepCost | None = None, s
         bought = best.probe_accuracy - bag_candidate.accuracy
         rationale.append(f"bag-of-words (TF-IDF + logistic regression): {bag_candidate.accuracy:.3f} ± {bag_candidate.spread:.3f} cross-validated; the frozen encoder's best probe "
                          + (f"beats it by {points(bought)}" if bought > TOLERANCE else f"is within {points(TOLERANCE)} of it ({points(bought)}): what the encoder buys here comes from fine-tuning, if anything"))  # fmt: skip
-    plain = f"You have {'few' if small else 'many'} examples per class ({per_class:.0f}), and {plain_reason}. "
+    plain = f"You have {'few' if small else 'many'} {words['few']} ({per_class:.0f}), and {plain_reason}. "
     plain += {"feature-extraction": "Keeping the network as it is and training only a new last layer is expected to do as well as anything slower.",
               "fine-tune": f"Letting the network's top layers adapt ({pick.name}) is expected to gain about {points(pick.accuracy - candidates[0].accuracy)} over training only a new last layer.",
               "full": f"Letting every layer adapt is expected to gain about {points(pick.accuracy - candidates[0].accuracy)} over training only a new last layer."}[pick.strategy or "feature-extraction"]  # fmt: skip
@@ -252,6 +278,14 @@ def decide(per_class: float, result: Profile, *, cost: StepCost | None = None, s
         "peak_shift": max((r.shift for r in result.rows if r.shift is not None), default=None),
     }  # fmt: skip
     return Advice(case, pick.strategy or "feature-extraction", dict(pick.fit_kwargs), rationale, measurements, result, plain, candidates, bool(close))
+
+
+def measured_size(labels: np.ndarray, n_classes: int = 0) -> float:
+    """The size the four-case rule reads: median examples per class, every example of a numeric target, or median positives per label."""
+    kind = target_kind(labels)
+    if kind == "regression":
+        return float(len(labels))
+    return float(np.median(labels.sum(0) if kind == "multilabel" else np.bincount(labels, minlength=n_classes)))
 
 
 def advise(
@@ -280,14 +314,14 @@ def advise(
     >>> run = headstart.fit("data/ants_bees", strategy=advice.strategy, **advice.fit_kwargs)  # doctest: +SKIP
     """
     dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
-    counts = np.bincount(np.concatenate([dataset.labels(s) for s in ("train", "val") if s in dataset.splits]), minlength=len(dataset.classes))
+    size = measured_size(np.concatenate([dataset.labels(s) for s in ("train", "val") if s in dataset.splits]), len(dataset.classes))
     model = backbone if isinstance(backbone, Backbone) else create_backbone(backbone)
     result = profile(dataset, backbone=model, every=every, limit=limit, seed=seed, cache_dir=cache_dir, quiet=quiet)
     _, items, labels = labelled_examples(dataset, limit=limit, seed=seed)
     cost = measure_step(model, items)  # a few batches on this machine: what each candidate's seconds are made of
-    bag = bag_of_words_accuracy(items, labels, seed=seed) if dataset.modality == "text" else None
+    bag = bag_of_words_accuracy(items, labels, seed=seed) if dataset.modality == "text" and result.task == "classification" else None  # a classifier baseline
     sizes = {split: len(dataset.items(split)) for split in dataset.splits}
-    advice = decide(float(np.median(counts)), result, cost=cost, sizes=sizes, bag=bag)
+    advice = decide(size, result, cost=cost, sizes=sizes, bag=bag)
     if isinstance(model.preprocessing, TextPreprocessing):  # what `fit` will do with texts longer than the window, counted on every split
         lengths = model.preprocessing.length_report([text for split in dataset.splits for text in dataset.items(split)])
         advice.measurements["text_lengths"] = lengths

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.analysis.transferability import leep, logme
+from headstart.analysis.probe_scores import probe_accuracy, strata
+from headstart.analysis.transferability import leep, logme, target_kind
 from headstart.backbones import Backbone, create_backbone, match_data, source_probabilities
 from headstart.caches.embeddings import EmbeddingCache
 from headstart.data import Dataset, load_dataset, make_loader, stratified_split
@@ -38,46 +39,28 @@ def labelled_examples(
 ) -> tuple[Dataset, list[Any], np.ndarray]:
     """``(dataset, items, labels)`` of the train and val splits, optionally a stratified subset of ``limit``.
 
-    The test split is left out: measuring on it would leak into whatever is chosen from the measurement.
+    The labels keep the dataset's contract (int64 classes, float32 numeric targets, float32 0/1 rows
+    for multi-label); a numeric target's subset is stratified over its deciles. The test split is
+    left out: measuring on it would leak into whatever is chosen from the measurement.
     """
     dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
     items: list[Any] = []
-    labels: list[int] = []
+    parts = []
     for split in ("train", "val"):
         if split in dataset.splits:
             items += list(dataset.items(split))
-            labels += list(dataset.labels(split))
-    y = np.asarray(labels, dtype=np.int64)
+            parts.append(dataset.labels(split))
+    y = np.concatenate(parts)
     if limit is not None:
-        if limit < 2 * len(dataset.classes):
-            raise ValueError(f"limit={limit} is too small for {len(dataset.classes)} classes; use at least {2 * len(dataset.classes)}")
+        groups = strata(y)
+        needed = 2 * len(np.unique(groups)) if target_kind(y) == "classification" else 10
+        if limit < needed:
+            raise ValueError(f"limit={limit} is too small for {len(dataset.classes)} classes; use at least {needed}" if target_kind(y) == "classification"
+                             else f"limit={limit} is too small for a cross-validated probe; use at least {needed}")  # fmt: skip
         if limit < len(items):
-            _, taken = stratified_split(y, limit / len(items), seed)
+            _, taken = stratified_split(groups, limit / len(items), seed)
             items, y = [items[i] for i in taken], y[taken]
     return dataset, items, y
-
-
-def probe_accuracy(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0, train_size: int | None = None) -> tuple[float, float]:
-    """Mean and standard deviation of stratified k-fold accuracy of a logistic regression on standardised features.
-
-    ``train_size``: each fold's probe trains on a stratified subset of this many of its training
-    examples (the same held-out part scores it): the accuracy a head trained on that many reaches.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    k = min(folds, int(np.bincount(labels).min()))
-    if k < 2:
-        raise ValueError("every class needs at least 2 examples for a cross-validated probe")
-    scores = []
-    for train, held_out in StratifiedKFold(k, shuffle=True, random_state=seed).split(features, labels):
-        if train_size is not None and train_size < len(train):
-            train = train[stratified_split(labels[train], train_size / len(train), seed)[1]]
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(features[train], labels[train])
-        scores.append(probe.score(features[held_out], labels[held_out]))
-    return float(np.mean(scores)), float(np.std(scores))
 
 
 def profiled_blocks(backbone: Backbone, every: int | None = None) -> list[str]:
@@ -186,18 +169,31 @@ class Profile:
     tolerance: float
     rows: list[BlockScore]
     seconds: dict[str, float] = field(default_factory=dict)
-    class_counts: list[int] = field(default_factory=list)  # profiled examples per class
-    source_leep: float | None = None  # LEEP of the backbone's own source head, when it has one
+    class_counts: list[int] = field(default_factory=list)  # profiled examples per class (multi-label: positives per label; regression: none)
+    source_leep: float | None = None  # LEEP of the backbone's own source head, when it has one (classes only)
+    task: str = "classification"  # "regression": probe_accuracy holds R²; "multilabel": mAP (see probe_accuracy())
+
+    @property
+    def metric(self) -> str:
+        """What the probe's score is: ``"accuracy"``, ``"R²"`` or ``"mAP"``."""
+        return {"regression": "R²", "multilabel": "mAP"}.get(self.task, "accuracy")
 
     @property
     def chance(self) -> float:
-        """Accuracy of always predicting the most common profiled class: the floor every probe is read against."""
+        """The probe's score without information, the floor every probe is read against: the majority
+        class's share (classes), 0 (R² of predicting the mean), or the mean share of positives per
+        label (the average precision of a random ranking is the label's prevalence)."""
+        if self.task == "regression":
+            return 0.0
+        if self.task == "multilabel":
+            return float(np.mean(self.class_counts)) / self.n_examples if self.class_counts and self.n_examples else 0.0
         return max(self.class_counts) / sum(self.class_counts) if self.class_counts else 1 / len(self.classes)
 
     @property
     def strength(self) -> float:
-        """Chance-corrected best probe accuracy, ``(best - chance) / (1 - chance)``: the share of the
-        task the frozen features already solve (1: every example right; 0: no better than the majority class)."""
+        """Chance-corrected best probe score, ``(best - chance) / (1 - chance)``: the share of the
+        task the frozen features already solve (1: every example right; 0: no better than the chance
+        floor; for a numeric target this is the best R² itself)."""
         top = max(r.probe_accuracy for r in self.rows)
         return (top - self.chance) / (1 - self.chance) if self.chance < 1 else 1.0
 
@@ -239,10 +235,11 @@ class Profile:
             "seconds": self.seconds,
             "class_counts": self.class_counts,
             "source_leep": self.source_leep,
+            "task": self.task,
         }
 
     def to_markdown(self) -> str:
-        lines = ["| # | block | dim | probe accuracy | LogME | shift from source |", "|---:|---|---:|---:|---:|---:|"]
+        lines = [f"| # | block | dim | probe {self.metric} | LogME | shift from source |", "|---:|---|---:|---:|---:|---:|"]
         for r in self.rows:
             mark = " (plateau)" if r.block == self.plateau else ""
             mark += " (best)" if r.block == self.best else ""
@@ -255,7 +252,7 @@ class Profile:
         """Inverse of :meth:`to_dict` (the derived ``best`` and ``plateau`` are recomputed)."""
         rows = [BlockScore(**row) for row in data["blocks"]]
         return cls(data["backbone"], data["data"], data["n_examples"], list(data["classes"]), data["tolerance"], rows, dict(data.get("seconds", {})),
-                   list(data.get("class_counts", [])), data.get("source_leep"))  # fmt: skip
+                   list(data.get("class_counts", [])), data.get("source_leep"), data.get("task", "classification"))  # fmt: skip
 
     def plot(self, path: str | Path) -> Path:
         """Write a PNG of probe accuracy and LogME against depth, the plateau block marked."""
@@ -278,7 +275,7 @@ class Profile:
         x = [r.index for r in self.rows]
         fig, left = plt.subplots(figsize=(6.4, 3.6), dpi=100)
         left.errorbar(x, [r.probe_accuracy for r in self.rows], yerr=[r.probe_std for r in self.rows], marker="o", color="tab:blue", capsize=2)
-        left.set_ylabel("linear probe accuracy (CV)", color="tab:blue")
+        left.set_ylabel(f"linear probe {self.metric} (CV)", color="tab:blue")
         left.set_xticks(x, [r.block for r in self.rows], rotation=45, ha="right", fontsize=8)
         right = left.twinx()
         right.plot(x, [r.logme for r in self.rows], marker="s", color="tab:orange")
@@ -310,6 +307,9 @@ def profile(
     run: str | Path | None = None,
 ) -> Profile:
     """Score every block of ``backbone`` on ``data`` (train + val splits) with a linear probe and LogME.
+
+    The probe and LogME follow the data's task (:func:`probe_accuracy`: accuracy, ridge R², or
+    per-label logistic mAP; LogME's classification, regression or per-label form).
 
     Parameters
     ----------
@@ -346,7 +346,7 @@ def profile(
     with Progress(quiet=quiet) as progress:
         features, _ = EmbeddingCache(cache_dir).embed_blocks(model, items, names, batch_size=batch_size, progress=progress)
     embedded = time.perf_counter() - started
-    shifted = items if len(items) <= SHIFT_EXAMPLES else [items[i] for i in stratified_split(labels, SHIFT_EXAMPLES / len(items), seed)[1]]
+    shifted = items if len(items) <= SHIFT_EXAMPLES else [items[i] for i in stratified_split(strata(labels), SHIFT_EXAMPLES / len(items), seed)[1]]
     shifts = source_shift(model, shifted, batch_size=batch_size) or {}
     measured = time.perf_counter() - started
     rows = []
@@ -358,17 +358,19 @@ def profile(
     # 0.980 on train + val, 0.960 at the train split's size; BENCHMARKS.md "Issue 26"). The best and the last block
     # (feature extraction's candidates) are probed again at the train split's size.
     train_size = len(dataset.items("train")) if "train" in dataset.splits else None
-    k = min(folds, int(np.bincount(labels).min()))
-    if train_size is not None and 2 * len(dataset.classes) <= train_size < len(items) * (k - 1) // k:
+    k = min(folds, int(np.bincount(labels).min())) if target_kind(labels) == "classification" else folds
+    if train_size is not None and target_kind(labels) == "classification" and 2 * len(dataset.classes) <= train_size < len(items) * (k - 1) // k:
         best = max(rows, key=lambda r: r.probe_accuracy)
         for row in [best] if best is rows[-1] else [best, rows[-1]]:
             row.probe_at_train, row.probe_at_train_std = probe_accuracy(features[row.block], labels, folds=folds, seed=seed, train_size=train_size)
     last = model.blocks[-1].name
-    probabilities = source_probabilities(model, features[last]) if last in features else None
+    task = target_kind(labels)
+    probabilities = source_probabilities(model, features[last]) if last in features and task == "classification" else None
     source_leep = leep(probabilities, labels) if probabilities is not None else None
     seconds = {"features": embedded, "shift": measured - embedded, "scores": time.perf_counter() - started - measured}
-    counts = np.bincount(labels, minlength=len(dataset.classes)).tolist()
-    result = Profile(model.spec.name, str(dataset.source), len(items), dataset.classes, tolerance, rows, seconds, counts, source_leep)
+    counts = {"classification": lambda: np.bincount(labels, minlength=len(dataset.classes)).tolist(), "regression": list,
+              "multilabel": lambda: labels.sum(0).astype(int).tolist()}[task]()  # fmt: skip
+    result = Profile(model.spec.name, str(dataset.source), len(items), dataset.classes, tolerance, rows, seconds, counts, source_leep, task)
     if run is not None:  # the run's report.html shows the plot (headstart report RUN)
         from headstart.rundir import PROFILE_NAME
 

@@ -6,7 +6,9 @@ H-score lose digits in float32) and vectorised, so 10k examples x 2k features ta
 
 * :func:`logme` - You et al., "LogME: Practical Assessment of Pre-trained Models for Transfer
   Learning", ICML 2021: the log marginal likelihood (evidence) per example of a Bayesian linear model
-  from features to each one-hot label column, maximised over its prior and noise precisions.
+  from features to each one-hot label column, maximised over its prior and noise precisions. The
+  paper defines it for regression too: a numeric target is one column (standardised, so the score
+  does not depend on its unit), a multi-label target one 0/1 column per label, evidence averaged.
 * :func:`leep` - Nguyen et al., "LEEP: A New Measure to Evaluate Transferability of Learned
   Representations", ICML 2020: log-likelihood of the empirical predictor that maps the source
   model's class probabilities to target labels. Needs a backbone with its source head.
@@ -25,11 +27,45 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCORES", "h_score", "leep", "logme", "nce", "score"]
+__all__ = ["SCORES", "h_score", "leep", "logme", "nce", "score", "target_kind"]
+
+
+def target_kind(labels: Any) -> str:
+    """``"classification"`` (integer class indices), ``"regression"`` (a float per example) or ``"multilabel"`` (a 0/1 row per example).
+
+    The data contract of :class:`headstart.data.Dataset`: ``labels(split)`` is int64 ``(n,)``,
+    float32 ``(n,)`` raw targets or float32 ``(n, K)`` 0/1 indicators, so the array says its task.
+    """
+    array = np.asarray(labels)
+    if array.ndim == 2:
+        return "multilabel"
+    return "regression" if array.ndim == 1 and np.issubdtype(array.dtype, np.floating) else "classification"
+
+
+def _target_columns(labels: Any, n: int) -> np.ndarray:
+    """The columns LogME regresses on: one-hot classes, the standardised numeric target, or the label indicators."""
+    kind = target_kind(labels)
+    if kind == "classification":
+        codes, k = _encode_labels(labels, n)
+        return np.eye(k)[codes]
+    y = np.asarray(labels, dtype=np.float64)
+    y = y[:, None] if y.ndim == 1 else y
+    if y.shape[0] != n:
+        raise ValueError(f"labels must hold one target per example ({n}); got shape {np.asarray(labels).shape}")
+    if not np.isfinite(y).all():
+        raise ValueError("targets contain NaN or infinite values")
+    if kind == "multilabel":
+        return y
+    spread = y.std(0)
+    if (spread == 0).any():
+        raise ValueError("the numeric target is constant; there is nothing to predict")
+    return (y - y.mean(0)) / spread
 
 
 def _encode_labels(labels: Any, n: int) -> tuple[np.ndarray, int]:
     labels = np.asarray(labels)
+    if target_kind(labels) != "classification":
+        raise ValueError(f"this score is defined for class labels; for {target_kind(labels)} targets use logme")
     if labels.ndim != 1 or len(labels) != n:
         raise ValueError(f"labels must be a 1-D array with one label per example ({n}); got shape {labels.shape}")
     _, codes = np.unique(labels, return_inverse=True)
@@ -121,14 +157,17 @@ def _thin_svd(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def logme(features: Any, labels: Any) -> float:
-    """LogME: mean over classes of the maximised log evidence per example (higher is better).
+    """LogME: mean over target columns of the maximised log evidence per example (higher is better).
 
     Parameters
     ----------
     features : array of shape (n_examples, n_features)
         Frozen features of the target examples (any float dtype; computed in float64).
-    labels : array of shape (n_examples,)
-        Target class of each example (any hashable labels).
+    labels : array of shape (n_examples,) or (n_examples, n_labels)
+        Integer (or string) classes: one one-hot column per class (the paper's classification form).
+        Floats: a numeric target, standardised to zero mean and unit variance, scored by the paper's
+        regression form (one column; evidence per example shifts by ``-log(scale)`` with the unit,
+        hence the standardisation). A 2-D 0/1 array: multi-label, one column per label, averaged.
 
     Examples
     --------
@@ -139,8 +178,7 @@ def logme(features: Any, labels: Any) -> float:
     True
     """
     f = _check_features(features)
-    codes, k = _encode_labels(labels, len(f))
-    y = np.eye(k)[codes]
+    y = _target_columns(labels, len(f))
     u, s = _thin_svd(f)
     evidence, _, _ = logme_evidence(s, u.T @ y, (y**2).sum(0), len(f), f.shape[1])
     return float(evidence.mean())

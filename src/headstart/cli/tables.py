@@ -48,7 +48,7 @@ def profile_table(result: Any, *, folds: int | None = None) -> Table:
     """Per-block probe accuracy, LogME and shift from the source's statistics, the plateau marked (for `profile` and `advise`)."""
     table = Table(title=f"{result.backbone} on {result.data}: {result.n_examples} examples" + (f", {folds}-fold linear probe" if folds else ""))
     shifts = result.mean_shift is not None
-    for col in ("#", "block", "dim", "probe accuracy", "LogME", *(["shift"] if shifts else [])):
+    for col in ("#", "block", "dim", f"probe {result.metric}", "LogME", *(["shift"] if shifts else [])):
         table.add_column(col, justify="left" if col == "block" else "right")
     for r in result.rows:
         mark = " ← plateau" if r.block == result.plateau else ""

@@ -10,7 +10,10 @@ Sections appear when the run holds their data:
 
 * dataset summary, strategy and settings, frozen/trainable blocks, training curves with phase
   boundaries and the overfitting flag, confusion matrix and per-class precision/recall/F1, the
-  worst mistakes (``predictions.json``) - every run written by ``fit``;
+  worst mistakes (``predictions.json``) - every run written by ``fit``; a regression run shows
+  MAE/RMSE/R² with intervals, predicted against true and its largest errors instead, a multi-label
+  run micro/macro F1, mAP, subset accuracy, a per-label table and the examples with wrong labels
+  (:mod:`~headstart.report.targets`);
 * most-confused class pairs, top losses (with Grad-CAM heat maps for image runs), precision-recall
   and ROC curves (two-class runs) and the projection of the test features - from ``predictions.json``
   and ``interpretation.json``, which ``fit`` computes with the model (:mod:`~headstart.report.interpret`);

@@ -75,8 +75,11 @@ def _png(fig: Any) -> str:
 
 
 @_styled
-def _curves_figure(history: dict[str, Any]) -> Any:
-    """Loss and accuracy per epoch; one column per phase, so a 4-epoch fine-tune is not squeezed beside a 100-epoch head fit."""
+def _curves_figure(history: dict[str, Any], score: str = "accuracy", percent: bool = True) -> Any:
+    """Loss and accuracy per epoch; one column per phase, so a 4-epoch fine-tune is not squeezed beside a 100-epoch head fit.
+
+    ``score``: what the records' ``*_accuracy`` hold for the run's task (:data:`headstart.report.targets.EPOCH_SCORE`).
+    """
     import matplotlib.pyplot as plt
 
     epochs = history["epochs"]
@@ -107,16 +110,17 @@ def _curves_figure(history: dict[str, Any]) -> Any:
                 ax.scatter(*zip(*bad), color=ALERT_COLOR, marker="x", s=36, zorder=5, label="overfitting")
             if len(x) < 8:
                 ax.set_xticks(x)
+            name = score if key == "accuracy" else key
             if len(phases) == 1:
-                ax.set_title(key)
+                ax.set_title(name)
                 ax.set_xlabel("epoch")
             elif row == 0:
                 ax.set_title(f"{phase['name']} ({phase['epochs']} of at most {phase['planned']} epochs)")
             else:
                 ax.set_xlabel(f"{phase['name']} epoch")
             if column == 0 and len(phases) > 1:
-                ax.set_ylabel(key)
-            if key == "accuracy":
+                ax.set_ylabel(name)
+            if key == "accuracy" and percent:
                 ax.yaxis.set_major_formatter(_percent_formatter())
     handles: dict[str, Any] = {}
     for ax in axes.flat:
@@ -207,25 +211,27 @@ def compare_labels(runs: Sequence[SavedRun]) -> list[str]:
 
 
 @_styled
-def _compare_figure(runs: Sequence[SavedRun]) -> Any:
-    """Held-out accuracy per run (with its 95% interval) and validation accuracy over every phase of each run,
-    a diamond where a new phase (fine-tuning after the head warm-up) starts."""
+def _compare_figure(runs: Sequence[SavedRun], key: str = "accuracy", score: tuple[str, str] = ("accuracy", "accuracy")) -> Any:
+    """Held-out ``key`` per run (with its 95% interval) and the validation score over every phase of each run,
+    a diamond where a new phase (fine-tuning after the head warm-up) starts. ``score``: the names of the
+    held-out score and of the records' per-epoch ``val_accuracy`` for the runs' task."""
     fig, (bars, curves) = _figure(10, 3.6, ncols=2)
     palette = ["#2563eb", "#16a34a", "#9333ea", "#0891b2", "#ca8a04"]
     names = compare_labels(runs)
     colors = ["#9ca3af" if r.strategy == "scratch" else palette[i % len(palette)] for i, r in enumerate(runs)]
-    values = [(r.test or {}).get("accuracy", 0.0) for r in runs]
-    spans = [interval_of(r.test, "accuracy") if r.test else None for r in runs]
+    values = [(r.test or {}).get(key) or 0.0 for r in runs]
+    spans = [interval_of(r.test, key) if r.test else None for r in runs]
     low = [max(0.0, v - s[0]) if s else 0.0 for v, s in zip(values, spans)]
     high = [max(0.0, s[1] - v) if s else 0.0 for v, s in zip(values, spans)]
     bars.bar(range(len(runs)), values, color=colors, yerr=[low, high], capsize=4, ecolor="#374151", error_kw={"linewidth": 1})
     for i, (v, s) in enumerate(zip(values, spans)):
-        bars.annotate(f"{100 * v:.1f}%", (i, s[1] if s else v), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=9)
+        bars.annotate(f"{100 * v:.1f}%" if key == "accuracy" else f"{v:.3f}", (i, s[1] if s else v), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=9)
     crowded = len(runs) > 3
     bars.set_xticks(range(len(runs)), names, fontsize=8, rotation=30 if crowded else 0, ha="right" if crowded else "center")
-    bars.set_ylim(0, 1.12)
-    bars.yaxis.set_major_formatter(_percent_formatter())
-    bars.set_title("held-out accuracy (bars: 95% interval)")
+    bars.set_ylim(min(0.0, *[v - lo for v, lo in zip(values, low)]), 1.12)
+    if key == "accuracy":
+        bars.yaxis.set_major_formatter(_percent_formatter())
+    bars.set_title(f"held-out {score[0]} (bars: 95% interval)")
     changed = False
     for r, color, name in zip(runs, colors, names):
         rows = r.history.get("epochs", [])
@@ -244,9 +250,28 @@ def _compare_figure(runs: Sequence[SavedRun]) -> Any:
 
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     curves.set_xlabel("epoch, every phase (head warm-up, then fine-tuning)" if changed else "epoch")
-    curves.set_title("validation accuracy per epoch")
+    curves.set_title(f"validation {score[1]} per epoch")
     curves.yaxis.set_major_formatter(_percent_formatter())
     curves.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@_styled
+def _scatter_figure(true: np.ndarray, predicted: np.ndarray, target: str) -> Any:
+    """Predicted against true values of a regression run's held-out split, the diagonal (a perfect model) drawn."""
+    fig, ax = _figure(4.8, 4.4)
+    low, high = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
+    pad = 0.04 * (high - low or 1.0)
+    ax.plot([low - pad, high + pad], [low - pad, high + pad], color="#9ca3af", linestyle="--", linewidth=1, label="predicted = true")
+    jitter = len(np.unique(true)) <= 10  # few distinct targets (ELPV's four): spread the columns so their density shows
+    x = true + (np.random.default_rng(0).uniform(-0.012, 0.012, len(true)) * (high - low or 1.0) if jitter else 0.0)
+    ax.scatter(x, predicted, s=12 if len(true) <= 500 else 5, color=TRAIN_COLOR, alpha=0.55, linewidths=0)
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xlabel(f"true {_short(target, 30)}" + (" (jittered)" if jitter else ""))
+    ax.set_ylabel(f"predicted {_short(target, 30)}")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
 

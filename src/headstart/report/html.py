@@ -31,9 +31,8 @@ from headstart.report.figures import (
     drawable,
 )
 from headstart.report.insights import confused_section, embedding_section, jpeg_uri, pr_roc_section, top_losses_section
+from headstart.report.targets import COMPARED, EPOCH_SCORE, GALLERY_SIZE, SCORES, headline_cards, results_section, task_of, worst_examples
 from headstart.rundir import METRICS_NAME, REPORT_NAME, SavedRun
-
-GALLERY_SIZE = 12
 
 
 def write_report(directory: str | Path, *, compare: Sequence[str | Path] = (), out: str | Path | None = None) -> Path:
@@ -104,23 +103,23 @@ def _sections(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any]:
     epochs = run.history.get("epochs", [])
     test = run.test
     kept = kept_weights(epochs, run.history.get("kept_epoch"))  # from the records: runs saved before "kept" existed get it too
-    if run.metrics.get("task", "classification") != "classification":  # regression and multi-label runs: the sections below read class probabilities
-        test = None
+    task = task_of(test or run.dataset)
+    classes = task == "classification"  # the sections built on a confusion matrix and class probabilities
     return {
+        "task": task,
         "headline": _headline(run, kept),
         "kept": kept,
         "data": _data_section(run.dataset),
         "strategy": _strategy_section(run),
         "lr_find": _lr_find_section(run.lr_find) if run.lr_find else None,
-        "curves": {"image": _png(_curves_figure(run.history)), "overfitting": overfitting(epochs, run.history.get("kept_epoch")), "kept": kept, "phases": _phases(epochs)}
-        if epochs
-        else None,
-        "results": _results_section(test) if test else None,
-        "mistakes": _mistakes_section(run.predictions) if run.predictions.get("examples") and test else None,
-        "confused": confused_section(test) if test else None,
-        "top_losses": top_losses_section(run) if test else None,
-        "pr_roc": pr_roc_section(run) if test else None,
-        "embedding": embedding_section(run) if test else None,
+        "curves": {"image": _png(_curves_figure(run.history, EPOCH_SCORE[task], percent=task != "regression")), "overfitting": overfitting(epochs, run.history.get("kept_epoch")), "kept": kept,
+                   "phases": _phases(epochs), "score": EPOCH_SCORE[task]} if epochs else None,  # fmt: skip
+        "results": (_results_section(test) if classes else results_section(test, run.predictions)) if test else None,
+        "mistakes": _mistakes_section(run.predictions, task) if run.predictions.get("examples") else None,
+        "confused": confused_section(test) if test and classes else None,
+        "top_losses": top_losses_section(run) if classes else None,
+        "pr_roc": pr_roc_section(run) if classes else None,
+        "embedding": embedding_section(run) if classes else None,
         "profile": _profile_section(run.profile or (run.training.get("advice") or {}).get("profile")),
         "compare": _compare_section(run, others) if others and test else None,
         "compare_title": "Transfer vs scratch" if _scratch_and_transfer([run, *others]) else "Runs compared",
@@ -133,11 +132,8 @@ def _headline(run: SavedRun, kept: dict[str, Any] | None) -> list[tuple[str, str
     """(label, value, hint) cards at the top of the page; each score's hint gives its 95% interval (:mod:`headstart.metrics`)."""
     test = run.test or {}
     cards = []
-    if test and test.get("task", "classification") != "classification":
-        keys = {"regression": (("MAE", "mae"), ("RMSE", "rmse"), ("R²", "r2")), "multilabel": (("micro F1", "micro_f1"), ("mAP", "map"), ("subset accuracy", "subset_accuracy"))}
-        split = test.get("split", "test")
-        cards += [(f"{split} {label}", "–" if test.get(key) is None else f"{test[key]:.3f}", f"{span(test, key, percent=False)} · n = {test['n']}")
-                  for label, key in keys.get(test["task"], ())]  # fmt: skip
+    if test and task_of(test) != "classification":
+        cards += headline_cards(test)
     elif test:
         split = test.get("split", "test")
         few = f"n = {test['n']}: too few examples to tell" if too_few(test) else f"n = {test['n']}"
@@ -163,15 +159,20 @@ def _scratch_and_transfer(runs: Sequence[SavedRun]) -> bool:
 
 
 def _data_section(summary: dict[str, Any]) -> dict[str, Any]:
+    """Examples per class and split; per label for multi-label data (an example counts under each of its labels); a numeric target's spread per split."""
     counts: dict[str, dict[str, int]] = summary.get("counts", {})
     splits = [s for s in ("train", "val", "test") if s in counts] + [s for s in counts if s not in ("train", "val", "test")]
     classes = summary.get("classes") or sorted({c for split in counts.values() for c in split})
     rows = [(name, [counts[s].get(name, 0) for s in splits], sum(counts[s].get(name, 0) for s in splits)) for name in classes]
-    totals = [sum(counts[s].values()) for s in splits]
+    examples = summary.get("examples") or {}  # multi-label: examples per split (the label counts add up to more)
+    totals = [int(examples[s]) if s in examples else sum(counts[s].values()) for s in splits]
+    target = summary.get("target") or {}
     largest = max((r[2] for r in rows), default=1) or 1
     return {
         "source": summary.get("source", ""),
         "modality": summary.get("modality", ""),
+        "task": task_of(summary),
+        "target": [(s, target[s]) for s in splits if s in target],
         "splits": splits,
         "rows": [(name, cells, total, 100 * total / largest) for name, cells, total in rows],
         "totals": totals,
@@ -244,6 +245,7 @@ def _results_section(metrics: dict[str, Any]) -> dict[str, Any]:
     numbered = not drawable(metrics["classes"])
     f1_spans = interval_of(metrics, "per_class_f1") or {}
     return {
+        "task": "classification",
         "split": metrics.get("split", "test"),
         "n": metrics["n"],
         "shown": {key: describe(metrics, key, percent=key != "macro_f1") for key in ("accuracy", "balanced_accuracy", "macro_f1")},
@@ -257,9 +259,10 @@ def _results_section(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _mistakes_section(predictions: dict[str, Any]) -> dict[str, Any]:
+def _mistakes_section(predictions: dict[str, Any], task: str = "classification") -> dict[str, Any]:
+    """The gallery of the worst held-out examples (:func:`headstart.report.targets.worst_examples`), with thumbnails or text."""
     examples = predictions["examples"]
-    wrong = sorted((e for e in examples if e["true"] != e["predicted"]), key=lambda e: -e["confidence"])
+    wrong, count = worst_examples(predictions, task)
     cards = []
     for e in wrong[:GALLERY_SIZE]:
         card = {**e, "thumbnail": None, "snippet": None, "name": None}
@@ -270,7 +273,7 @@ def _mistakes_section(predictions: dict[str, Any]) -> dict[str, Any]:
             text = str(e["item"] or "")
             card["snippet"] = text if len(text) <= 280 else text[:277] + "..."
         cards.append(card)
-    return {"split": predictions.get("split", "test"), "n": len(examples), "wrong": len(wrong), "cards": cards, "modality": predictions.get("modality")}
+    return {"split": predictions.get("split", "test"), "n": len(examples), "wrong": count, "cards": cards, "modality": predictions.get("modality"), "task": task}
 
 
 def _profile_section(profile: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -284,11 +287,13 @@ def _profile_section(profile: dict[str, Any] | None) -> dict[str, Any] | None:
     fig = result.figure()
     image = _png(fig)
     plt.close(fig)
-    return {"image": image, "plateau": result.plateau, "best": result.best, "rows": result.rows, "n": result.n_examples}
+    return {"image": image, "plateau": result.plateau, "best": result.best, "rows": result.rows, "n": result.n_examples, "metric": result.metric}
 
 
 def _compare_section(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any]:
     runs = sorted([run, *others], key=lambda r: (r.strategy == "scratch", r.directory.name))
+    task = task_of(run.test)
+    key, label = COMPARED[task]
     rows = []
     for r in runs:
         test = r.test or {}
@@ -296,8 +301,9 @@ def _compare_section(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any
             "name": r.directory.name,
             "strategy": r.strategy,
             "backbone": r.training.get("backbone", "?"),
-            "accuracy": test.get("accuracy"),
+            "accuracy": test.get(key),
             "macro_f1": test.get("macro_f1"),
+            "scores": [test.get(k) if task_of(test) == task else None for k, _, _ in SCORES[task]],
             "epochs": " + ".join(str(p["last"] - p["first"] + 1) for p in _phases(r.history.get("epochs", []))) or "0",
             "seconds": _duration(float(r.metrics.get("seconds", 0.0))),
             "current": r is run,
@@ -307,8 +313,10 @@ def _compare_section(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any
     gain = None
     if scratch and transfer:
         best = max(transfer, key=lambda r: r["accuracy"])
-        gain = {"best": best["strategy"], "points": 100 * (best["accuracy"] - scratch[0]["accuracy"]), "f1": (best["macro_f1"], scratch[0]["macro_f1"])}
-    return {"rows": rows, "gain": gain, "image": _png(_compare_figure(runs))}
+        gain = {"best": best["strategy"], "points": 100 * (best["accuracy"] - scratch[0]["accuracy"]), "f1": (best["macro_f1"], scratch[0]["macro_f1"]),
+                "difference": best["accuracy"] - scratch[0]["accuracy"]}  # fmt: skip
+    return {"rows": rows, "gain": gain, "task": task, "score": label, "columns": [(name, percent) for _, name, percent in SCORES[task]],
+            "image": _png(_compare_figure(runs, key, (label, EPOCH_SCORE[task])))}  # fmt: skip
 
 
 def _costs_section(run: SavedRun, others: Sequence[SavedRun]) -> dict[str, Any] | None:

@@ -5,7 +5,10 @@
 metrics as ``test/<name>``, the report as text with the page copied beside the events, and for the
 held-out split (test, else val) the fit's arguments with its final metrics as hparams, one
 precision-recall curve per class (``pr/<class>``, one-vs-rest) and the pooled features with their
-true and predicted classes for the projector.
+true and predicted classes for the projector. Regression and multi-label runs log their own held-out
+scores (``test/mae``, ``test/rmse``, ``test/r2``; ``test/micro_f1``, ``test/macro_f1``, ``test/map``,
+``test/subset_accuracy``; :data:`headstart.report.targets.SCORES`); their ``accuracy/*`` curves hold
+the task's per-epoch score (:data:`headstart.report.targets.EPOCH_SCORE`).
 ``log_to="mlflow"`` logs the fit's arguments as parameters, the same curves as metrics, the test
 metrics as ``test/<name>`` (as in TensorBoard), ``report.html``, ``metrics.json`` and ``history.json``
 as artifacts, and the model as an MLflow pyfunc (``mlflow.pyfunc.load_model(uri).predict(paths or texts)``,
@@ -22,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from headstart.report.targets import SCORES, task_of
 from headstart.rundir import CONFIG_NAME, HISTORY_NAME, METRICS_NAME, REPORT_NAME
 from headstart.training.callbacks import Callback
 from headstart.training.state import TrainState
@@ -32,6 +36,14 @@ if TYPE_CHECKING:
 TRACKERS = ("tensorboard", "mlflow")
 CURVES = {"train_loss": "loss/train", "val_loss": "loss/val", "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val", "lr": "lr"}
 HELD_OUT = ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "loss")
+
+
+def held_out_scores(values: dict[str, Any]) -> dict[str, float]:
+    """The held-out scores of one split's metrics for its task: HELD_OUT for classes, MAE/RMSE/R² or micro/macro F1, mAP, subset accuracy."""
+    task = task_of(values)
+    names = HELD_OUT if task == "classification" else (*(key for key, _, _ in SCORES[task]), "loss")
+    return {name: float(values[name]) for name in names if values.get(name) is not None}
+
 MAX_PR_CURVES = 50  # one-vs-rest curves beyond this many classes would bury the tab
 
 
@@ -85,9 +97,8 @@ class TensorBoardTracker(Tracker):
     def finish(self, metrics: dict[str, Any], directory: Path | None) -> None:
         for split, values in metrics.items():
             if isinstance(values, dict):
-                for name in HELD_OUT:
-                    if name in values:
-                        self.writer.add_scalar(f"{split}/{name}", float(values[name]), 0)
+                for name, value in held_out_scores(values).items():
+                    self.writer.add_scalar(f"{split}/{name}", value, 0)
         if self.interpretation is not None:
             self._held_out_summaries(self.interpretation, metrics)
         report = _report(directory)
@@ -102,9 +113,11 @@ class TensorBoardTracker(Tracker):
     def _held_out_summaries(self, found: Interpretation, metrics: dict[str, Any]) -> None:
         """hparams (arguments and final metrics), one-vs-rest PR curves and the projector's embedding of the held-out split."""
         split = found.data["split"]
-        final = {f"hparam/{split}_{name}": float(metrics[split][name]) for name in HELD_OUT if name in metrics.get(split, {})}
+        final = {f"hparam/{split}_{name}": value for name, value in held_out_scores(metrics.get(split, {})).items()}
         hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in self.arguments.items()}
         self.writer.add_hparams(hparams, final, run_name=".")  # "." : the same run as the curves, not a sub-folder
+        if task_of(metrics.get(split)) != "classification":  # the curves and projection below read class probabilities
+            return
         for k, name in enumerate(found.classes[:MAX_PR_CURVES]):
             self.writer.add_pr_curve(f"pr/{name}", found.labels == k, found.probs[:, k], 0)
         if found.features is not None:
@@ -148,7 +161,7 @@ class MLflowTracker(Tracker):
     def finish(self, metrics: dict[str, Any], directory: Path | None) -> None:
         for split, values in metrics.items():
             if isinstance(values, dict):
-                self.mlflow.log_metrics({f"{split}/{name}": float(values[name]) for name in HELD_OUT if name in values})
+                self.mlflow.log_metrics({f"{split}/{name}": value for name, value in held_out_scores(values).items()})
         if directory is not None:
             for name in (REPORT_NAME, METRICS_NAME, HISTORY_NAME, CONFIG_NAME):
                 if (directory / name).is_file():

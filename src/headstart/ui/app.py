@@ -19,6 +19,7 @@ import threading
 import zipfile
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,14 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from headstart.api import fit, resume
-from headstart.config import ADVICE_KEYS, STRATEGY_HELP
+from headstart.config import ADVICE_KEYS, STRATEGY_HELP, FitConfig
 from headstart.data import check_file, load_dataset
 from headstart.errors import USER_ERRORS, error_line, is_user_error
 from headstart.inference import predict
 from headstart.metrics import MIN_EXAMPLES, span, too_few
 from headstart.model import TransferModel
 from headstart.outcome import kept_weights, phase_counts
+from headstart.report.targets import COMPARED, EPOCH_SCORE, SCORES, task_of
 from headstart.rundir import ARGS_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_NAME, REPORT_NAME, STATE_NAME, default_run_dir
 from headstart.training.checkpoint import checkpoint_dir, read_fit_args
 from headstart.ui.jobs import Busy, JobRunner, LiveProgress, _finite
@@ -62,11 +64,28 @@ def dataset_info(path: Path) -> dict[str, Any]:
     default = "minilm" if modality == "text" else "efficientnet_lite0"
     rows = [{"class": c, **{split: counts.get(c, 0) for split, counts in summary["counts"].items()}} for c in dataset.classes]
     return {
-        "path": str(path), "name": path.stem, "modality": modality, "classes": dataset.classes, "splits": list(summary["counts"]), "rows": rows,
+        "path": str(path), "name": path.stem, "modality": modality, "classes": dataset.classes, "task": summary.get("task", "classification"), "target": summary.get("target"), "splits": list(summary["counts"]), "rows": rows,
         "total": sum(sum(c.values()) for c in summary["counts"].values()), "skipped": summary["skipped"], "skipped_reasons": summary["skipped_reasons"],
         "skipped_files": summary["skipped_files"][:10], "notes": summary["notes"], "warnings": summary["warnings"],
         "backbones": names, "backbone": default if default in names else names[0],
     }  # fmt: skip
+
+
+def task_scores(held_out: dict[str, Any]) -> dict[str, Any]:
+    """The run's task and its held-out scores as the page shows them (:mod:`headstart.report.targets`): each with its
+    label, whether it is a percentage and its interval; ``score``: the one runs are compared on (accuracy, R², micro F1)."""
+    task = task_of(held_out)
+    key, label = COMPARED[task]
+    scores = [{"key": k, "label": name, "value": held_out.get(k), "percent": percent, "interval": span(held_out, k, percent=percent) if held_out.get(k) is not None else ""}
+              for k, name, percent in SCORES[task]] if held_out else []  # fmt: skip
+    return {"task": task, "scores": scores, "score": held_out.get(key), "score_label": label, "score_percent": key == "accuracy", "epoch_score": EPOCH_SCORE[task]}
+
+
+def form_option(name: str) -> dict[str, Any]:
+    """A fit option as the training form offers it: its default, help and choices, read from :class:`~headstart.config.FitConfig`."""
+    found = next(f for f in fields(FitConfig) if f.name == name)
+    flag = found.metadata["cli"]
+    return {"default": found.default, "help": found.metadata["help"], "choices": list(flag.choices or ()) if flag else []}
 
 
 def run_info(directory: Path) -> dict[str, Any] | None:
@@ -84,7 +103,7 @@ def run_info(directory: Path) -> dict[str, Any] | None:
         held_out = metrics.get("test") or metrics.get("val") or {}
         history = read(directory / HISTORY_NAME)
         epochs = history.get("epochs", [])
-        return _finite({**row, "status": "finished", "data": Path(config.get("dataset", {}).get("source", "?")).name, "modality": config.get("dataset", {}).get("modality"),
+        return _finite({**row, **task_scores(held_out), "status": "finished", "data": Path(config.get("dataset", {}).get("source", "?")).name, "modality": config.get("dataset", {}).get("modality"),
                         "backbone": training.get("backbone"), "strategy": training.get("strategy", {}).get("name"), "split": held_out.get("split"),
                         "accuracy": held_out.get("accuracy"), "balanced_accuracy": held_out.get("balanced_accuracy"), "macro_f1": held_out.get("macro_f1"),
                         "n": held_out.get("n"), "epochs": len(epochs), "seconds": metrics.get("seconds"), "report": (directory / REPORT_NAME).is_file(),
@@ -116,6 +135,7 @@ class TrainRequest(BaseModel):
     path: str
     backbone: str
     strategy: str = "feature-extraction"
+    task: str = "auto"
     epochs: int | None = None
     patience: int | None = None
     settings: dict[str, Any] = {}
@@ -301,7 +321,7 @@ def _page(roots: list[Path], project: Path, max_unpacked: int, token: str) -> st
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("headstart", "templates"), autoescape=True)
     return env.get_template("ui.html.j2").render(version=__version__, allowed=[str(r) for r in roots], project=str(project), strategies=STRATEGY_HELP,
-                                                 start=str(roots[0]), max_upload=_size(max_unpacked), token=token)  # fmt: skip
+                                                 task=form_option("task"), epoch_scores=EPOCH_SCORE, start=str(roots[0]), max_upload=_size(max_unpacked), token=token)  # fmt: skip
 
 
 def _unpack_upload(archive: UploadFile, name: str, datasets_dir: Path, max_unpacked: int) -> dict[str, Any]:
@@ -335,6 +355,10 @@ def _fit_settings(request: TrainRequest) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"settings {unknown} are not ones the advisor sets ({list(ADVICE_KEYS)})")
     settings = {k: v for k, v in request.settings.items() if v is not None}
+    tasks = form_option("task")["choices"]
+    if request.task not in tasks:
+        raise ValueError(f"unknown task {request.task!r}; choose one of {tasks}")
+    settings["task"] = request.task
     if request.epochs is not None:
         settings["epochs"] = request.epochs
     return settings
@@ -400,7 +424,7 @@ def _predictions(model: TransferModel, text: str, files: list[UploadFile]) -> li
                 names.append(name)
         results = predict(model, items)
     rows = []
-    for name, result in zip(names, results):
+    for name, result in zip(names, results):  # regression: the value alone (no probabilities); multilabel: the chosen labels, each label's probability
         top = sorted(result.probabilities.items(), key=lambda kv: kv[1], reverse=True)[:TOP_K]
         rows.append({"item": name, "label": result.label, "probability": result.probability, "top": [{"class": c, "probability": p} for c, p in top]})
     return rows
