@@ -107,8 +107,11 @@ def test_evaluate_prints_each_tasks_scores(regression_run, multilabel_run, capsy
     assert json.loads(capsys.readouterr().out)["task"] == "multilabel"
 
 
-def test_tracking_logs_the_tasks_scores():
-    from headstart.report.tracking import held_out_scores
+def test_tracking_logs_the_tasks_scores(regression_run):
+    from headstart.report.tracking import held_out_scores, split_scores
+
+    metrics = json.loads((regression_run.directory / "metrics.json").read_text())  # with the target's statistics beside the splits
+    assert "target" in metrics and set(split_scores(metrics)) == {"val", "test"} and set(split_scores(metrics)["test"]) == {"mae", "rmse", "r2", "loss"}
 
     assert held_out_scores({"task": "regression", "mae": 0.1, "rmse": 0.2, "r2": 0.5, "loss": 0.3, "n": 9}) == {"mae": 0.1, "rmse": 0.2, "r2": 0.5, "loss": 0.3}
     scores = held_out_scores({"task": "multilabel", "micro_f1": 0.7, "macro_f1": 0.6, "map": 0.8, "subset_accuracy": 0.4, "per_label": {}})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,9 @@ def test_regression_from_the_command_line(tables, tiny_text_backbone, tmp_path, 
     assert value == pytest.approx(predict(out, ["gamma item"])[0].value)
     assert main(["evaluate", str(out), str(tables["scores"]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mae"] == pytest.approx(metrics["test"]["mae"])
+    assert main(["lr-find", str(tables["scores"]), "--run", str(out), "--steps", "12", "--plot", "none", "--json"]) == 0  # the run's MSE, not cross-entropy
+    found = json.loads((out / "lr_find.json").read_text())
+    assert len(found["losses"]) >= 5 and all(math.isfinite(v) for v in found["losses"][:5])
 
 
 def test_multilabel_in_python_thresholds_are_saved_and_reloaded(tables, tiny_text_backbone, tmp_path):

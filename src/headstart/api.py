@@ -266,7 +266,8 @@ def _with_advice(dataset: Dataset, config: FitConfig, quiet: bool) -> tuple[FitC
     if config.strategy != "auto":
         return config, _Advice()
     if dataset.task != "classification":
-        raise ValueError(f"--strategy auto measures class separability and does not read a {dataset.task} target yet; pass a strategy (feature-extraction, fine-tune, ...)")
+        raise ValueError(f"--strategy auto prices its candidates for class targets only, not a {dataset.task} one yet; run `headstart advise {dataset.source}` "
+                         "(it measures this target) and pass the strategy it names")  # fmt: skip
     from headstart.analysis.advisor import advise
 
     started = time.perf_counter()

@@ -15,7 +15,7 @@ import copy
 import itertools
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,7 @@ def lr_find(
     smooth: float = 0.98,
     diverge: float = 4.0,
     weight_decay: float = 0.01,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> LRFinderResult:
     """Range test on the trainable parameters of ``model`` (all at one rate); ``model`` is left as it was."""
     if not 0 < start < end or steps < 5:
@@ -102,7 +103,7 @@ def lr_find(
     device = next(model.parameters()).device
     groups = param_groups(model, start, start, weight_decay)
     optimizer = torch.optim.AdamW(groups)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = loss or nn.CrossEntropyLoss()  # find_lr passes the run's task loss (MSE/Huber for a number, BCE for label sets)
     lrs: list[float] = []
     losses: list[float] = []
     average, best = 0.0, math.inf
@@ -177,25 +178,32 @@ def find_lr(
     from torch.utils.data import DataLoader, TensorDataset
 
     from headstart.freezing import freeze_bottom
+    from headstart.tasks import get_task
 
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed)
+    saved = TransferModel.from_pretrained(run) if run is not None else None
+    task = saved.task.name if saved is not None else "auto"  # a run's data is read as the run's task; otherwise as fit reads it
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, text_column=text_column, label_column=label_column, seed=seed, task=task)
     seed_everything(seed)
-    model = TransferModel.from_pretrained(run) if run is not None else TransferModel.from_backbone(backbone, dataset.classes)
+    if saved is None:
+        kind = get_task(dataset.task)
+        saved = TransferModel.from_backbone(backbone, dataset.classes, task=kind, target=kind.fit_encoding(dataset.labels("train")))
+    model = saved
     if model.classes != dataset.classes:
         raise ValueError(f"{run}: the run's classes {model.classes[:5]} differ from {dataset.source}'s {dataset.classes[:5]}")
     match_data(model.backbone, dataset, image_size=image_size)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu").fast_layout()
-    items, labels = dataset.items("train"), dataset.labels("train")
+    items, labels = dataset.items("train"), model.encoded_labels(dataset.labels("train"))
+    task_loss = model.task.loss
     generator = torch.Generator().manual_seed(seed)
     if trainable_blocks == 0:
         with Progress(quiet=quiet) as progress:
             features, _ = EmbeddingCache(cache_dir).embed(model.backbone, items, progress=progress)
-        loader: Any = DataLoader(TensorDataset(torch.from_numpy(np.ascontiguousarray(features)), torch.from_numpy(labels)), batch_size=batch_size, shuffle=True, generator=generator)
-        result = lr_find(model.head, loader, start=start, end=end, steps=steps)
+        loader: Any = DataLoader(TensorDataset(torch.from_numpy(np.ascontiguousarray(features)), torch.as_tensor(np.asarray(labels))), batch_size=batch_size, shuffle=True, generator=generator)
+        result = lr_find(model.head, loader, start=start, end=end, steps=steps, loss=task_loss)
     else:
         freeze_bottom(model, trainable_blocks + 1)
         loader = make_loader(items, labels, model.preprocessing, batch_size=batch_size, train=True, augment="none", seed=seed)
-        result = lr_find(model, loader, start=start, end=end, steps=steps)
+        result = lr_find(model, loader, start=start, end=end, steps=steps, loss=task_loss)
     if run is not None:  # the run's report.html shows the curve (headstart report RUN)
         atomic_write_text(Path(run) / LR_FIND_NAME, json.dumps(result.to_dict()))
     return result

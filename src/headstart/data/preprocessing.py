@@ -90,7 +90,6 @@ class ImagePreprocessing:
         )
 
     def train_transform(self, augment: str = "light") -> Any:
-        T = _transforms()
         """Training-time transform; ``augment`` is one of :data:`AUGMENT_PRESETS`.
 
         ``light`` crops at least 75% of the image (fastai's usual ``min_scale=0.75``) and flips: a
@@ -101,6 +100,7 @@ class ImagePreprocessing:
         _check_augment(augment)
         if augment == "none":
             return self.eval_transform()
+        T = _transforms()
         interpolation = interpolation_mode(self.interpolation)
         steps: list[Any] = [
             T.RandomResizedCrop(self.input_size, scale=(0.08 if augment == "strong" else 0.75, 1.0), interpolation=interpolation),

@@ -44,6 +44,12 @@ def held_out_scores(values: dict[str, Any]) -> dict[str, float]:
     names = HELD_OUT if task == "classification" else (*(key for key, _, _ in SCORES[task]), "loss")
     return {name: float(values[name]) for name in names if values.get(name) is not None}
 
+
+def split_scores(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``split -> held_out_scores`` for the scored splits of ``metrics.json`` (its other entries, the regression
+    target's statistics or the bag-of-words baseline, are not a split's scores)."""
+    return {split: held_out_scores(metrics[split]) for split in ("val", "test") if isinstance(metrics.get(split), dict)}
+
 MAX_PR_CURVES = 50  # one-vs-rest curves beyond this many classes would bury the tab
 
 
@@ -95,10 +101,9 @@ class TensorBoardTracker(Tracker):
         self.writer.flush()
 
     def finish(self, metrics: dict[str, Any], directory: Path | None) -> None:
-        for split, values in metrics.items():
-            if isinstance(values, dict):
-                for name, value in held_out_scores(values).items():
-                    self.writer.add_scalar(f"{split}/{name}", value, 0)
+        for split, scores in split_scores(metrics).items():
+            for name, value in scores.items():
+                self.writer.add_scalar(f"{split}/{name}", value, 0)
         if self.interpretation is not None:
             self._held_out_summaries(self.interpretation, metrics)
         report = _report(directory)
@@ -159,9 +164,8 @@ class MLflowTracker(Tracker):
         self.mlflow.log_metrics({key: float(record[key]) for key in CURVES if key in record}, step=int(record["epoch"]))
 
     def finish(self, metrics: dict[str, Any], directory: Path | None) -> None:
-        for split, values in metrics.items():
-            if isinstance(values, dict):
-                self.mlflow.log_metrics({f"{split}/{name}": value for name, value in held_out_scores(values).items()})
+        for split, scores in split_scores(metrics).items():
+            self.mlflow.log_metrics({f"{split}/{name}": value for name, value in scores.items()})
         if directory is not None:
             for name in (REPORT_NAME, METRICS_NAME, HISTORY_NAME, CONFIG_NAME):
                 if (directory / name).is_file():
